@@ -1,0 +1,54 @@
+# pinmeter — metering proxy for Pinata Inference.
+# Entry points: make (build/pinmeter), make run, make test, make asan, make clean.
+
+CC      ?= cc
+PKGS    := libmicrohttpd libcurl libcjson sqlite3 openssl
+CFLAGS  ?= -O2 -g
+override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -MMD -MP
+override LDLIBS += -lmicrohttpd -lcurl -lcjson -lsqlite3 -lssl -lcrypto -lpthread -lm
+BUILD   ?= build
+
+SRC       := $(wildcard src/*.c)
+OBJ       := $(SRC:src/%.c=$(BUILD)/obj/%.o)
+LIBOBJ    := $(filter-out $(BUILD)/obj/main.o,$(OBJ))
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all run test unit e2e asan clean deps
+
+all: $(BUILD)/pinmeter
+
+$(BUILD)/pinmeter: $(OBJ)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/obj/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIBOBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(LIBOBJ) $(LDLIBS)
+
+# Installs missing build dependencies (Debian), builds, starts with the default config.
+deps:
+	@./scripts/deps.sh
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	./$(BUILD)/pinmeter serve -c conf/pinmeter.json
+
+unit: $(UNIT_BIN)
+	@fail=0; for t in $(UNIT_BIN); do $$t || fail=1; done; exit $$fail
+
+e2e: $(BUILD)/pinmeter
+	python3 tests/e2e/run.py --bin $(BUILD)/pinmeter
+
+test: all unit e2e
+
+asan:
+	$(MAKE) BUILD=build-asan CC=clang CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" test
+
+clean:
+	rm -rf build build-asan
+
+-include $(OBJ:.o=.d) $(UNIT_BIN:=.d)

@@ -1,0 +1,30 @@
+/* admit: reading a chat completion request body at admission. Pure: finds the
+ * few fields metering needs, estimates prompt tokens, and when the request
+ * streams, produces the upstream body with stream_options.include_usage set. */
+#ifndef PINMETER_ADMIT_H
+#define PINMETER_ADMIT_H
+#include <stddef.h>
+#include <stdint.h>
+
+#define ADMIT_MODEL_MAX 256
+#define ADMIT_MAX_DEPTH 64          /* deeper JSON nesting is refused */
+
+typedef struct admit_req {
+    char model[ADMIT_MODEL_MAX];
+    int stream;                     /* "stream": true */
+    int client_wants_usage;         /* stream_options.include_usage true in the client's body */
+    int64_t max_tokens;             /* max_tokens, else max_completion_tokens, else -1 */
+    int64_t est_prompt_tokens;      /* ceil(body bytes / 3): conservative */
+    char *upstream_body;            /* body to send upstream when it differs (owned), else NULL */
+    size_t upstream_len;
+} admit_req_t;
+
+/* Parses body. Returns 0 and fills *out (free with admit_free), or -1 and a
+ * client-facing reason in err: not JSON, not an object, nesting too deep,
+ * missing/empty/non-string model, messages missing or not an array,
+ * max_tokens not a positive integer, stream not a boolean. */
+int admit_parse(const char *body, size_t len, admit_req_t *out,
+                char *err, size_t errlen);
+void admit_free(admit_req_t *r);
+
+#endif

@@ -1,0 +1,136 @@
+/* app: the serving process's context and the request record shared by the
+ * listener (server.c, libmicrohttpd's thread), the upstream thread
+ * (upstream.c, a curl multi handle) and the ledger's writer thread.
+ *
+ * Ownership: a req is created by the listener and reference-counted: one
+ * reference for the MHD connection (dropped in the completion callback) and
+ * one while the request is with the ledger writer/upstream thread (dropped
+ * when the transfer is finished). Fields marked [mu] are guarded by req->mu. */
+#ifndef PINMETER_APP_H
+#define PINMETER_APP_H
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <microhttpd.h>
+#include <curl/curl.h>
+#include "admit.h"
+#include "book.h"
+#include "budget.h"
+#include "config.h"
+#include "ledger.h"
+#include "rates.h"
+#include "sse.h"
+#include "usage.h"
+
+struct upstream;
+struct account;
+
+typedef struct app {
+    config_t *cfg;
+    rates_t *rates;
+    budget_t *budget;
+    ledger_t *ledger;
+    struct upstream *up;
+    struct account *acct;
+    struct MHD_Daemon *mhd;
+    char *llm_key;                 /* upstream key from the environment; NULL in passthrough */
+    int admin_on;
+    unsigned char admin_sha[32];
+    int passthrough;               /* no teams configured */
+    char instance[17];             /* random hex, prefixes request ids */
+    atomic_uint_fast64_t seq;
+    atomic_int active;             /* requests holding a reference */
+} app_t;
+
+typedef enum { ROUTE_CHAT = 1, ROUTE_MODELS, ROUTE_BALANCE_PT } route_t;
+typedef enum { RESP_NONE = 0, RESP_BUFFER, RESP_STREAM } resp_kind_t;
+
+typedef struct req {
+    app_t *app;
+    struct MHD_Connection *conn;
+    pthread_mutex_t mu;
+    int refs;                      /* [mu] */
+    route_t route;
+    int64_t t_start_ms;
+
+    /* client request */
+    char *body;
+    size_t body_len, body_cap;
+    int too_large;
+    char *client_auth;             /* passthrough only: forwarded Authorization value */
+
+    /* admission */
+    int metered;                   /* a chat request with a hold and ledger row */
+    int team;
+    admit_req_t adm;
+    rate_t rate;
+    book_hold_t hold;
+    ledger_rec_t rec;
+
+    /* upstream (touched only by the upstream thread unless noted) */
+    CURL *easy;
+    struct curl_slist *hdrs;
+    size_t up_slot;                /* index in the upstream thread's active list */
+    int aborted;                   /* the client left a stream: cut upstream */
+    long status;
+    char content_type[128];
+    char upstream_id[128];
+    int stream_mode;               /* relaying SSE as it arrives */
+    sse_parser_t *sse;
+    int saw_usage, saw_done, usage_bad;
+    usage_t usage;
+    int64_t content_bytes;
+    int content_deltas;
+    char *ubody;                   /* non-stream upstream body */
+    size_t ubody_len, ubody_cap;
+
+    /* hand-over to the client [mu] */
+    char *out;
+    size_t out_len, out_off, out_cap;
+    int paused;                    /* curl transfer paused for backpressure */
+    int unpause_queued;
+    int suspended;                 /* MHD connection suspended */
+    int client_gone;               /* MHD completed the connection */
+    int dispatched;                /* handed to the ledger/upstream */
+    int upstream_done;
+    int stream_error;              /* stream ended abnormally: cut the client's */
+    resp_kind_t resp_kind;
+    int resp_status;
+    char *resp_body;               /* owned until queued */
+    size_t resp_len;
+    char resp_type[128];
+    char retry_after[16];
+} req_t;
+
+/* Drops one reference; frees the req at zero. */
+void req_unref(req_t *r);
+/* Resumes the MHD connection if suspended and still open. Call with r->mu held. */
+void req_resume_locked(req_t *r);
+/* Builds an OpenAI-style error body {"error":{"message","type","code"}} as a
+ * malloc'd string. */
+char *req_error_json(const char *message, const char *type, const char *code);
+
+/* upstream.c: the curl multi thread. */
+struct upstream *upstream_start(app_t *app);
+/* Hands r (with a reference) to the upstream thread to start its transfer. */
+void upstream_submit(struct upstream *u, req_t *r);
+/* Asks the thread to resume a paused transfer / abort one whose client left. */
+void upstream_unpause(struct upstream *u, req_t *r);
+void upstream_abort(struct upstream *u, req_t *r);
+/* Aborts everything in flight and joins the thread; later submits are
+ * finished at once without going upstream. */
+void upstream_stop(struct upstream *u);
+/* Frees the stopped upstream (after nothing can submit any more). */
+void upstream_free(struct upstream *u);
+
+/* account.c: periodic sync of Pinata's balance into the budget. */
+struct account *account_start(app_t *app, const char *jwt);
+void account_stop(struct account *a);
+
+/* server.c */
+int server_run(app_t *app, volatile sig_atomic_t *stop);
+int64_t app_now_ms(void);
+void app_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

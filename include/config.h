@@ -1,0 +1,68 @@
+/* config: loading and validating pinmeter's JSON config. The whole file is
+ * parsed into a fresh struct and validated as a whole; errors name the file,
+ * the key (as a JSON path, e.g. teams[0].keys[1].sha256) and why. */
+#ifndef PINMETER_CONFIG_H
+#define PINMETER_CONFIG_H
+#include <stddef.h>
+#include <stdint.h>
+#include "money.h"
+#include "rates.h"
+
+typedef enum { PERIOD_NONE = 0, PERIOD_DAY, PERIOD_WEEK, PERIOD_MONTH } period_t;
+
+typedef struct key_conf {
+    char id[64];
+    unsigned char sha256[32];      /* SHA-256 of the key text */
+} key_conf_t;
+
+typedef struct team_conf {
+    char name[64];
+    nanos_t cap;                   /* -1 = no cap */
+    period_t period;
+    char **models;                 /* allow-list globs with '*'; NULL = all priced */
+    size_t n_models;
+    key_conf_t *keys;
+    size_t n_keys;
+} team_conf_t;
+
+typedef struct config {
+    char path[1024];               /* the file it came from ("" if parsed from memory) */
+    char listen_host[256];         /* default 127.0.0.1 */
+    int listen_port;               /* default 8787 */
+    char upstream_base[1024];      /* default https://agents.pinata.cloud, no trailing '/' */
+    char llm_key_env[128];         /* default PINATA_LLM_KEY */
+    int timeout_s;                 /* default 600 */
+    char ledger[1024];             /* default var/pinmeter.db */
+    char rates_file[1024];         /* default conf/rates.json */
+    double credits_per_usd;        /* default 1.0, > 0 */
+    int64_t default_max_tokens;    /* default 4096, > 0 */
+    int unknown_reject;            /* 1 = "reject" (default); 0 = use unknown_rate */
+    rate_t unknown_rate;           /* fallback prices when !unknown_reject */
+    char admin_token_env[128];     /* default PINMETER_ADMIN_TOKEN; "" = admin disabled */
+    char jwt_env[128];             /* account.jwt_env, default PINATA_JWT */
+    int sync_s;                    /* account.sync_s, default 30 */
+    size_t max_body;               /* max_body_bytes, default 8 MiB */
+    int max_connections;           /* default 1024 */
+    int drain_s;                   /* default 30 */
+    team_conf_t *teams;            /* empty = passthrough mode */
+    size_t n_teams;
+} config_t;
+
+/* Parses JSON text; fname is used in messages only. NULL on error with
+ * "FILE: KEY: why" in err. Free with config_free. */
+config_t *config_parse(const char *json, size_t len, const char *fname,
+                       char *err, size_t errlen);
+/* Reads and parses a file (NULL + message if it cannot be read). */
+config_t *config_load(const char *path, char *err, size_t errlen);
+void config_free(config_t *c);
+
+/* 1 if model matches one of the team's globs (or the team has no list). */
+int config_model_allowed(const team_conf_t *t, const char *model);
+/* Glob match where '*' matches any run of characters (including '/'). */
+int config_glob_match(const char *pattern, const char *s);
+
+/* Parses "day|week|month|none"; -1 if unknown. */
+int config_period_parse(const char *s, period_t *out);
+const char *config_period_name(period_t p);
+
+#endif

@@ -1,0 +1,87 @@
+/* ledger: the SQLite (WAL) record of every admitted request, one row each,
+ * and the per-team daily spend it sums to. Writes go through one writer
+ * thread that commits in groups; callers hand over records and get a callback
+ * once the record is in the file (durable against process death; no fsync on
+ * this path: synchronous=NORMAL). Only this module includes sqlite3.h. */
+#ifndef PINMETER_LEDGER_H
+#define PINMETER_LEDGER_H
+#include <stdint.h>
+#include <stddef.h>
+#include "money.h"
+
+typedef enum {
+    LEDGER_INFLIGHT = 0, LEDGER_SETTLED, LEDGER_ESTIMATED, LEDGER_FAILED,
+    LEDGER_INTERRUPTED
+} ledger_state_t;
+
+#define LEDGER_ID_MAX 48
+
+typedef struct ledger_rec {
+    char id[LEDGER_ID_MAX];       /* pinmeter's request id */
+    int64_t started_ms, ended_ms; /* unix ms */
+    char team[64];
+    char key_id[64];
+    char model[256];
+    int stream;
+    int status;                   /* HTTP status given to the client */
+    int64_t prompt, completion, cached;
+    nanos_t reserved, charged;
+    ledger_state_t state;
+    char upstream_id[128];
+    int64_t latency_ms;
+} ledger_rec_t;
+
+typedef struct ledger ledger_t;   /* opaque */
+
+/* Called on the writer thread once a record's write committed (ok = 1) or
+ * failed (ok = 0). Must not block. */
+typedef void (*ledger_done_fn)(void *ud, int ok);
+
+/* Opens (creating if needed) the ledger at path; ":memory:" works. Creates
+ * the parent directory if missing. NULL + reason in err on failure. */
+ledger_t *ledger_open(const char *path, char *err, size_t errlen);
+
+/* Turns leftover inflight rows into interrupted, charged at their
+ * reservation. Call before ledger_writer_start. Returns rows changed, or -1. */
+int64_t ledger_recover(ledger_t *l, int64_t now_ms);
+
+/* Sum of charges for team in requests started on or after unix day
+ * since_day (days since 1970-01-01, UTC). 0 or -1. Uses the daily table: no
+ * scan of the requests. */
+int ledger_spent_since(ledger_t *l, const char *team, int64_t since_day, nanos_t *out);
+
+/* Starts the writer thread. 0 or -1. */
+int ledger_writer_start(ledger_t *l);
+
+/* Queues a copy of rec: state INFLIGHT inserts the row, any other state
+ * completes it (and adds its charge to the daily table). done may be NULL.
+ * A failed completion is kept and retried until it commits. 0 or -1 (the
+ * ledger is closing; done is not called). */
+int ledger_submit(ledger_t *l, const ledger_rec_t *rec, ledger_done_fn done, void *ud);
+
+/* Records waiting for the writer (for health/metrics). */
+size_t ledger_backlog(ledger_t *l);
+
+/* Flushes queued records (bounded by timeout_ms for retries), stops the
+ * writer and closes the database. */
+void ledger_close(ledger_t *l, int timeout_ms);
+
+/* Report grouping flags. */
+enum { LEDGER_BY_TEAM = 1, LEDGER_BY_KEY = 2, LEDGER_BY_MODEL = 4, LEDGER_BY_DAY = 8 };
+
+typedef struct ledger_group {
+    const char *team, *key, *model, *day;   /* NULL when not grouped by it */
+    int64_t requests, prompt, completion, cached;
+    nanos_t credits;
+} ledger_group_t;
+
+typedef int (*ledger_group_fn)(void *ud, const ledger_group_t *g);
+
+/* Groups rows started in [since_ms, until_ms) by flags and calls fn per
+ * group in sorted order. 0, -1 on a database error (reason in err). */
+int ledger_report(ledger_t *l, int64_t since_ms, int64_t until_ms, int by,
+                  ledger_group_fn fn, void *ud, char *err, size_t errlen);
+
+const char *ledger_state_name(ledger_state_t s);
+
+#endif

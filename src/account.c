@@ -1,0 +1,136 @@
+/* account: reads Pinata's GET /v0/credits/balance with the account JWT at
+ * start and every sync_s seconds, and hands it to the budget as the base of
+ * the account projection. A failed read is logged once per outage, not per
+ * request; team caps apply throughout. */
+#include "app.h"
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct account {
+    app_t *app;
+    char *jwt;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stop;
+    int failing;
+};
+
+typedef struct buf { char *p; size_t n; } buf_t;
+
+static size_t collect(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    buf_t *b = ud;
+    size_t len = size * nmemb;
+    if (b->n + len > 1024 * 1024) return 0;
+    char *np = realloc(b->p, b->n + len + 1);
+    if (!np) return 0;
+    memcpy(np + b->n, ptr, len);
+    b->n += len;
+    np[b->n] = '\0';
+    b->p = np;
+    return len;
+}
+
+/* One sync. Returns 0, or -1 with a reason in why. */
+static int sync_once(struct account *a, char *why, size_t whylen)
+{
+    char url[1200], auth[4096];
+    snprintf(url, sizeof url, "%s/v0/credits/balance", a->app->cfg->upstream_base);
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", a->jwt);
+    CURL *e = curl_easy_init();
+    if (!e) { snprintf(why, whylen, "out of memory"); return -1; }
+    struct curl_slist *h = curl_slist_append(NULL, auth);
+    buf_t b = {0};
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT, 10L);
+    CURLcode res = curl_easy_perform(e);
+    long status = 0;
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(e);
+    curl_slist_free_all(h);
+    int rc = -1;
+    cJSON *j = NULL;
+    if (res != CURLE_OK) {
+        snprintf(why, whylen, "%s", curl_easy_strerror(res));
+    } else if (status != 200) {
+        snprintf(why, whylen, "HTTP %ld", status);
+    } else if (!(j = cJSON_ParseWithLength(b.p ? b.p : "", b.n)) ||
+               !cJSON_IsNumber(cJSON_GetObjectItem(j, "available"))) {
+        snprintf(why, whylen, "reply without a numeric 'available'");
+    } else {
+        nanos_t total = 0, avail = 0;
+        cJSON *t = cJSON_GetObjectItem(j, "total");
+        money_from_double(cJSON_GetObjectItem(j, "available")->valuedouble, &avail);
+        if (cJSON_IsNumber(t)) money_from_double(t->valuedouble, &total);
+        else total = avail;
+        budget_account_sync(a->app->budget, total, avail);
+        rc = 0;
+    }
+    cJSON_Delete(j);
+    free(b.p);
+    return rc;
+}
+
+static void *account_main(void *arg)
+{
+    struct account *a = arg;
+    pthread_mutex_lock(&a->mu);
+    while (!a->stop) {
+        pthread_mutex_unlock(&a->mu);
+        char why[256];
+        if (sync_once(a, why, sizeof why) != 0) {
+            if (!a->failing)
+                app_log("cannot read the account balance (%s): team caps still apply, "
+                        "the account projection does not until a read succeeds", why);
+            a->failing = 1;
+        } else if (a->failing) {
+            app_log("account balance readable again");
+            a->failing = 0;
+        }
+        pthread_mutex_lock(&a->mu);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += a->app->cfg->sync_s;
+        while (!a->stop && pthread_cond_timedwait(&a->cv, &a->mu, &ts) != ETIMEDOUT) {}
+    }
+    pthread_mutex_unlock(&a->mu);
+    return NULL;
+}
+
+struct account *account_start(app_t *app, const char *jwt)
+{
+    struct account *a = calloc(1, sizeof *a);
+    if (!a) return NULL;
+    a->app = app;
+    a->jwt = strdup(jwt);
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_cond_init(&a->cv, NULL);
+    if (!a->jwt || pthread_create(&a->thread, NULL, account_main, a) != 0) {
+        free(a->jwt);
+        free(a);
+        return NULL;
+    }
+    return a;
+}
+
+void account_stop(struct account *a)
+{
+    if (!a) return;
+    pthread_mutex_lock(&a->mu);
+    a->stop = 1;
+    pthread_cond_signal(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+    pthread_join(a->thread, NULL);
+    pthread_mutex_destroy(&a->mu);
+    pthread_cond_destroy(&a->cv);
+    free(a->jwt);
+    free(a);
+}

@@ -1,0 +1,415 @@
+/* ledger: SQLite ledger with a group-committing writer thread.
+ *
+ * Schema: `requests` holds one row per admitted request; `spend_daily` holds
+ * per-team, per-UTC-day charge totals updated in the same transaction as the
+ * row's completion, so start-up rebuilds a period's spend from at most a few
+ * dozen rows whatever the ledger's size. Leftover inflight rows are found
+ * through a partial index. */
+#include "ledger.h"
+#include <errno.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define BATCH_MAX 4096
+
+typedef struct op {
+    struct op *next;
+    ledger_rec_t rec;
+    ledger_done_fn done;
+    void *ud;
+} op_t;
+
+struct ledger {
+    sqlite3 *db;
+    sqlite3_stmt *ins, *upd, *daily;
+    pthread_t thread;
+    int started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    op_t *head, *tail;
+    size_t backlog;
+    int stopping;
+    int64_t stop_deadline_ms;
+};
+
+static const char *SCHEMA =
+    "PRAGMA journal_mode=WAL;"
+    "PRAGMA synchronous=NORMAL;"
+    "CREATE TABLE IF NOT EXISTS requests("
+    " id TEXT PRIMARY KEY, started_ms INTEGER NOT NULL, ended_ms INTEGER,"
+    " team TEXT NOT NULL, key_id TEXT NOT NULL, model TEXT NOT NULL,"
+    " stream INTEGER NOT NULL DEFAULT 0, status INTEGER,"
+    " prompt_tokens INTEGER NOT NULL DEFAULT 0,"
+    " completion_tokens INTEGER NOT NULL DEFAULT 0,"
+    " cached_tokens INTEGER NOT NULL DEFAULT 0,"
+    " reserved_nanos INTEGER NOT NULL DEFAULT 0,"
+    " charged_nanos INTEGER NOT NULL DEFAULT 0,"
+    " state TEXT NOT NULL, upstream_id TEXT, latency_ms INTEGER);"
+    "CREATE INDEX IF NOT EXISTS requests_started ON requests(started_ms);"
+    "CREATE INDEX IF NOT EXISTS requests_inflight ON requests(state)"
+    " WHERE state = 'inflight';"
+    "CREATE INDEX IF NOT EXISTS requests_upstream ON requests(upstream_id)"
+    " WHERE upstream_id IS NOT NULL;"
+    "CREATE TABLE IF NOT EXISTS spend_daily("
+    " team TEXT NOT NULL, day INTEGER NOT NULL, nanos INTEGER NOT NULL,"
+    " PRIMARY KEY(team, day)) WITHOUT ROWID;";
+
+static const char *STATE_NAMES[] = {
+    "inflight", "settled", "estimated", "failed", "interrupted"
+};
+
+const char *ledger_state_name(ledger_state_t s)
+{
+    return (unsigned)s < 5 ? STATE_NAMES[s] : "unknown";
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void mkparents(const char *path)
+{
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        mkdir(buf, 0755);
+        *p = '/';
+    }
+}
+
+ledger_t *ledger_open(const char *path, char *err, size_t errlen)
+{
+    ledger_t *l = calloc(1, sizeof *l);
+    if (!l) { snprintf(err, errlen, "out of memory"); return NULL; }
+    if (strcmp(path, ":memory:") != 0) mkparents(path);
+    if (sqlite3_open_v2(path, &l->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                        SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "%s: cannot open ledger: %s", path,
+                 l->db ? sqlite3_errmsg(l->db) : "out of memory");
+        goto fail;
+    }
+    sqlite3_busy_timeout(l->db, 5000);
+    char *msg = NULL;
+    if (sqlite3_exec(l->db, SCHEMA, NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(err, errlen, "%s: cannot set up ledger: %s", path, msg ? msg : "?");
+        sqlite3_free(msg);
+        goto fail;
+    }
+    if (sqlite3_prepare_v2(l->db,
+            "INSERT INTO requests(id, started_ms, team, key_id, model, stream,"
+            " reserved_nanos, state) VALUES(?1,?2,?3,?4,?5,?6,?7,'inflight')",
+            -1, &l->ins, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(l->db,
+            "UPDATE requests SET ended_ms=?2, status=?3, prompt_tokens=?4,"
+            " completion_tokens=?5, cached_tokens=?6, charged_nanos=?7, state=?8,"
+            " upstream_id=?9, latency_ms=?10 WHERE id=?1 AND state='inflight'",
+            -1, &l->upd, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(l->db,
+            "INSERT INTO spend_daily(team, day, nanos) VALUES(?1,?2,?3)"
+            " ON CONFLICT(team, day) DO UPDATE SET nanos = nanos + excluded.nanos",
+            -1, &l->daily, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "%s: cannot prepare ledger statements: %s", path,
+                 sqlite3_errmsg(l->db));
+        goto fail;
+    }
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_cond_init(&l->cv, NULL);
+    return l;
+fail:
+    sqlite3_finalize(l->ins);
+    sqlite3_finalize(l->upd);
+    sqlite3_finalize(l->daily);
+    sqlite3_close(l->db);
+    free(l);
+    return NULL;
+}
+
+int64_t ledger_recover(ledger_t *l, int64_t at_ms)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t n = -1;
+    if (sqlite3_exec(l->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return -1;
+    /* Never undercount: an interrupted request is charged its reservation. */
+    if (sqlite3_exec(l->db,
+            "INSERT INTO spend_daily(team, day, nanos)"
+            " SELECT team, started_ms / 86400000, SUM(reserved_nanos) FROM requests"
+            " WHERE state = 'inflight' GROUP BY team, started_ms / 86400000"
+            " ON CONFLICT(team, day) DO UPDATE SET nanos = nanos + excluded.nanos",
+            NULL, NULL, NULL) != SQLITE_OK)
+        goto fail;
+    if (sqlite3_prepare_v2(l->db,
+            "UPDATE requests SET state = 'interrupted', charged_nanos = reserved_nanos,"
+            " ended_ms = ?1 WHERE state = 'inflight'", -1, &st, NULL) != SQLITE_OK)
+        goto fail;
+    sqlite3_bind_int64(st, 1, at_ms);
+    if (sqlite3_step(st) != SQLITE_DONE) goto fail;
+    n = sqlite3_changes(l->db);
+    sqlite3_finalize(st);
+    if (sqlite3_exec(l->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    return n;
+fail:
+    sqlite3_finalize(st);
+    sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
+}
+
+int ledger_spent_since(ledger_t *l, const char *team, int64_t since_day, nanos_t *out)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(l->db,
+            "SELECT COALESCE(SUM(nanos), 0) FROM spend_daily WHERE team = ?1 AND day >= ?2",
+            -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_text(st, 1, team, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, since_day);
+    int rc = sqlite3_step(st) == SQLITE_ROW ? 0 : -1;
+    if (rc == 0) *out = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Applies one record inside the open transaction. 0 or -1. */
+static int apply(ledger_t *l, const ledger_rec_t *r)
+{
+    sqlite3_stmt *st;
+    if (r->state == LEDGER_INFLIGHT) {
+        st = l->ins;
+        sqlite3_bind_text(st, 1, r->id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, r->started_ms);
+        sqlite3_bind_text(st, 3, r->team, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, r->key_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 5, r->model, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 6, r->stream);
+        sqlite3_bind_int64(st, 7, r->reserved);
+    } else {
+        st = l->upd;
+        sqlite3_bind_text(st, 1, r->id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, r->ended_ms);
+        sqlite3_bind_int(st, 3, r->status);
+        sqlite3_bind_int64(st, 4, r->prompt);
+        sqlite3_bind_int64(st, 5, r->completion);
+        sqlite3_bind_int64(st, 6, r->cached);
+        sqlite3_bind_int64(st, 7, r->charged);
+        sqlite3_bind_text(st, 8, ledger_state_name(r->state), -1, SQLITE_STATIC);
+        if (r->upstream_id[0])
+            sqlite3_bind_text(st, 9, r->upstream_id, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(st, 9);
+        sqlite3_bind_int64(st, 10, r->latency_ms);
+    }
+    int rc = sqlite3_step(st);
+    int changed = sqlite3_changes(l->db);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_DONE) return -1;
+    /* A completion that matched no inflight row was already applied (or its
+     * row was recovered as interrupted): adding its charge again would
+     * double-count. */
+    if (r->state == LEDGER_INFLIGHT || changed == 0 || r->charged == 0) return 0;
+    st = l->daily;
+    sqlite3_bind_text(st, 1, r->team, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, r->started_ms / 86400000);
+    sqlite3_bind_int64(st, 3, r->charged);
+    rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* Commits a batch. On failure, begins are failed back to their callers and
+ * completions are returned to the front of the queue for a later retry. */
+static int commit_batch(ledger_t *l, op_t *batch)
+{
+    int ok = sqlite3_exec(l->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK;
+    for (op_t *o = batch; ok && o; o = o->next)
+        ok = apply(l, &o->rec) == 0;
+    if (ok) ok = sqlite3_exec(l->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK;
+    if (!ok) sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
+
+    op_t *retry = NULL, *rlast = NULL;
+    size_t freed = 0;
+    while (batch) {
+        op_t *o = batch;
+        batch = o->next;
+        o->next = NULL;
+        if (!ok && o->rec.state != LEDGER_INFLIGHT) {
+            if (rlast) rlast->next = o; else retry = o;
+            rlast = o;
+            continue;
+        }
+        if (o->done) o->done(o->ud, ok);
+        free(o);
+        freed++;
+    }
+    pthread_mutex_lock(&l->mu);
+    if (retry) {
+        rlast->next = l->head;
+        if (!l->head) l->tail = rlast;
+        l->head = retry;
+    }
+    l->backlog -= freed;
+    pthread_mutex_unlock(&l->mu);
+    return ok;
+}
+
+static void *writer_main(void *arg)
+{
+    ledger_t *l = arg;
+    int failing = 0;
+    for (;;) {
+        pthread_mutex_lock(&l->mu);
+        while (!l->head && !l->stopping)
+            pthread_cond_wait(&l->cv, &l->mu);
+        if (!l->head || (l->stopping && failing && now_ms() > l->stop_deadline_ms)) {
+            pthread_mutex_unlock(&l->mu);
+            break;
+        }
+        op_t *batch = l->head, *last = batch;
+        for (int n = 1; n < BATCH_MAX && last->next; n++) last = last->next;
+        l->head = last->next;
+        if (!l->head) l->tail = NULL;
+        last->next = NULL;
+        pthread_mutex_unlock(&l->mu);
+
+        failing = !commit_batch(l, batch);
+        if (failing) {
+            /* The disk is full or the file read-only: completions wait and
+             * retry; begins were already failed back (fail closed). */
+            struct timespec ts = {0, 100 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    return NULL;
+}
+
+int ledger_writer_start(ledger_t *l)
+{
+    if (l->started) return 0;
+    if (pthread_create(&l->thread, NULL, writer_main, l) != 0) return -1;
+    l->started = 1;
+    return 0;
+}
+
+int ledger_submit(ledger_t *l, const ledger_rec_t *rec, ledger_done_fn done, void *ud)
+{
+    op_t *o = malloc(sizeof *o);
+    if (!o) return -1;
+    o->next = NULL;
+    o->rec = *rec;
+    o->done = done;
+    o->ud = ud;
+    pthread_mutex_lock(&l->mu);
+    if (l->stopping && rec->state == LEDGER_INFLIGHT) {
+        pthread_mutex_unlock(&l->mu);
+        free(o);
+        return -1;
+    }
+    if (l->tail) l->tail->next = o; else l->head = o;
+    l->tail = o;
+    l->backlog++;
+    pthread_cond_signal(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+    return 0;
+}
+
+size_t ledger_backlog(ledger_t *l)
+{
+    pthread_mutex_lock(&l->mu);
+    size_t n = l->backlog;
+    pthread_mutex_unlock(&l->mu);
+    return n;
+}
+
+void ledger_close(ledger_t *l, int timeout_ms)
+{
+    if (!l) return;
+    pthread_mutex_lock(&l->mu);
+    l->stopping = 1;
+    l->stop_deadline_ms = now_ms() + timeout_ms;
+    pthread_cond_signal(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+    if (l->started) pthread_join(l->thread, NULL);
+    else if (l->head) commit_batch(l, l->head), l->head = l->tail = NULL;
+    while (l->head) {             /* gave up retrying: report and drop */
+        op_t *o = l->head;
+        l->head = o->next;
+        fprintf(stderr, "pinmeter: ledger: could not record completion of %s\n", o->rec.id);
+        if (o->done) o->done(o->ud, 0);
+        free(o);
+    }
+    sqlite3_finalize(l->ins);
+    sqlite3_finalize(l->upd);
+    sqlite3_finalize(l->daily);
+    sqlite3_close(l->db);
+    pthread_mutex_destroy(&l->mu);
+    pthread_cond_destroy(&l->cv);
+    free(l);
+}
+
+int ledger_report(ledger_t *l, int64_t since_ms, int64_t until_ms, int by,
+                  ledger_group_fn fn, void *ud, char *err, size_t errlen)
+{
+    static const struct { int flag; const char *expr; } cols[] = {
+        {LEDGER_BY_TEAM, "team"},
+        {LEDGER_BY_KEY, "key_id"},
+        {LEDGER_BY_MODEL, "model"},
+        {LEDGER_BY_DAY, "strftime('%Y-%m-%d', started_ms / 1000, 'unixepoch')"},
+    };
+    char sel[512] = "", grp[512] = "";
+    for (size_t i = 0; i < 4; i++) {
+        const char *e = (by & cols[i].flag) ? cols[i].expr : "NULL";
+        size_t n = strlen(sel);
+        snprintf(sel + n, sizeof sel - n, "%s%s", e, ", ");
+        if (by & cols[i].flag) {
+            n = strlen(grp);
+            snprintf(grp + n, sizeof grp - n, "%s%d", grp[0] ? ", " : "", (int)i + 1);
+        }
+    }
+    char sql[2048];
+    snprintf(sql, sizeof sql,
+             "SELECT %s COUNT(*), COALESCE(SUM(prompt_tokens),0),"
+             " COALESCE(SUM(completion_tokens),0), COALESCE(SUM(cached_tokens),0),"
+             " COALESCE(SUM(charged_nanos),0) FROM requests"
+             " WHERE started_ms >= ?1 AND started_ms < ?2%s%s%s%s",
+             sel, grp[0] ? " GROUP BY " : "", grp, grp[0] ? " ORDER BY " : "", grp);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(l->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "ledger query failed: %s", sqlite3_errmsg(l->db));
+        return -1;
+    }
+    sqlite3_bind_int64(st, 1, since_ms);
+    sqlite3_bind_int64(st, 2, until_ms);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        ledger_group_t g;
+        g.team = (const char *)sqlite3_column_text(st, 0);
+        g.key = (const char *)sqlite3_column_text(st, 1);
+        g.model = (const char *)sqlite3_column_text(st, 2);
+        g.day = (const char *)sqlite3_column_text(st, 3);
+        g.requests = sqlite3_column_int64(st, 4);
+        g.prompt = sqlite3_column_int64(st, 5);
+        g.completion = sqlite3_column_int64(st, 6);
+        g.cached = sqlite3_column_int64(st, 7);
+        g.credits = sqlite3_column_int64(st, 8);
+        if (!grp[0] && g.requests == 0) continue;
+        if (fn(ud, &g) != 0) break;
+    }
+    int ok = rc == SQLITE_ROW || rc == SQLITE_DONE;
+    if (!ok) snprintf(err, errlen, "ledger query failed: %s", sqlite3_errmsg(l->db));
+    sqlite3_finalize(st);
+    return ok ? 0 : -1;
+}

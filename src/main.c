@@ -1,0 +1,368 @@
+/* main: the pinmeter command line — serve, report, keygen, check-config —
+ * and the serving process's start-up and orderly shutdown. */
+#include "app.h"
+#include "keys.h"
+#include "report.h"
+#include <getopt.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PINMETER_VERSION "0.1.0"
+#define DEFAULT_CONFIG "conf/pinmeter.json"
+
+static volatile sig_atomic_t g_stop;
+
+static void on_signal(int sig) { (void)sig; g_stop = 1; }
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+"pinmeter %s - a metering proxy for Pinata Inference\n"
+"\n"
+"usage:\n"
+"  pinmeter serve [-c FILE] [--listen HOST:PORT] [--upstream URL] [--ledger PATH]\n"
+"  pinmeter report [-c FILE] [--ledger PATH]... [--since YYYY-MM-DD] [--until YYYY-MM-DD]\n"
+"                  [--by team|key|model|day[,...]] [--format table|csv|json]\n"
+"  pinmeter keygen --team NAME [--id ID]\n"
+"  pinmeter check-config [-c FILE]\n"
+"  pinmeter --help | --version\n"
+"\n"
+"The default config is %s. Each command takes --help.\n",
+            PINMETER_VERSION, DEFAULT_CONFIG);
+}
+
+enum { OPT_LISTEN = 1000, OPT_UPSTREAM, OPT_LEDGER, OPT_SINCE, OPT_UNTIL, OPT_BY,
+       OPT_FORMAT, OPT_TEAM, OPT_ID };
+
+static const struct option LONGOPTS[] = {
+    {"config", required_argument, NULL, 'c'},
+    {"listen", required_argument, NULL, OPT_LISTEN},
+    {"upstream", required_argument, NULL, OPT_UPSTREAM},
+    {"ledger", required_argument, NULL, OPT_LEDGER},
+    {"since", required_argument, NULL, OPT_SINCE},
+    {"until", required_argument, NULL, OPT_UNTIL},
+    {"by", required_argument, NULL, OPT_BY},
+    {"format", required_argument, NULL, OPT_FORMAT},
+    {"team", required_argument, NULL, OPT_TEAM},
+    {"id", required_argument, NULL, OPT_ID},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, 'V'},
+    {NULL, 0, NULL, 0},
+};
+
+typedef struct args {
+    const char *config, *listen, *upstream, *since, *until, *by, *format, *team, *id;
+    const char *ledgers[64];
+    size_t n_ledgers;
+} args_t;
+
+/* Parses options shared by all commands. 0 ok, 1 printed help/version, -1 error. */
+static int parse_args(int argc, char **argv, args_t *a)
+{
+    memset(a, 0, sizeof *a);
+    a->config = DEFAULT_CONFIG;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "c:hV", LONGOPTS, NULL)) != -1) {
+        switch (c) {
+        case 'c': a->config = optarg; break;
+        case OPT_LISTEN: a->listen = optarg; break;
+        case OPT_UPSTREAM: a->upstream = optarg; break;
+        case OPT_LEDGER:
+            if (a->n_ledgers < 64) a->ledgers[a->n_ledgers++] = optarg;
+            break;
+        case OPT_SINCE: a->since = optarg; break;
+        case OPT_UNTIL: a->until = optarg; break;
+        case OPT_BY: a->by = optarg; break;
+        case OPT_FORMAT: a->format = optarg; break;
+        case OPT_TEAM: a->team = optarg; break;
+        case OPT_ID: a->id = optarg; break;
+        case 'h': usage(stdout); return 1;
+        case 'V': printf("pinmeter %s\n", PINMETER_VERSION); return 1;
+        default: usage(stderr); return -1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "pinmeter: unexpected argument '%s'\n", argv[optind]);
+        return -1;
+    }
+    return 0;
+}
+
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n + 65536 > cap) {
+            cap = cap ? cap * 2 : 65536;
+            char *nb = realloc(buf, cap);
+            if (!nb) { free(buf); fclose(f); return NULL; }
+            buf = nb;
+        }
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0) break;
+    }
+    fclose(f);
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+static rates_t *load_rates(const config_t *cfg, char *err, size_t errlen)
+{
+    size_t len;
+    char *txt = read_file(cfg->rates_file, &len);
+    if (!txt) {
+        snprintf(err, errlen, "%.400s: cannot read the rates file (rates_file in %.400s)",
+                 cfg->rates_file, cfg->path);
+        return NULL;
+    }
+    char e[400];
+    rates_t *r = rates_parse(txt, len, cfg->credits_per_usd, e, sizeof e);
+    free(txt);
+    if (!r) snprintf(err, errlen, "%.400s: %.400s", cfg->rates_file, e);
+    return r;
+}
+
+static int apply_overrides(config_t *cfg, const args_t *a)
+{
+    if (a->listen) {
+        const char *colon = strrchr(a->listen, ':');
+        int port = colon ? atoi(colon + 1) : 0;
+        if (!colon || port < 1 || port > 65535 || colon == a->listen) {
+            fprintf(stderr, "pinmeter: --listen wants HOST:PORT, got '%s'\n", a->listen);
+            return -1;
+        }
+        snprintf(cfg->listen_host, sizeof cfg->listen_host, "%.*s",
+                 (int)(colon - a->listen), a->listen);
+        cfg->listen_port = port;
+    }
+    if (a->upstream) {
+        snprintf(cfg->upstream_base, sizeof cfg->upstream_base, "%s", a->upstream);
+        size_t n = strlen(cfg->upstream_base);
+        while (n > 0 && cfg->upstream_base[n - 1] == '/') cfg->upstream_base[--n] = '\0';
+    }
+    if (a->n_ledgers) snprintf(cfg->ledger, sizeof cfg->ledger, "%s", a->ledgers[0]);
+    return 0;
+}
+
+/* Rebuilds each team's spend for its current period from the ledger. */
+static int seed_budget(app_t *app, int64_t now_s)
+{
+    size_t n = app->passthrough ? 1 : app->cfg->n_teams;
+    for (size_t t = 0; t < n; t++) {
+        const char *name = app->passthrough ? "default" : app->cfg->teams[t].name;
+        period_t p = app->passthrough ? PERIOD_NONE : app->cfg->teams[t].period;
+        nanos_t cap = app->passthrough ? -1 : app->cfg->teams[t].cap;
+        budget_team_set(app->budget, (int)t, cap, p);
+        int64_t start = book_period_start(p, now_s);
+        nanos_t spent = 0;
+        if (ledger_spent_since(app->ledger, name, start / 86400, &spent) != 0) return -1;
+        budget_team_seed(app->budget, (int)t, start, spent);
+    }
+    return 0;
+}
+
+static int cmd_serve(const args_t *a)
+{
+    char err[1024];
+    int rc = 1;
+    app_t app;
+    memset(&app, 0, sizeof app);
+    app.cfg = config_load(a->config, err, sizeof err);
+    if (!app.cfg) { fprintf(stderr, "pinmeter: %s\n", err); return 1; }
+    if (apply_overrides(app.cfg, a) != 0) goto out;
+    if (!(app.rates = load_rates(app.cfg, err, sizeof err))) {
+        fprintf(stderr, "pinmeter: %s\n", err);
+        goto out;
+    }
+    app.passthrough = app.cfg->n_teams == 0;
+    const char *k = getenv(app.cfg->llm_key_env);
+    if (k && *k) app.llm_key = strdup(k);
+    if (!app.passthrough && !app.llm_key) {
+        fprintf(stderr, "pinmeter: %s: teams are configured, so the upstream key must be in "
+                "the environment variable %s (upstream.llm_key_env), which is not set\n",
+                app.cfg->path, app.cfg->llm_key_env);
+        goto out;
+    }
+    const char *admin = app.cfg->admin_token_env[0] ? getenv(app.cfg->admin_token_env) : NULL;
+    if (admin && *admin) {
+        app.admin_on = 1;
+        keys_sha256(admin, strlen(admin), app.admin_sha);
+    }
+    unsigned char rnd[8];
+    RAND_bytes(rnd, sizeof rnd);
+    for (int i = 0; i < 8; i++) snprintf(app.instance + 2 * i, 3, "%02x", rnd[i]);
+
+    app.budget = budget_local_new(app.passthrough ? 1 : app.cfg->n_teams);
+    app.ledger = ledger_open(app.cfg->ledger, err, sizeof err);
+    if (!app.budget || !app.ledger) {
+        fprintf(stderr, "pinmeter: %s\n", app.ledger ? "out of memory" : err);
+        goto out;
+    }
+    int64_t now_ms = app_now_ms();
+    int64_t interrupted = ledger_recover(app.ledger, now_ms);
+    if (interrupted < 0) { fprintf(stderr, "pinmeter: %s: cannot recover the ledger\n", app.cfg->ledger); goto out; }
+    if (interrupted > 0)
+        app_log("%lld request(s) were in flight when pinmeter last stopped: marked interrupted "
+                "and charged at their reservation", (long long)interrupted);
+    if (seed_budget(&app, now_ms / 1000) != 0 || ledger_writer_start(app.ledger) != 0) {
+        fprintf(stderr, "pinmeter: %s: cannot read team spend from the ledger\n", app.cfg->ledger);
+        goto out;
+    }
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !(app.up = upstream_start(&app))) {
+        fprintf(stderr, "pinmeter: cannot start the upstream client\n");
+        goto out;
+    }
+    const char *jwt = app.cfg->jwt_env[0] ? getenv(app.cfg->jwt_env) : NULL;
+    if (jwt && *jwt) app.acct = account_start(&app, jwt);
+    else if (!app.passthrough)
+        app_log("account sync off (%s not set): only team caps limit spend", app.cfg->jwt_env);
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (server_run(&app, &g_stop) == 0) rc = 0;
+    upstream_stop(app.up);
+    /* Requests still waiting on the ledger are finished by now or shortly. */
+    for (int i = 0; i < 200 && atomic_load(&app.active) > 0; i++) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    if (app.mhd) MHD_stop_daemon(app.mhd);
+    account_stop(app.acct);
+    ledger_close(app.ledger, 5000);
+    app.ledger = NULL;
+    upstream_free(app.up);
+    app_log("stopped");
+out:
+    if (app.ledger) ledger_close(app.ledger, 0);
+    budget_free(app.budget);
+    rates_free(app.rates);
+    free(app.llm_key);
+    config_free(app.cfg);
+    return rc;
+}
+
+static int cmd_report(args_t *a)
+{
+    report_opts_t o = {0};
+    char err[1024];
+    config_t *cfg = NULL;
+    if (a->n_ledgers == 0) {
+        cfg = config_load(a->config, err, sizeof err);
+        if (!cfg) { fprintf(stderr, "pinmeter: %s\n", err); return 1; }
+        a->ledgers[a->n_ledgers++] = cfg->ledger;
+    }
+    o.ledgers = a->ledgers;
+    o.n_ledgers = a->n_ledgers;
+    o.since_ms = 0;
+    o.until_ms = INT64_MAX;
+    o.by = LEDGER_BY_TEAM | LEDGER_BY_MODEL;
+    int rc = 1;
+    if (a->since && report_parse_day(a->since, &o.since_ms) != 0) {
+        fprintf(stderr, "pinmeter: --since wants YYYY-MM-DD, got '%s'\n", a->since);
+        goto out;
+    }
+    if (a->until) {
+        if (report_parse_day(a->until, &o.until_ms) != 0) {
+            fprintf(stderr, "pinmeter: --until wants YYYY-MM-DD, got '%s'\n", a->until);
+            goto out;
+        }
+        o.until_ms += 86400000LL;   /* inclusive of the whole day */
+    }
+    if (a->by && (o.by = report_parse_by(a->by)) < 0) {
+        fprintf(stderr, "pinmeter: --by wants team, key, model or day (comma-separated), "
+                "got '%s'\n", a->by);
+        goto out;
+    }
+    if (a->format) {
+        if (strcmp(a->format, "table") == 0) o.format = REPORT_TABLE;
+        else if (strcmp(a->format, "csv") == 0) o.format = REPORT_CSV;
+        else if (strcmp(a->format, "json") == 0) o.format = REPORT_JSON;
+        else {
+            fprintf(stderr, "pinmeter: --format wants table, csv or json, got '%s'\n", a->format);
+            goto out;
+        }
+    }
+    if (report_write(&o, stdout, err, sizeof err) != 0) {
+        fprintf(stderr, "pinmeter: %s\n", err);
+        goto out;
+    }
+    rc = 0;
+out:
+    config_free(cfg);
+    return rc;
+}
+
+static int cmd_keygen(const args_t *a)
+{
+    if (!a->team || !*a->team) {
+        fprintf(stderr, "pinmeter: keygen needs --team NAME\n");
+        return 1;
+    }
+    char key[KEYS_NEW_MAX], hex[65];
+    unsigned char sha[32];
+    if (keys_generate(key) != 0) {
+        fprintf(stderr, "pinmeter: the random number generator failed\n");
+        return 1;
+    }
+    keys_sha256(key, strlen(key), sha);
+    keys_hex(sha, hex);
+    printf("team:   %s\nkey:    %s\nsha256: %s\n\n"
+           "Give the key to its holder; it is shown only this once. Add this to the\n"
+           "\"keys\" of team \"%s\" in the config (pinmeter stores only the hash):\n"
+           "  {\"id\": \"%s\", \"sha256\": \"%s\"}\n",
+           a->team, key, hex, a->team, a->id ? a->id : "CHOOSE-AN-ID", hex);
+    return 0;
+}
+
+static int cmd_check_config(const args_t *a)
+{
+    char err[1024];
+    config_t *cfg = config_load(a->config, err, sizeof err);
+    if (!cfg) { fprintf(stderr, "%s\n", err); return 1; }
+    rates_t *r = load_rates(cfg, err, sizeof err);
+    if (!r) { fprintf(stderr, "%s\n", err); config_free(cfg); return 1; }
+    size_t keys = 0;
+    for (size_t i = 0; i < cfg->n_teams; i++) keys += cfg->teams[i].n_keys;
+    printf("%s: ok (%zu team(s), %zu key(s), %zu priced model(s)%s)\n", a->config,
+           cfg->n_teams, keys, rates_count(r), cfg->n_teams ? "" : ", passthrough mode");
+    rates_free(r);
+    config_free(cfg);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) { usage(stderr); return 2; }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0) {
+        printf("pinmeter %s\n", PINMETER_VERSION);
+        return 0;
+    }
+    args_t a;
+    int pr = parse_args(argc - 1, argv + 1, &a);
+    if (pr != 0) return pr > 0 ? 0 : 2;
+    if (strcmp(cmd, "serve") == 0) return cmd_serve(&a);
+    if (strcmp(cmd, "report") == 0) return cmd_report(&a);
+    if (strcmp(cmd, "keygen") == 0) return cmd_keygen(&a);
+    if (strcmp(cmd, "check-config") == 0) return cmd_check_config(&a);
+    fprintf(stderr, "pinmeter: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}

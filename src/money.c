@@ -1,0 +1,39 @@
+/* money: conversions between credit amounts at the JSON edges and the integer
+ * nano-credits used everywhere else. Formatting is exact integer arithmetic,
+ * so every int64 value, INT64_MIN included, prints digit for digit. */
+#include "money.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+
+#define MONEY_MAX_CREDITS 9e9   /* 9e18 nanos still fits in int64 */
+
+int money_from_double(double credits, nanos_t *out)
+{
+    if (!isfinite(credits) || fabs(credits) > MONEY_MAX_CREDITS)
+        return -1;
+    *out = (nanos_t)llround(credits * (double)NANOS_PER_CREDIT);
+    return 0;
+}
+
+char *money_fmt(nanos_t v, char *buf)
+{
+    /* Work on the magnitude as unsigned: 0 - (uint64_t)INT64_MIN is 2^63,
+     * which is representable, whereas -INT64_MIN is not. */
+    uint64_t mag = v < 0 ? 0u - (uint64_t)v : (uint64_t)v;
+    uint64_t whole = mag / (uint64_t)NANOS_PER_CREDIT;
+    uint64_t frac = mag % (uint64_t)NANOS_PER_CREDIT;
+    snprintf(buf, MONEY_FMT_MAX, "%s%" PRIu64 ".%09" PRIu64,
+             v < 0 ? "-" : "", whole, frac);
+    return buf;
+}
+
+double money_to_double(nanos_t v)
+{
+    /* Split first so the whole part is not rounded together with the
+     * fraction; the result is the double nearest to v / 1e9 in practice. */
+    nanos_t whole = v / NANOS_PER_CREDIT;
+    nanos_t frac = v % NANOS_PER_CREDIT;
+    return (double)whole + (double)frac / (double)NANOS_PER_CREDIT;
+}

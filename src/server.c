@@ -1,0 +1,574 @@
+/* server: the listener. libmicrohttpd runs its own epoll thread; this file
+ * routes requests, authenticates them, admits chat completions against the
+ * budget (402 before anything goes upstream), hands admitted ones to the
+ * ledger writer and from there to the upstream thread, and relays responses.
+ * A connection waiting on the ledger or the upstream is suspended; the other
+ * threads resume it. */
+#include "app.h"
+#include "keys.h"
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define OUT_LOW_WATER (16 * 1024)
+
+int64_t app_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void app_log(const char *fmt, ...)
+{
+    char line[2048], ts[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "%s pinmeter: %s\n", ts, line);
+}
+
+char *req_error_json(const char *message, const char *type, const char *code)
+{
+    cJSON *root = cJSON_CreateObject(), *err = cJSON_AddObjectToObject(root, "error");
+    cJSON_AddStringToObject(err, "message", message);
+    cJSON_AddStringToObject(err, "type", type);
+    cJSON_AddStringToObject(err, "code", code);
+    char *s = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return s;
+}
+
+void req_unref(req_t *r)
+{
+    pthread_mutex_lock(&r->mu);
+    int left = --r->refs;
+    pthread_mutex_unlock(&r->mu);
+    if (left > 0) return;
+    atomic_fetch_sub(&r->app->active, 1);
+    admit_free(&r->adm);
+    sse_free(r->sse);
+    curl_slist_free_all(r->hdrs);
+    free(r->body);
+    free(r->client_auth);
+    free(r->ubody);
+    free(r->out);
+    free(r->resp_body);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
+void req_resume_locked(req_t *r)
+{
+    if (r->suspended && !r->client_gone) {
+        r->suspended = 0;
+        MHD_resume_connection(r->conn);
+    }
+}
+
+static void suspend_locked(req_t *r)
+{
+    r->suspended = 1;
+    MHD_suspend_connection(r->conn);
+}
+
+/* Queues a buffered response, taking ownership of body (malloc'd). */
+static enum MHD_Result queue_body(struct MHD_Connection *c, int status, char *body,
+                                  size_t len, const char *ctype, const req_t *r,
+                                  const char *retry_after)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, body ? body : (char *)"", body ?
+                                        MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    if (!resp) { free(body); return MHD_NO; }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            ctype && *ctype ? ctype : "application/json");
+    if (r && r->rec.id[0]) MHD_add_response_header(resp, "X-Pinmeter-Request-Id", r->rec.id);
+    if (retry_after && *retry_after)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, retry_after);
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static enum MHD_Result queue_error(struct MHD_Connection *c, int status, const char *msg,
+                                   const char *type, const char *code, const req_t *r)
+{
+    char *s = req_error_json(msg, type, code);
+    return queue_body(c, status, s, s ? strlen(s) : 0, "application/json", r, NULL);
+}
+
+/* Adds an exact 9-decimal credits number to obj. */
+static void add_credits(cJSON *obj, const char *name, nanos_t v)
+{
+    char buf[MONEY_FMT_MAX];
+    cJSON_AddItemToObject(obj, name, cJSON_CreateRaw(money_fmt(v, buf)));
+}
+
+static enum MHD_Result queue_balance(struct MHD_Connection *c, const book_view_t *v)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (v->cap >= 0) add_credits(o, "total", v->cap); else cJSON_AddNullToObject(o, "total");
+    add_credits(o, "loaned", v->loaned);
+    if (v->cap >= 0) add_credits(o, "available", v->available);
+    else cJSON_AddNullToObject(o, "available");
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return queue_body(c, 200, s, strlen(s), "application/json", NULL, NULL);
+}
+
+/* Finds the team whose key hashes to sha; -1 if none. Every key is compared
+ * (constant time each) so the time taken does not depend on which matched. */
+static int find_team(const app_t *app, const unsigned char sha[32], const char **key_id)
+{
+    int found = -1;
+    for (size_t t = 0; t < app->cfg->n_teams; t++) {
+        const team_conf_t *tc = &app->cfg->teams[t];
+        for (size_t k = 0; k < tc->n_keys; k++) {
+            if (keys_equal(sha, tc->keys[k].sha256) && found < 0) {
+                found = (int)t;
+                *key_id = tc->keys[k].id;
+            }
+        }
+    }
+    return found;
+}
+
+static const char *bearer_of(struct MHD_Connection *c, size_t *len)
+{
+    const char *v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    return keys_bearer(v, len);
+}
+
+static req_t *req_new(app_t *app, struct MHD_Connection *c, route_t route)
+{
+    req_t *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->app = app;
+    r->conn = c;
+    r->route = route;
+    r->refs = 1;
+    r->team = -1;
+    r->t_start_ms = app_now_ms();
+    pthread_mutex_init(&r->mu, NULL);
+    atomic_fetch_add(&app->active, 1);
+    return r;
+}
+
+/* Authenticates a chat request on its first call. Returns 0, or -1 after
+ * queuing the 401. */
+static int authenticate(app_t *app, req_t *r, struct MHD_Connection *c, enum MHD_Result *ret)
+{
+    size_t klen;
+    const char *key = bearer_of(c, &klen);
+    if (!key) {
+        *ret = queue_error(c, 401, "missing API key: send 'Authorization: Bearer <key>'",
+                           "authentication_error", "missing_api_key", NULL);
+        return -1;
+    }
+    unsigned char sha[32];
+    keys_sha256(key, klen, sha);
+    if (app->passthrough) {
+        char hex[65];
+        keys_hex(sha, hex);
+        r->team = 0;
+        snprintf(r->rec.key_id, sizeof r->rec.key_id, "pt-%.12s", hex);
+        snprintf(r->rec.team, sizeof r->rec.team, "default");
+        r->client_auth = strdup(MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                                            MHD_HTTP_HEADER_AUTHORIZATION));
+        return 0;
+    }
+    const char *key_id = NULL;
+    int team = find_team(app, sha, &key_id);
+    if (team < 0) {
+        *ret = queue_error(c, 401, "invalid API key", "authentication_error",
+                           "invalid_api_key", NULL);
+        return -1;
+    }
+    r->team = team;
+    snprintf(r->rec.team, sizeof r->rec.team, "%s", app->cfg->teams[team].name);
+    snprintf(r->rec.key_id, sizeof r->rec.key_id, "%s", key_id);
+    return 0;
+}
+
+static enum MHD_Result serve_balance(app_t *app, struct MHD_Connection *c)
+{
+    size_t klen;
+    const char *key = bearer_of(c, &klen);
+    if (!key)
+        return queue_error(c, 401, "missing API key: send 'Authorization: Bearer <key>'",
+                           "authentication_error", "missing_api_key", NULL);
+    unsigned char sha[32];
+    keys_sha256(key, klen, sha);
+    book_view_t v;
+    if (app->admin_on && keys_equal(sha, app->admin_sha)) {
+        if (budget_account_view(app->budget, &v) != 0)
+            return queue_error(c, 503, "the account balance is not available: account sync "
+                               "is not configured or has not succeeded yet (see account.jwt_env)",
+                               "account_unavailable", "account_unavailable", NULL);
+        return queue_balance(c, &v);
+    }
+    const char *key_id;
+    int team = find_team(app, sha, &key_id);
+    if (team < 0)
+        return queue_error(c, 401, "invalid API key", "authentication_error",
+                           "invalid_api_key", NULL);
+    budget_team_view(app->budget, team, app_now_ms() / 1000, &v);
+    return queue_balance(c, &v);
+}
+
+static void on_ledger_begin(void *ud, int ok);
+
+/* Builds and queues the 402 for a refused reservation. */
+static enum MHD_Result queue_402(struct MHD_Connection *c, const req_t *r,
+                                 const book_refusal_t *why)
+{
+    char req_s[MONEY_FMT_MAX], av_s[MONEY_FMT_MAX], msg[512];
+    int team_scope = why->scope == BOOK_SCOPE_TEAM;
+    snprintf(msg, sizeof msg,
+             "insufficient credits: this request needs up to %s credits but %s %s has %s "
+             "available; lower max_tokens (or max_completion_tokens) to reserve less%s",
+             money_fmt(why->required, req_s), team_scope ? "team" : "the",
+             team_scope ? r->rec.team : "account", money_fmt(why->available, av_s),
+             why->retry ? ", or retry when requests in flight finish" : "");
+    cJSON *root = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(root, "error");
+    cJSON_AddStringToObject(e, "message", msg);
+    cJSON_AddStringToObject(e, "type", "insufficient_credits");
+    cJSON_AddStringToObject(e, "code", "insufficient_credits");
+    cJSON_AddStringToObject(e, "scope", team_scope ? "team" : "account");
+    cJSON_AddStringToObject(e, "team", r->rec.team);
+    add_credits(e, "cap", why->cap);
+    add_credits(e, "spent", why->spent);
+    add_credits(e, "loaned", why->loaned);
+    add_credits(e, "available", why->available);
+    add_credits(e, "required", why->required);
+    char *s = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return queue_body(c, 402, s, strlen(s), "application/json", NULL, why->retry ? "1" : NULL);
+}
+
+/* Admits a complete chat request: validate, price, reserve, record. Queues
+ * an error response, or suspends the connection until the upstream answers. */
+static enum MHD_Result admit_chat(app_t *app, req_t *r, struct MHD_Connection *c)
+{
+    char err[256];
+    if (r->too_large) {
+        snprintf(err, sizeof err, "request body is larger than the limit of %zu bytes",
+                 app->cfg->max_body);
+        return queue_error(c, 413, err, "invalid_request_error", "body_too_large", NULL);
+    }
+    if (admit_parse(r->body ? r->body : "", r->body_len, &r->adm, err, sizeof err) != 0)
+        return queue_error(c, 400, err, "invalid_request_error", "invalid_request", NULL);
+    if (!app->passthrough && !config_model_allowed(&app->cfg->teams[r->team], r->adm.model)) {
+        snprintf(err, sizeof err, "model '%.150s' is not allowed for team '%.60s'",
+                 r->adm.model, r->rec.team);
+        return queue_error(c, 403, err, "permission_error", "model_not_allowed", NULL);
+    }
+    if (rates_lookup(app->rates, r->adm.model, &r->rate) != 0) {
+        if (app->cfg->unknown_reject) {
+            snprintf(err, sizeof err, "model '%.200s' has no price in the rate table",
+                     r->adm.model);
+            return queue_error(c, 400, err, "model_not_priced", "model_not_priced", NULL);
+        }
+        r->rate = app->cfg->unknown_rate;
+    }
+    int64_t max_out = r->adm.max_tokens > 0 ? r->adm.max_tokens : app->cfg->default_max_tokens;
+    nanos_t need = cost_reservation(&r->rate, r->adm.est_prompt_tokens, max_out);
+    book_refusal_t why;
+    if (budget_reserve(app->budget, r->team, need, r->t_start_ms / 1000, &r->hold, &why) != 0)
+        return queue_402(c, r, &why);
+
+    r->metered = 1;
+    snprintf(r->rec.id, sizeof r->rec.id, "%s-%06llx", app->instance,
+             (unsigned long long)atomic_fetch_add(&app->seq, 1));
+    r->rec.started_ms = r->t_start_ms;
+    snprintf(r->rec.model, sizeof r->rec.model, "%s", r->adm.model);
+    r->rec.stream = r->adm.stream;
+    r->rec.reserved = need;
+    r->rec.state = LEDGER_INFLIGHT;
+
+    pthread_mutex_lock(&r->mu);
+    r->refs++;                     /* for the writer/upstream side */
+    r->dispatched = 1;
+    suspend_locked(r);
+    pthread_mutex_unlock(&r->mu);
+    if (ledger_submit(app->ledger, &r->rec, on_ledger_begin, r) != 0)
+        on_ledger_begin(r, 0);
+    return MHD_YES;
+}
+
+/* Writer thread: the inflight row is in the file (or could not be written). */
+static void on_ledger_begin(void *ud, int ok)
+{
+    req_t *r = ud;
+    if (ok) {
+        upstream_submit(r->app->up, r);
+        return;
+    }
+    budget_release(r->app->budget, &r->hold);
+    pthread_mutex_lock(&r->mu);
+    r->resp_status = 503;
+    r->resp_body = req_error_json("the ledger cannot be written, so pinmeter refuses to "
+                                  "serve unmetered requests; check the ledger's disk",
+                                  "ledger_unavailable", "ledger_unavailable");
+    r->resp_len = r->resp_body ? strlen(r->resp_body) : 0;
+    r->resp_kind = RESP_BUFFER;
+    r->upstream_done = 1;
+    req_resume_locked(r);
+    pthread_mutex_unlock(&r->mu);
+    app_log("ledger write failed: refusing request %s (503)", r->rec.id);
+    req_unref(r);
+}
+
+/* MHD thread: relays stream bytes; suspends when there are none yet. */
+static ssize_t read_stream(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    req_t *r = cls;
+    int unpause = 0;
+    ssize_t n;
+    pthread_mutex_lock(&r->mu);
+    size_t avail = r->out_len - r->out_off;
+    if (avail > 0) {
+        n = (ssize_t)(avail < max ? avail : max);
+        memcpy(buf, r->out + r->out_off, (size_t)n);
+        r->out_off += (size_t)n;
+        if (r->out_off == r->out_len) r->out_off = r->out_len = 0;
+        if (r->paused && !r->unpause_queued && r->out_len - r->out_off < OUT_LOW_WATER) {
+            r->unpause_queued = 1;
+            unpause = 1;
+        }
+    } else if (r->upstream_done) {
+        n = r->stream_error ? MHD_CONTENT_READER_END_WITH_ERROR
+                            : MHD_CONTENT_READER_END_OF_STREAM;
+    } else {
+        suspend_locked(r);
+        n = 0;
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (unpause) upstream_unpause(r->app->up, r);
+    return n;
+}
+
+/* Queues whatever response the other threads prepared. Call with r->mu held. */
+static enum MHD_Result queue_prepared_locked(req_t *r, struct MHD_Connection *c)
+{
+    if (r->resp_kind == RESP_STREAM) {
+        struct MHD_Response *resp =
+            MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 32 * 1024, read_stream, r, NULL);
+        if (!resp) return MHD_NO;
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+                                r->content_type[0] ? r->content_type : "text/event-stream");
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+        if (r->rec.id[0]) MHD_add_response_header(resp, "X-Pinmeter-Request-Id", r->rec.id);
+        enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->resp_status, resp);
+        MHD_destroy_response(resp);
+        return ret;
+    }
+    char *body = r->resp_body;
+    r->resp_body = NULL;
+    return queue_body(c, r->resp_status, body, r->resp_len, r->resp_type, r, r->retry_after);
+}
+
+static int is_chat_path(const char *url)
+{
+    return strcmp(url, "/v0/llm/chat/completions") == 0 ||
+           strcmp(url, "/v1/chat/completions") == 0;
+}
+
+/* First call of a request: route it and check what can be checked from the
+ * headers alone. */
+static enum MHD_Result first_call(app_t *app, struct MHD_Connection *c, const char *url,
+                                  const char *method, void **con_cls)
+{
+    int get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    int post = strcmp(method, "POST") == 0;
+    route_t route;
+    if (strcmp(url, "/healthz") == 0) {
+        if (!get) return queue_error(c, 405, "use GET", "invalid_request_error",
+                                     "method_not_allowed", NULL);
+        const char *ok = "{\"status\":\"ok\"}";
+        return queue_body(c, 200, strdup(ok), strlen(ok), "application/json", NULL, NULL);
+    } else if (is_chat_path(url)) {
+        if (!post) return queue_error(c, 405, "use POST", "invalid_request_error",
+                                      "method_not_allowed", NULL);
+        route = ROUTE_CHAT;
+    } else if (strcmp(url, "/v0/llm/models") == 0) {
+        if (!get) return queue_error(c, 405, "use GET", "invalid_request_error",
+                                     "method_not_allowed", NULL);
+        route = ROUTE_MODELS;
+    } else if (strcmp(url, "/v0/credits/balance") == 0) {
+        if (!get) return queue_error(c, 405, "use GET", "invalid_request_error",
+                                     "method_not_allowed", NULL);
+        if (!app->passthrough) return serve_balance(app, c);
+        route = ROUTE_BALANCE_PT;    /* passthrough: Pinata answers the caller's key */
+    } else {
+        return queue_error(c, 404, "no such endpoint", "invalid_request_error",
+                           "not_found", NULL);
+    }
+
+    req_t *r = req_new(app, c, route);
+    if (!r) return MHD_NO;
+    *con_cls = r;
+    enum MHD_Result ret = MHD_YES;
+    if (route == ROUTE_CHAT && authenticate(app, r, c, &ret) != 0) return ret;
+    if (route == ROUTE_BALANCE_PT) {
+        const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                                       MHD_HTTP_HEADER_AUTHORIZATION);
+        if (auth) r->client_auth = strdup(auth);
+    }
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl && strtoull(cl, NULL, 10) > app->cfg->max_body) r->too_large = 1;
+    return MHD_YES;
+}
+
+static int append_body(app_t *app, req_t *r, const char *data, size_t len)
+{
+    if (r->too_large || r->body_len + len > app->cfg->max_body) {
+        r->too_large = 1;
+        return 0;
+    }
+    if (r->body_len + len + 1 > r->body_cap) {
+        size_t cap = r->body_cap ? r->body_cap : 4096;
+        while (cap < r->body_len + len + 1) cap *= 2;
+        char *nb = realloc(r->body, cap);
+        if (!nb) return -1;
+        r->body = nb;
+        r->body_cap = cap;
+    }
+    memcpy(r->body + r->body_len, data, len);
+    r->body_len += len;
+    r->body[r->body_len] = '\0';
+    return 0;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload, size_t *upload_size, void **con_cls)
+{
+    (void)version;
+    app_t *app = cls;
+    req_t *r = *con_cls;
+    if (!r) return first_call(app, c, url, method, con_cls);
+    if (*upload_size) {
+        if (append_body(app, r, upload, *upload_size) != 0) return MHD_NO;
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    pthread_mutex_lock(&r->mu);
+    if (r->resp_kind != RESP_NONE) {
+        enum MHD_Result ret = queue_prepared_locked(r, c);
+        pthread_mutex_unlock(&r->mu);
+        return ret;
+    }
+    if (r->dispatched) {           /* woken early: wait for the upstream */
+        suspend_locked(r);
+        pthread_mutex_unlock(&r->mu);
+        return MHD_YES;
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (r->route == ROUTE_CHAT) return admit_chat(app, r, c);
+    pthread_mutex_lock(&r->mu);
+    r->refs++;
+    r->dispatched = 1;
+    suspend_locked(r);
+    pthread_mutex_unlock(&r->mu);
+    upstream_submit(app->up, r);
+    return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)c;
+    (void)toe;
+    app_t *app = cls;
+    req_t *r = *con_cls;
+    if (!r) return;
+    *con_cls = NULL;
+    pthread_mutex_lock(&r->mu);
+    r->client_gone = 1;
+    int abort = r->dispatched && !r->upstream_done && r->adm.stream;
+    pthread_mutex_unlock(&r->mu);
+    /* A stream whose reader left is cut upstream too; a non-stream request
+     * runs to its end so its usage is known and charged exactly. */
+    if (abort) upstream_abort(app->up, r);
+    req_unref(r);
+}
+
+static int is_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+    if (sa->sa_family == AF_INET6)
+        return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+    return 0;
+}
+
+int server_run(app_t *app, volatile sig_atomic_t *stop)
+{
+    struct addrinfo hints = {0}, *ai = NULL;
+    char port[16], host[256];
+    snprintf(port, sizeof port, "%d", app->cfg->listen_port);
+    snprintf(host, sizeof host, "%s", app->cfg->listen_host);
+    size_t hl = strlen(host);
+    if (hl > 1 && host[0] == '[' && host[hl - 1] == ']') {
+        memmove(host, host + 1, hl - 2);
+        host[hl - 2] = '\0';
+    }
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    int gai = getaddrinfo(host, port, &hints, &ai);
+    if (gai != 0) {
+        app_log("cannot resolve listen address %s: %s", app->cfg->listen_host, gai_strerror(gai));
+        return -1;
+    }
+    if (!is_loopback(ai->ai_addr))
+        app_log("WARNING: listening on %s, which is not loopback: anyone who can reach it "
+                "and holds a key can spend credits", app->cfg->listen_host);
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_ERROR_LOG | (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);
+    app->mhd = MHD_start_daemon(flags, (uint16_t)app->cfg->listen_port, NULL, NULL,
+                                on_request, app,
+                                MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                                MHD_OPTION_NOTIFY_COMPLETED, on_completed, app,
+                                MHD_OPTION_CONNECTION_LIMIT, (unsigned)app->cfg->max_connections,
+                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
+                                MHD_OPTION_END);
+    freeaddrinfo(ai);
+    if (!app->mhd) {
+        app_log("cannot listen on %s:%d (address in use or not permitted)",
+                app->cfg->listen_host, app->cfg->listen_port);
+        return -1;
+    }
+    app_log("listening on %s:%d, upstream %s, ledger %s, %s mode", app->cfg->listen_host,
+            app->cfg->listen_port, app->cfg->upstream_base, app->cfg->ledger,
+            app->passthrough ? "passthrough" : "team");
+    while (!*stop) {
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    /* Drain: stop accepting, let requests in flight finish up to drain_s. */
+    app_log("stopping: draining %d request(s) in flight (up to %d s)",
+            (int)atomic_load(&app->active), app->cfg->drain_s);
+    MHD_socket lsock = MHD_quiesce_daemon(app->mhd);
+    if (lsock != MHD_INVALID_SOCKET) close(lsock);
+    int64_t deadline = app_now_ms() + (int64_t)app->cfg->drain_s * 1000;
+    while (atomic_load(&app->active) > 0 && app_now_ms() < deadline) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}

@@ -1,0 +1,525 @@
+/* upstream: one thread driving a curl multi handle for every transfer to
+ * Pinata. Other threads hand it work through three small queues (start,
+ * unpause, abort) and wake it with curl_multi_wakeup. Response bytes go to
+ * the request's bounded buffer; when the client is slow the transfer is
+ * paused (backpressure) and resumed when the client has read enough.
+ * When a transfer ends, this thread settles the metering exactly once:
+ * budget, ledger row, and the response prepared for the listener. */
+#include "app.h"
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define OUT_HIGH_WATER (64 * 1024)
+#define UBODY_MAX (32u * 1024 * 1024)   /* non-stream reply cap */
+#define SSE_LINE_MAX (1024 * 1024)
+
+typedef struct vec { req_t **v; size_t n, cap; } vec_t;
+
+struct upstream {
+    app_t *app;
+    CURLM *multi;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    vec_t starts, unpauses, aborts;   /* [mu] */
+    int stopping;                     /* [mu] */
+    vec_t active;                     /* upstream thread only */
+};
+
+static int vec_push(vec_t *v, req_t *r)
+{
+    if (v->n == v->cap) {
+        size_t cap = v->cap ? v->cap * 2 : 64;
+        req_t **nv = realloc(v->v, cap * sizeof *nv);
+        if (!nv) return -1;
+        v->v = nv;
+        v->cap = cap;
+    }
+    v->v[v->n++] = r;
+    return 0;
+}
+
+/* ---- response bytes ---------------------------------------------------- */
+
+static int out_append_locked(req_t *r, const char *p, size_t len)
+{
+    if (r->out_off > 0 && r->out_len + len > r->out_cap) {
+        memmove(r->out, r->out + r->out_off, r->out_len - r->out_off);
+        r->out_len -= r->out_off;
+        r->out_off = 0;
+    }
+    if (r->out_len + len > r->out_cap) {
+        size_t cap = r->out_cap ? r->out_cap : 16 * 1024;
+        while (cap < r->out_len + len) cap *= 2;
+        char *n = realloc(r->out, cap);
+        if (!n) return -1;
+        r->out = n;
+        r->out_cap = cap;
+    }
+    memcpy(r->out + r->out_len, p, len);
+    r->out_len += len;
+    return 0;
+}
+
+/* One SSE event from the upstream: learn usage and content, relay it unless
+ * it is the usage-only chunk the client did not ask for. */
+static int on_event(void *ud, const sse_event_t *ev)
+{
+    req_t *r = ud;
+    if (ev->has_data) {
+        if (strcmp(ev->data, "[DONE]") == 0) {
+            r->saw_done = 1;
+        } else {
+            usage_info_t ui;
+            int rc = usage_parse(ev->data, ev->data_len, &ui);
+            if (rc == USAGE_BAD) r->usage_bad = 1;
+            if (rc == USAGE_OK) {
+                r->content_bytes += ui.content_bytes;
+                r->content_deltas += ui.content_deltas;
+                if (!r->upstream_id[0] && ui.id[0])
+                    snprintf(r->upstream_id, sizeof r->upstream_id, "%s", ui.id);
+                if (ui.has_usage) {
+                    r->saw_usage = 1;
+                    r->usage = ui.usage;
+                    if (ui.choices_empty && !r->adm.client_wants_usage) return 0;
+                }
+            }
+        }
+    }
+    pthread_mutex_lock(&r->mu);
+    int rc = out_append_locked(r, ev->raw, ev->raw_len);
+    pthread_mutex_unlock(&r->mu);
+    return rc ? SSE_ERR_NOMEM : 0;
+}
+
+static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    req_t *r = ud;
+    size_t len = size * nmemb;
+    if (r->stream_mode) {
+        pthread_mutex_lock(&r->mu);
+        if (r->client_gone) {
+            pthread_mutex_unlock(&r->mu);
+            return 0;
+        }
+        if (r->out_len - r->out_off >= OUT_HIGH_WATER) {
+            r->paused = 1;
+            pthread_mutex_unlock(&r->mu);
+            return CURL_WRITEFUNC_PAUSE;
+        }
+        pthread_mutex_unlock(&r->mu);
+        if (sse_feed(r->sse, ptr, len) != 0) {
+            r->stream_error = 1;
+            return 0;
+        }
+        pthread_mutex_lock(&r->mu);
+        if (r->out_len > r->out_off) req_resume_locked(r);
+        pthread_mutex_unlock(&r->mu);
+        return len;
+    }
+    if (r->ubody_len + len > UBODY_MAX) return 0;
+    if (r->ubody_len + len + 1 > r->ubody_cap) {
+        size_t cap = r->ubody_cap ? r->ubody_cap : 8192;
+        while (cap < r->ubody_len + len + 1) cap *= 2;
+        char *n = realloc(r->ubody, cap);
+        if (!n) return 0;
+        r->ubody = n;
+        r->ubody_cap = cap;
+    }
+    memcpy(r->ubody + r->ubody_len, ptr, len);
+    r->ubody_len += len;
+    r->ubody[r->ubody_len] = '\0';
+    return len;
+}
+
+static void copy_header_value(char *dst, size_t cap, const char *v, size_t len)
+{
+    while (len && (*v == ' ' || *v == '\t')) v++, len--;
+    while (len && (v[len - 1] == '\r' || v[len - 1] == '\n' || v[len - 1] == ' ')) len--;
+    if (len >= cap) len = cap - 1;
+    memcpy(dst, v, len);
+    dst[len] = '\0';
+}
+
+static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
+{
+    req_t *r = ud;
+    size_t len = size * nitems;
+    if (len >= 5 && strncmp(buf, "HTTP/", 5) == 0) {
+        const char *sp = memchr(buf, ' ', len);
+        r->status = sp ? strtol(sp + 1, NULL, 10) : 0;
+        r->content_type[0] = '\0';
+    } else if (len > 13 && strncasecmp(buf, "content-type:", 13) == 0) {
+        copy_header_value(r->content_type, sizeof r->content_type, buf + 13, len - 13);
+    } else if (len > 13 && strncasecmp(buf, "x-request-id:", 13) == 0) {
+        copy_header_value(r->upstream_id, sizeof r->upstream_id, buf + 13, len - 13);
+    } else if ((len == 2 && buf[0] == '\r') || (len == 1 && buf[0] == '\n')) {
+        /* End of a header block; 1xx blocks are followed by the real one. */
+        if (r->status >= 200 && r->route == ROUTE_CHAT && r->adm.stream &&
+            r->status == 200 && strncasecmp(r->content_type, "text/event-stream", 17) == 0) {
+            r->sse = sse_new(SSE_LINE_MAX, on_event, r);
+            if (!r->sse) return 0;
+            r->stream_mode = 1;
+            pthread_mutex_lock(&r->mu);
+            r->resp_kind = RESP_STREAM;
+            r->resp_status = 200;
+            req_resume_locked(r);
+            pthread_mutex_unlock(&r->mu);
+        }
+    }
+    return len;
+}
+
+/* ---- settling ---------------------------------------------------------- */
+
+typedef struct outcome {
+    int status;                 /* to the client (when not already streaming) */
+    const char *err_msg, *err_type;
+    ledger_state_t state;
+    usage_t usage;
+    nanos_t charge;
+} outcome_t;
+
+static void estimate(req_t *r, outcome_t *o, int64_t completion)
+{
+    o->usage.prompt = r->adm.est_prompt_tokens;
+    o->usage.completion = completion;
+    o->usage.cached = 0;
+    o->charge = cost_of(&r->rate, &o->usage);
+    o->state = LEDGER_ESTIMATED;
+}
+
+static void judge_chat(req_t *r, CURLcode res, outcome_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->state = LEDGER_FAILED;
+    if (r->stream_mode) {
+        o->status = 200;
+        if (r->saw_usage && !r->usage_bad) {
+            o->usage = r->usage;
+            o->charge = cost_of(&r->rate, &r->usage);
+            o->state = LEDGER_SETTLED;
+        } else {
+            estimate(r, o, usage_estimate_completion(r->content_bytes, r->content_deltas));
+        }
+        if (res != CURLE_OK || r->aborted || !r->saw_done || r->stream_error)
+            r->stream_error = 1;
+        return;
+    }
+    if (r->aborted) {                    /* stream request, client left before headers */
+        o->status = 499;
+        estimate(r, o, 0);
+        return;
+    }
+    if (res != CURLE_OK) {
+        o->err_type = "upstream_error";
+        if (res == CURLE_OPERATION_TIMEDOUT) {
+            o->status = 504;
+            o->err_msg = "the upstream did not answer within upstream.timeout_s";
+            o->err_type = "upstream_timeout";
+        } else if (res == CURLE_COULDNT_CONNECT || res == CURLE_COULDNT_RESOLVE_HOST) {
+            o->status = 502;
+            o->err_msg = "the upstream is unreachable";
+            o->err_type = "upstream_unreachable";
+        } else if (res == CURLE_WRITE_ERROR) {
+            o->status = 502;
+            o->err_msg = "the upstream's reply is larger than pinmeter accepts";
+        } else {
+            o->status = 502;
+            o->err_msg = "the upstream connection failed before a complete reply";
+        }
+        return;
+    }
+    o->status = (int)r->status;
+    usage_info_t ui;
+    int rc = usage_parse(r->ubody ? r->ubody : "", r->ubody_len, &ui);
+    if (rc == USAGE_OK && ui.id[0] && !r->upstream_id[0])
+        snprintf(r->upstream_id, sizeof r->upstream_id, "%s", ui.id);
+    if (r->status < 200 || r->status >= 300) {
+        /* Passed through as it came; an error without usage costs nothing. */
+        if (rc == USAGE_OK && ui.has_usage) {
+            o->usage = ui.usage;
+            o->charge = cost_of(&r->rate, &ui.usage);
+            o->state = LEDGER_SETTLED;
+        }
+        return;
+    }
+    if (rc == USAGE_NOT_JSON) {
+        o->status = 502;
+        o->err_type = "upstream_malformed";
+        o->err_msg = "the upstream sent a reply that is not valid JSON";
+    } else if (rc == USAGE_BAD) {
+        /* Counts cannot be trusted: hold the reservation as the charge. */
+        o->status = 502;
+        o->err_type = "upstream_malformed";
+        o->err_msg = "the upstream reported invalid token usage";
+        o->usage.prompt = r->adm.est_prompt_tokens;
+        o->charge = r->rec.reserved;
+        o->state = LEDGER_ESTIMATED;
+    } else if (!ui.has_usage) {
+        estimate(r, o, usage_estimate_completion(ui.content_bytes, 0));
+    } else {
+        o->usage = ui.usage;
+        o->charge = cost_of(&r->rate, &ui.usage);
+        o->state = LEDGER_SETTLED;
+    }
+}
+
+static void finish(struct upstream *u, req_t *r, CURLcode res)
+{
+    app_t *app = u->app;
+    if (r->easy) {
+        curl_multi_remove_handle(u->multi, r->easy);
+        curl_easy_cleanup(r->easy);
+        r->easy = NULL;
+        u->active.v[r->up_slot] = u->active.v[--u->active.n];
+        u->active.v[r->up_slot]->up_slot = r->up_slot;
+    }
+    if (r->sse && res == CURLE_OK) sse_finish(r->sse);   /* a final event held for a '\n' */
+    outcome_t o;
+    char *body = NULL;
+    size_t body_len = 0;
+    if (r->route == ROUTE_CHAT) {
+        judge_chat(r, res, &o);
+        int64_t now = app_now_ms();
+        budget_settle(app->budget, &r->hold, o.charge, now / 1000);
+        if (o.status == 402 && !r->stream_mode) budget_account_exhausted(app->budget);
+        r->rec.ended_ms = now;
+        r->rec.status = r->client_gone && !r->stream_mode ? 499 : o.status;
+        r->rec.prompt = o.usage.prompt;
+        r->rec.completion = o.usage.completion;
+        r->rec.cached = o.usage.cached;
+        r->rec.charged = o.charge;
+        r->rec.state = o.state;
+        snprintf(r->rec.upstream_id, sizeof r->rec.upstream_id, "%s", r->upstream_id);
+        r->rec.latency_ms = now - r->t_start_ms;
+        if (ledger_submit(app->ledger, &r->rec, NULL, NULL) != 0)
+            app_log("ledger closed: completion of %s not recorded", r->rec.id);
+        char ch[MONEY_FMT_MAX];
+        app_log("%s team=%s key=%s model=%s stream=%d status=%d state=%s charged=%s ms=%lld",
+                r->rec.id, r->rec.team, r->rec.key_id, r->rec.model, r->rec.stream,
+                r->rec.status, ledger_state_name(o.state), money_fmt(o.charge, ch),
+                (long long)r->rec.latency_ms);
+    } else {
+        memset(&o, 0, sizeof o);
+        o.status = (int)r->status;
+        if (res != CURLE_OK) {
+            o.status = res == CURLE_OPERATION_TIMEDOUT ? 504 : 502;
+            o.err_type = res == CURLE_OPERATION_TIMEDOUT ? "upstream_timeout" : "upstream_unreachable";
+            o.err_msg = "the upstream could not be reached";
+        }
+    }
+    if (o.err_msg) {
+        body = req_error_json(o.err_msg, o.err_type, o.err_type);
+        body_len = body ? strlen(body) : 0;
+    } else {
+        body = r->ubody;
+        body_len = r->ubody_len;
+        r->ubody = NULL;
+    }
+    pthread_mutex_lock(&r->mu);
+    r->upstream_done = 1;
+    if (r->resp_kind == RESP_NONE) {
+        r->resp_kind = RESP_BUFFER;
+        r->resp_status = o.status;
+        r->resp_body = body;
+        r->resp_len = body_len;
+        snprintf(r->resp_type, sizeof r->resp_type, "%s",
+                 o.err_msg || !r->content_type[0] ? "application/json" : r->content_type);
+        body = NULL;
+    }
+    req_resume_locked(r);
+    pthread_mutex_unlock(&r->mu);
+    free(body);
+    req_unref(r);
+}
+
+/* ---- starting transfers ------------------------------------------------ */
+
+static int start_transfer(struct upstream *u, req_t *r)
+{
+    app_t *app = u->app;
+    const config_t *cfg = app->cfg;
+    char url[1200], hdr[8192];
+    const char *path = r->route == ROUTE_CHAT ? "/v0/llm/chat/completions"
+                     : r->route == ROUTE_MODELS ? "/v0/llm/models" : "/v0/credits/balance";
+    snprintf(url, sizeof url, "%s%s", cfg->upstream_base, path);
+    CURL *e = curl_easy_init();
+    if (!e) return -1;
+    r->easy = e;
+    if (r->route == ROUTE_CHAT) {
+        if (app->passthrough) snprintf(hdr, sizeof hdr, "Authorization: %s",
+                                       r->client_auth ? r->client_auth : "");
+        else snprintf(hdr, sizeof hdr, "Authorization: Bearer %s", app->llm_key);
+        r->hdrs = curl_slist_append(r->hdrs, hdr);
+        r->hdrs = curl_slist_append(r->hdrs, "Content-Type: application/json");
+        r->hdrs = curl_slist_append(r->hdrs, "Expect:");
+        const char *b = r->adm.upstream_body ? r->adm.upstream_body : r->body;
+        size_t bl = r->adm.upstream_body ? r->adm.upstream_len : r->body_len;
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, b ? b : "");
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)bl);
+    } else if (r->route == ROUTE_BALANCE_PT && r->client_auth) {
+        snprintf(hdr, sizeof hdr, "Authorization: %s", r->client_auth);
+        r->hdrs = curl_slist_append(r->hdrs, hdr);
+    }
+    r->hdrs = curl_slist_append(r->hdrs, "Accept: application/json, text/event-stream");
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, r);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)cfg->timeout_s * 1000L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "identity");
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    if (curl_multi_add_handle(u->multi, e) != CURLM_OK || vec_push(&u->active, r) != 0) {
+        curl_easy_cleanup(e);
+        r->easy = NULL;
+        return -1;
+    }
+    r->up_slot = u->active.n - 1;
+    return 0;
+}
+
+static void take(struct upstream *u, vec_t *from, vec_t *into)
+{
+    *into = *from;
+    memset(from, 0, sizeof *from);
+    (void)u;
+}
+
+static void *upstream_main(void *arg)
+{
+    struct upstream *u = arg;
+    for (;;) {
+        vec_t starts, unpauses, aborts;
+        pthread_mutex_lock(&u->mu);
+        take(u, &u->starts, &starts);
+        take(u, &u->unpauses, &unpauses);
+        take(u, &u->aborts, &aborts);
+        int stopping = u->stopping;
+        pthread_mutex_unlock(&u->mu);
+
+        for (size_t i = 0; i < starts.n; i++) {
+            req_t *r = starts.v[i];
+            pthread_mutex_lock(&r->mu);
+            int gone = r->client_gone && r->adm.stream;
+            pthread_mutex_unlock(&r->mu);
+            if (gone) r->aborted = 1;
+            if (gone || start_transfer(u, r) != 0) finish(u, r, CURLE_FAILED_INIT);
+        }
+        for (size_t i = 0; i < unpauses.n; i++) {
+            req_t *r = unpauses.v[i];
+            pthread_mutex_lock(&r->mu);
+            r->unpause_queued = 0;
+            int go = r->easy && r->paused;
+            r->paused = 0;
+            pthread_mutex_unlock(&r->mu);
+            if (go) curl_easy_pause(r->easy, CURLPAUSE_CONT);
+            req_unref(r);
+        }
+        for (size_t i = 0; i < aborts.n; i++) {
+            req_t *r = aborts.v[i];
+            if (r->easy) {
+                r->aborted = 1;
+                finish(u, r, CURLE_ABORTED_BY_CALLBACK);
+            }
+            req_unref(r);
+        }
+        free(starts.v);
+        free(unpauses.v);
+        free(aborts.v);
+        if (stopping) break;
+
+        int running;
+        curl_multi_perform(u->multi, &running);
+        CURLMsg *m;
+        int left;
+        while ((m = curl_multi_info_read(u->multi, &left))) {
+            if (m->msg != CURLMSG_DONE) continue;
+            req_t *r;
+            CURLcode res = m->data.result;
+            curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
+            finish(u, r, res);
+        }
+        curl_multi_poll(u->multi, NULL, 0, 1000, NULL);
+    }
+    while (u->active.n > 0) {
+        req_t *r = u->active.v[u->active.n - 1];
+        r->aborted = 1;
+        finish(u, r, CURLE_ABORTED_BY_CALLBACK);
+    }
+    return NULL;
+}
+
+struct upstream *upstream_start(app_t *app)
+{
+    struct upstream *u = calloc(1, sizeof *u);
+    if (!u) return NULL;
+    u->app = app;
+    u->multi = curl_multi_init();
+    if (!u->multi) { free(u); return NULL; }
+    curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, 512L);
+    pthread_mutex_init(&u->mu, NULL);
+    if (pthread_create(&u->thread, NULL, upstream_main, u) != 0) {
+        curl_multi_cleanup(u->multi);
+        free(u);
+        return NULL;
+    }
+    return u;
+}
+
+static void enqueue(struct upstream *u, vec_t *q, req_t *r, int take_ref)
+{
+    if (take_ref) {
+        pthread_mutex_lock(&r->mu);
+        r->refs++;
+        pthread_mutex_unlock(&r->mu);
+    }
+    pthread_mutex_lock(&u->mu);
+    int ok = !u->stopping && vec_push(q, r) == 0;
+    pthread_mutex_unlock(&u->mu);
+    if (ok) {
+        curl_multi_wakeup(u->multi);
+        return;
+    }
+    if (q == &u->starts) {
+        /* Shutting down: the request never goes upstream. */
+        r->aborted = 0;
+        finish(u, r, CURLE_COULDNT_CONNECT);
+    } else {
+        req_unref(r);
+    }
+}
+
+void upstream_submit(struct upstream *u, req_t *r) { enqueue(u, &u->starts, r, 0); }
+void upstream_unpause(struct upstream *u, req_t *r) { enqueue(u, &u->unpauses, r, 1); }
+void upstream_abort(struct upstream *u, req_t *r) { enqueue(u, &u->aborts, r, 1); }
+
+void upstream_stop(struct upstream *u)
+{
+    if (!u) return;
+    pthread_mutex_lock(&u->mu);
+    u->stopping = 1;
+    pthread_mutex_unlock(&u->mu);
+    curl_multi_wakeup(u->multi);
+    pthread_join(u->thread, NULL);
+}
+
+void upstream_free(struct upstream *u)
+{
+    if (!u) return;
+    curl_multi_cleanup(u->multi);
+    free(u->active.v);
+    free(u->starts.v);
+    free(u->unpauses.v);
+    free(u->aborts.v);
+    pthread_mutex_destroy(&u->mu);
+    free(u);
+}

@@ -1,0 +1,267 @@
+/* Unit tests for admit: each refusal with its message, token-limit
+ * precedence, the estimate, the depth guard, and the streaming rewrite
+ * (checked by parsing the upstream body back with cJSON). */
+#include "admit.h"
+#include "t.h"
+
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+
+static char err[256];
+
+/* admit_parse on a heap copy of exactly strlen(s) bytes, so ASan catches
+ * reads past the length. */
+static int admit(const char *s, admit_req_t *r)
+{
+    size_t n = strlen(s);
+    char *b = malloc(n ? n : 1);
+    memcpy(b, s, n);
+    err[0] = '\0';
+    int rc = admit_parse(b, n, r, err, sizeof err);
+    free(b);
+    return rc;
+}
+
+/* Expects a refusal whose message contains want. */
+static int refused(const char *s, const char *want)
+{
+    admit_req_t r;
+    if (admit(s, &r) != -1) {
+        admit_free(&r);
+        fprintf(stderr, "  accepted: %s\n", s);
+        return 0;
+    }
+    if (!strstr(err, want)) {
+        fprintf(stderr, "  for %s: got \"%s\", want \"%s\"\n", s, err, want);
+        return 0;
+    }
+    return 1;
+}
+
+static void test_plain_request(void)
+{
+    admit_req_t r;
+    const char *b = "{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+    T_EQ_INT(admit(b, &r), 0);
+    T_EQ_STR(r.model, "gpt-4o-mini");
+    T_EQ_INT(r.stream, 0);
+    T_EQ_INT(r.client_wants_usage, 0);
+    T_EQ_INT(r.max_tokens, -1);
+    T_EQ_INT(r.est_prompt_tokens, (strlen(b) + 2) / 3);
+    T_CHECK(r.upstream_body == NULL);
+    admit_free(&r);
+}
+
+static void test_errors(void)
+{
+    const char *model_msg = "field 'model' is required and must be a non-empty string";
+    T_CHECK(refused("", "request body is not valid JSON"));
+    T_CHECK(refused("{\"model\":\"m\",", "request body is not valid JSON"));
+    T_CHECK(refused("{\"model\":\"m\",\"messages\":[]} x", "request body is not valid JSON"));
+    T_CHECK(refused("[{\"model\":\"m\"}]", "request body must be a JSON object"));
+    T_CHECK(refused("\"hello\"", "request body must be a JSON object"));
+    T_CHECK(refused("{\"messages\":[]}", model_msg));
+    T_CHECK(refused("{\"model\":\"\",\"messages\":[]}", model_msg));
+    T_CHECK(refused("{\"model\":42,\"messages\":[]}", model_msg));
+    T_CHECK(refused("{\"model\":null,\"messages\":[]}", model_msg));
+    T_CHECK(refused("{\"Model\":\"m\",\"messages\":[]}", model_msg));   /* case-sensitive */
+    T_CHECK(refused("{\"model\":\"m\"}", "field 'messages' is required and must be an array"));
+    T_CHECK(refused("{\"model\":\"m\",\"messages\":\"hi\"}", "field 'messages'"));
+    T_CHECK(refused("{\"model\":\"m\",\"messages\":[],\"max_tokens\":0}",
+                    "field 'max_tokens' must be a positive integer"));
+    T_CHECK(refused("{\"model\":\"m\",\"messages\":[],\"max_tokens\":-5}", "field 'max_tokens'"));
+    T_CHECK(refused("{\"model\":\"m\",\"messages\":[],\"max_tokens\":1.5}", "field 'max_tokens'"));
+    T_CHECK(refused("{\"model\":\"m\",\"messages\":[],\"max_tokens\":\"10\"}", "field 'max_tokens'"));
+    T_CHECK(refused("{\"model\":\"m\",\"messages\":[],\"max_tokens\":1e300}", "field 'max_tokens'"));
+    T_CHECK(refused("{\"model\":\"m\",\"messages\":[],\"max_tokens\":10,\"max_completion_tokens\":true}",
+                    "field 'max_completion_tokens' must be a positive integer"));
+    T_CHECK(refused("{\"model\":\"m\",\"messages\":[],\"stream\":\"true\"}",
+                    "field 'stream' must be a boolean"));
+    T_CHECK(refused("{\"model\":\"m\",\"messages\":[],\"stream\":1}", "field 'stream'"));
+    T_CHECK(refused("{\"model\":\"m\",\"messages\":[],\"stream\":true,\"stream_options\":true}",
+                    "field 'stream_options' must be an object"));
+}
+
+static void test_model_length(void)
+{
+    char b[600], m[ADMIT_MODEL_MAX + 1];
+    admit_req_t r;
+    memset(m, 'm', sizeof m);
+    m[ADMIT_MODEL_MAX - 1] = '\0';                 /* 255 bytes: fits */
+    snprintf(b, sizeof b, "{\"model\":\"%s\",\"messages\":[]}", m);
+    T_EQ_INT(admit(b, &r), 0);
+    T_EQ_INT(strlen(r.model), ADMIT_MODEL_MAX - 1);
+    admit_free(&r);
+    m[ADMIT_MODEL_MAX - 1] = 'm';                  /* 256 bytes: too long */
+    m[ADMIT_MODEL_MAX] = '\0';
+    snprintf(b, sizeof b, "{\"model\":\"%s\",\"messages\":[]}", m);
+    T_CHECK(refused(b, "field 'model' is too long"));
+}
+
+/* The first occurrence is what cJSON sees, the last is what most upstreams
+ * use: a repeated key that metering reads must be refused. */
+static void test_duplicate_keys(void)
+{
+    T_CHECK(refused("{\"model\":\"cheap\",\"messages\":[],\"model\":\"dear\"}",
+                    "request body repeats the key 'model'"));
+    T_CHECK(refused("{\"model\":\"m\",\"messages\":[],\"max_tokens\":1,\"max_tokens\":100000}",
+                    "'max_tokens'"));
+    T_CHECK(refused("{\"model\":\"m\",\"messages\":[],\"stream\":false,\"stream\":true}", "'stream'"));
+    T_CHECK(refused("{\"model\":\"m\",\"mod\\u0065l\":\"x\",\"messages\":[]}", "'model'"));
+    T_CHECK(refused("{\"model\":\"m\",\"messages\":[],\"stream\":true,"
+                    "\"stream_options\":{\"include_usage\":true,\"include_usage\":false}}",
+                    "repeats the key 'include_usage'"));
+    admit_req_t r;   /* repeats of keys metering ignores are the upstream's business */
+    T_EQ_INT(admit("{\"model\":\"m\",\"messages\":[],\"user\":\"a\",\"user\":\"b\"}", &r), 0);
+    admit_free(&r);
+}
+
+static void test_max_tokens_precedence(void)
+{
+    admit_req_t r;
+    T_EQ_INT(admit("{\"model\":\"m\",\"messages\":[],\"max_tokens\":100,\"max_completion_tokens\":500}", &r), 0);
+    T_EQ_INT(r.max_tokens, 100);
+    admit_free(&r);
+    T_EQ_INT(admit("{\"model\":\"m\",\"messages\":[],\"max_completion_tokens\":500}", &r), 0);
+    T_EQ_INT(r.max_tokens, 500);
+    admit_free(&r);
+    T_EQ_INT(admit("{\"model\":\"m\",\"messages\":[],\"max_tokens\":null,\"max_completion_tokens\":7}", &r), 0);
+    T_EQ_INT(r.max_tokens, 7);
+    admit_free(&r);
+    T_EQ_INT(admit("{\"model\":\"m\",\"messages\":[],\"max_tokens\":4096.0}", &r), 0);
+    T_EQ_INT(r.max_tokens, 4096);
+    admit_free(&r);
+}
+
+static void test_estimate(void)
+{
+    admit_req_t r;
+    /* 30 bytes -> 10, 31 -> 11, 32 -> 11 */
+    T_EQ_INT(admit("{\"model\":\"m\",\"messages\":[]}   ", &r), 0);
+    T_EQ_INT(r.est_prompt_tokens, 10);
+    admit_free(&r);
+    T_EQ_INT(admit("{\"model\":\"m\",\"messages\":[]}    ", &r), 0);
+    T_EQ_INT(r.est_prompt_tokens, 11);
+    admit_free(&r);
+    T_EQ_INT(admit("{\"model\":\"m\",\"messages\":[]}     ", &r), 0);
+    T_EQ_INT(r.est_prompt_tokens, 11);
+    admit_free(&r);
+}
+
+/* Parses the upstream body back and checks include_usage is true. */
+static cJSON *upstream_json(const admit_req_t *r)
+{
+    cJSON *j = r->upstream_body ? cJSON_ParseWithLength(r->upstream_body, r->upstream_len) : NULL;
+    const cJSON *o = cJSON_GetObjectItemCaseSensitive(j, "stream_options");
+    T_CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "include_usage")));
+    T_EQ_INT(strlen(r->upstream_body ? r->upstream_body : ""), r->upstream_len);
+    return j;
+}
+
+static void test_stream_rewrite_inserts(void)
+{
+    admit_req_t r;
+    const char *b = "  {\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"h\\u00e9\"}],"
+                    "\"stream\":true,\"seed\":12345678901234567890,\"x_custom\":{\"k\":[1,2]}}";
+    T_EQ_INT(admit(b, &r), 0);
+    T_EQ_INT(r.stream, 1);
+    T_EQ_INT(r.client_wants_usage, 0);
+    cJSON *j = upstream_json(&r);
+    T_CHECK(j != NULL);
+    T_CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "stream")));
+    T_CHECK(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "messages")) == 1);
+    T_CHECK(cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(j, "x_custom"), "k")));
+    cJSON_Delete(j);
+    /* everything else is the client's bytes, unchanged */
+    T_CHECK(strstr(r.upstream_body, "\"seed\":12345678901234567890") != NULL);
+    T_CHECK(strstr(r.upstream_body, "h\\u00e9") != NULL);
+    T_EQ_INT(r.upstream_len, strlen(b) + strlen("\"stream_options\":{\"include_usage\":true},"));
+    admit_free(&r);
+    T_CHECK(r.upstream_body == NULL);
+}
+
+static void test_stream_rewrite_existing_options(void)
+{
+    admit_req_t r;
+    const char *b = "{\"model\":\"m\",\"messages\":[],\"stream\":true,\"temperature\":0.5,"
+                    "\"stream_options\":{\"include_usage\":false,\"other\":1},\"unknown\":[null]}";
+    T_EQ_INT(admit(b, &r), 0);
+    T_EQ_INT(r.client_wants_usage, 0);
+    cJSON *j = upstream_json(&r);
+    const cJSON *o = cJSON_GetObjectItemCaseSensitive(j, "stream_options");
+    T_EQ_INT(cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(o, "other")), 1);
+    T_CHECK(cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(j, "temperature")) == 0.5);
+    T_CHECK(cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(j, "unknown")));
+    T_EQ_STR(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "model")), "m");
+    cJSON_Delete(j);
+    admit_free(&r);
+
+    /* options without include_usage, and options: null */
+    T_EQ_INT(admit("{\"model\":\"m\",\"messages\":[],\"stream\":true,\"stream_options\":{}}", &r), 0);
+    cJSON_Delete(upstream_json(&r));
+    admit_free(&r);
+    T_EQ_INT(admit("{\"model\":\"m\",\"messages\":[],\"stream\":true,\"stream_options\":null}", &r), 0);
+    j = upstream_json(&r);
+    T_EQ_INT(cJSON_GetArraySize(j), 4);   /* replaced, not added twice */
+    cJSON_Delete(j);
+    admit_free(&r);
+}
+
+static void test_stream_client_asked_usage(void)
+{
+    admit_req_t r;
+    T_EQ_INT(admit("{\"model\":\"m\",\"messages\":[],\"stream\":true,"
+                   "\"stream_options\":{\"include_usage\":true}}", &r), 0);
+    T_EQ_INT(r.stream, 1);
+    T_EQ_INT(r.client_wants_usage, 1);
+    T_CHECK(r.upstream_body == NULL);     /* forward the original */
+    admit_free(&r);
+    /* not streaming: stream_options is left to the upstream, no rewrite */
+    T_EQ_INT(admit("{\"model\":\"m\",\"messages\":[],\"stream\":false,\"stream_options\":7}", &r), 0);
+    T_EQ_INT(r.stream, 0);
+    T_CHECK(r.upstream_body == NULL);
+    admit_free(&r);
+}
+
+static void test_depth_limit(void)
+{
+    admit_req_t r;
+    size_t n = 100000;
+    char *b = malloc(n);
+    memset(b, '[', n);
+    T_EQ_INT(admit_parse(b, n, &r, err, sizeof err), -1);
+    T_CHECK(strstr(err, "deeper than 64") != NULL);
+    free(b);
+
+    /* 64 levels in total is fine, 65 is not; brackets inside strings don't count */
+    char ok[512], deep[512];
+    int k = snprintf(ok, sizeof ok, "{\"model\":\"[[[{{{\\\"[\",\"messages\":");
+    memcpy(deep, ok, (size_t)k);
+    for (int i = 0; i < 63; i++)
+        ok[k + i] = deep[k + i] = '[';
+    deep[k + 63] = '[';
+    for (int i = 0; i < 63; i++)
+        ok[k + 63 + i] = deep[k + 64 + i] = ']';
+    deep[k + 127] = ']';
+    ok[k + 126] = deep[k + 128] = '}';
+    ok[k + 127] = deep[k + 129] = '\0';
+    T_EQ_INT(admit(ok, &r), 0);
+    admit_free(&r);
+    T_CHECK(refused(deep, "nests deeper than 64 levels"));
+}
+
+int main(void)
+{
+    T_RUN(test_plain_request);
+    T_RUN(test_errors);
+    T_RUN(test_model_length);
+    T_RUN(test_duplicate_keys);
+    T_RUN(test_max_tokens_precedence);
+    T_RUN(test_estimate);
+    T_RUN(test_stream_rewrite_inserts);
+    T_RUN(test_stream_rewrite_existing_options);
+    T_RUN(test_stream_client_asked_usage);
+    T_RUN(test_depth_limit);
+    return t_summary("admit");
+}
