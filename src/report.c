@@ -176,8 +176,8 @@ static void write_table(const rows_t *rs, const row_t *tot, int by, FILE *out)
     char buf[MONEY_FMT_MAX];
     for (int k = 0; k < 4; k++)
         if (by & FIELD_FLAGS[k]) fprintf(out, "%-*s  ", w[k], FIELD_NAMES[k]);
-    fprintf(out, "%10s %14s %14s %14s %22s\n", "requests", "prompt_tokens",
-            "completion_tok", "cached_tokens", "credits");
+    fprintf(out, "%10s %14s %17s %14s %22s\n", "requests", "prompt_tokens",
+            "completion_tokens", "cached_tokens", "credits");
     for (size_t i = 0; i <= rs->n; i++) {
         const row_t *r = i < rs->n ? &rs->v[i] : tot;
         int first = 1;
@@ -188,7 +188,7 @@ static void write_table(const rows_t *rs, const row_t *tot, int by, FILE *out)
             first = 0;
         }
         if (!by && i == rs->n && rs->n) break;
-        fprintf(out, "%10lld %14lld %14lld %14lld %22s\n", (long long)r->requests,
+        fprintf(out, "%10lld %14lld %17lld %14lld %22s\n", (long long)r->requests,
                 (long long)r->prompt, (long long)r->completion, (long long)r->cached,
                 money_fmt(r->credits, buf));
     }
