@@ -66,7 +66,10 @@ void book_team_view(book_t *b, int team, int64_t now, book_view_t *out);
 void book_account_sync(book_t *b, nanos_t total, nanos_t available);
 void book_account_exhausted(book_t *b);      /* upstream said 402 */
 int book_account_enabled(const book_t *b);
-/* total = synced total; loaned = all holds; available = projected. */
+/* total = synced total minus what was charged since; loaned = all of
+ * pinmeter's holds; available = projected (synced available - charged since
+ * - loaned). In a refusal of scope account, cap is the synced total and
+ * spent what was charged since the sync. */
 void book_account_view(book_t *b, book_view_t *out);
 
 #endif

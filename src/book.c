@@ -132,7 +132,7 @@ int book_reserve(book_t *b, int team, nanos_t amount, int64_t now,
     }
     if (b->account_on && account_available(b) < amount) {
         why->scope = BOOK_SCOPE_ACCOUNT;
-        why->cap = b->acct_total - b->acct_charged;
+        why->cap = b->acct_total;
         why->spent = b->acct_charged;
         why->loaned = b->loaned_all;
         why->available = account_available(b);

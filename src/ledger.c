@@ -232,13 +232,30 @@ static int apply(ledger_t *l, const ledger_rec_t *r)
 
 /* Commits a batch. On failure, begins are failed back to their callers and
  * completions are returned to the front of the queue for a later retry. */
-static int commit_batch(ledger_t *l, op_t *batch)
+static int try_commit(ledger_t *l, op_t *batch)
 {
     int ok = sqlite3_exec(l->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK;
     for (op_t *o = batch; ok && o; o = o->next)
         ok = apply(l, &o->rec) == 0;
     if (ok) ok = sqlite3_exec(l->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK;
     if (!ok) sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
+    return ok;
+}
+
+static int commit_batch(ledger_t *l, op_t *batch)
+{
+    int ok = try_commit(l, batch);
+    if (!ok && batch && batch->next) {
+        /* One bad record must not sink the group: commit one at a time. */
+        int any_ok = 0;
+        while (batch) {
+            op_t *o = batch;
+            batch = o->next;
+            o->next = NULL;
+            any_ok |= commit_batch(l, o);
+        }
+        return any_ok;
+    }
 
     op_t *retry = NULL, *rlast = NULL;
     size_t freed = 0;
@@ -343,7 +360,11 @@ void ledger_close(ledger_t *l, int timeout_ms)
     pthread_cond_signal(&l->cv);
     pthread_mutex_unlock(&l->mu);
     if (l->started) pthread_join(l->thread, NULL);
-    else if (l->head) commit_batch(l, l->head), l->head = l->tail = NULL;
+    else if (l->head) {
+        op_t *batch = l->head;
+        l->head = l->tail = NULL;
+        commit_batch(l, batch);
+    }
     while (l->head) {             /* gave up retrying: report and drop */
         op_t *o = l->head;
         l->head = o->next;

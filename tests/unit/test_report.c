@@ -1,0 +1,389 @@
+/* Unit tests for report: parsing --by and --since/--until days, and
+ * report_write merging two ledgers (written with the ledger API) into JSON,
+ * CSV and table output with credits exact to 9 decimals. */
+#include "report.h"
+#include "ledger.h"
+#include "t.h"
+
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#define C NANOS_PER_CREDIT
+#define DAY_MS 86400000LL
+#define HOUR_MS 3600000LL
+#define D1 1795392000000LL          /* 2026-11-23T00:00:00Z, ms */
+#define D2 (D1 + DAY_MS)
+
+static char tmpdir[64], path_a[128], path_b[128];
+
+static void test_parse_by(void)
+{
+    T_EQ_INT(report_parse_by("team,model"), LEDGER_BY_TEAM | LEDGER_BY_MODEL);
+    T_EQ_INT(report_parse_by("team"), LEDGER_BY_TEAM);
+    T_EQ_INT(report_parse_by("key"), LEDGER_BY_KEY);
+    T_EQ_INT(report_parse_by("model"), LEDGER_BY_MODEL);
+    T_EQ_INT(report_parse_by("day"), LEDGER_BY_DAY);
+    T_EQ_INT(report_parse_by("day,team"), LEDGER_BY_TEAM | LEDGER_BY_DAY);
+    T_EQ_INT(report_parse_by("team,key,model,day"), 15);
+    T_EQ_INT(report_parse_by("team,team"), LEDGER_BY_TEAM);
+    T_EQ_INT(report_parse_by("foo"), -1);
+    T_EQ_INT(report_parse_by("team,foo"), -1);
+    T_EQ_INT(report_parse_by("Team"), -1);
+    T_EQ_INT(report_parse_by("team model"), -1);
+    T_EQ_INT(report_parse_by("teams"), -1);
+}
+
+static void expect_day(const char *s, int64_t want)
+{
+    int64_t ms = 42;
+    int rc = report_parse_day(s, &ms);
+    if (want == -1) {
+        if (rc != -1) fprintf(stderr, "  \"%s\" accepted as %lld\n", s, (long long)ms);
+        T_EQ_INT(rc, -1);
+        if (rc == -1) T_EQ_INT(ms, 42);   /* untouched on failure */
+    } else {
+        if (rc != 0) fprintf(stderr, "  \"%s\" refused\n", s);
+        T_EQ_INT(rc, 0);
+        T_EQ_INT(ms, want);
+    }
+}
+
+static void test_parse_day(void)
+{
+    expect_day("2026-11-23", 1795392000000LL);
+    expect_day("1970-01-01", 0);
+    expect_day("2024-02-29", 1709164800000LL);
+    expect_day("2026-03-01", 1772323200000LL);
+    expect_day("2026-12-31", 1798675200000LL);
+    expect_day("1969-12-31", -86400000LL);
+    expect_day("2026-13-01", -1);
+    expect_day("2026-00-10", -1);
+    expect_day("2026-11-00", -1);
+    expect_day("2026-11-32", -1);
+    expect_day("2026/11/23", -1);
+    expect_day("20261123", -1);
+    expect_day("26-11-23", -1);
+    expect_day("2026-11-2", -1);
+    expect_day("2026-11-230", -1);
+    expect_day("2026-11-23T00:00:00Z", -1);
+    expect_day("2026-1-023", -1);
+    expect_day("abcd-ef-gh", -1);
+    expect_day("", -1);
+}
+
+/* "-1 if malformed": dates that do not exist, and fields that are not all
+ * digits (sscanf's %d takes leading blanks and a sign). */
+static void test_parse_day_strict(void)
+{
+    expect_day("2026-02-30", -1);
+    expect_day("2026-04-31", -1);
+    expect_day("2025-02-29", -1);
+    expect_day("2026-11- 3", -1);
+    expect_day(" 026-11-23", -1);
+    expect_day("+026-11-23", -1);
+    expect_day("-026-11-23", -1);
+    expect_day("2026-+1-23", -1);
+}
+
+static ledger_rec_t rec(const char *id, const char *team, const char *model,
+                        int64_t started_ms, ledger_state_t state, nanos_t charged,
+                        int64_t prompt, int64_t completion, int64_t cached)
+{
+    ledger_rec_t r;
+    memset(&r, 0, sizeof r);
+    snprintf(r.id, sizeof r.id, "%s", id);
+    snprintf(r.team, sizeof r.team, "%s", team);
+    snprintf(r.key_id, sizeof r.key_id, "k-%s", team);
+    snprintf(r.model, sizeof r.model, "%s", model);
+    r.started_ms = started_ms;
+    r.reserved = 10 * C;
+    r.state = state;
+    r.charged = charged;
+    r.prompt = prompt;
+    r.completion = completion;
+    r.cached = cached;
+    r.ended_ms = started_ms + 100;
+    r.status = 200;
+    return r;
+}
+
+/* Writes begin + completion for each record and closes the ledger. */
+static int write_ledger(const char *path, const ledger_rec_t *rs, int n)
+{
+    char err[512];
+    ledger_t *l = ledger_open(path, err, sizeof err);
+    if (!l) { fprintf(stderr, "  %s\n", err); return -1; }
+    if (ledger_writer_start(l) != 0) { ledger_close(l, 0); return -1; }
+    for (int i = 0; i < n; i++) {
+        ledger_rec_t b = rs[i];
+        b.state = LEDGER_INFLIGHT;
+        if (ledger_submit(l, &b, NULL, NULL) != 0 ||
+            ledger_submit(l, &rs[i], NULL, NULL) != 0) {
+            ledger_close(l, 0);
+            return -1;
+        }
+    }
+    ledger_close(l, 5000);                /* flushes the queue */
+    return 0;
+}
+
+static int write_fixtures(void)
+{
+    const ledger_rec_t a[] = {
+        rec("a1", "a", "m1", D1 + 1 * HOUR_MS, LEDGER_SETTLED, 1000000001LL, 10, 5, 1),
+        rec("a2", "b", "m2", D1 + 2 * HOUR_MS, LEDGER_SETTLED, 2 * C, 20, 10, 0),
+    };
+    const ledger_rec_t b[] = {
+        rec("b1", "a", "m1", D1 + 3 * HOUR_MS, LEDGER_ESTIMATED, 2500000000LL, 30, 15, 2),
+        rec("b2", "a", "m1", D2 + 1 * HOUR_MS, LEDGER_SETTLED, 7, 1, 1, 0),
+        rec("b3", "c", "m,\"q\"", D2 + 2 * HOUR_MS, LEDGER_FAILED, 0, 0, 0, 0),
+    };
+    return write_ledger(path_a, a, 2) == 0 && write_ledger(path_b, b, 3) == 0 ? 0 : -1;
+}
+
+/* Runs report_write into a string (free it). NULL on error, reason in err. */
+static char *run_report(int by, report_format_t fmt, int64_t since, int64_t until,
+                        char *err, size_t errlen)
+{
+    const char *paths[] = {path_a, path_b};
+    report_opts_t o = {paths, 2, since, until, by, fmt};
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) return NULL;
+    err[0] = '\0';
+    int rc = report_write(&o, f, err, errlen);
+    fclose(f);
+    if (rc != 0) { free(buf); return NULL; }
+    return buf;
+}
+
+/* Counts "credits" values in raw JSON text; each must be digits, a point and
+ * exactly 9 digits. Returns the count, or -1 on a malformed one. */
+static int count_credits(const char *s)
+{
+    int n = 0;
+    for (const char *p = strstr(s, "\"credits\":"); p; p = strstr(p, "\"credits\":")) {
+        p += strlen("\"credits\":");
+        while (*p == ' ' || *p == '\t') p++;
+        if (*p == '-') p++;
+        if (!isdigit((unsigned char)*p)) return -1;
+        while (isdigit((unsigned char)*p)) p++;
+        if (*p++ != '.') return -1;
+        int frac = 0;
+        while (isdigit((unsigned char)p[frac])) frac++;
+        if (frac != 9) return -1;
+        n++;
+    }
+    return n;
+}
+
+static const char *jstr(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static long long jint(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(v) ? (long long)v->valuedouble : -999;
+}
+
+static void test_json_merged(void)
+{
+    char err[512];
+    char *s = run_report(LEDGER_BY_TEAM | LEDGER_BY_MODEL, REPORT_JSON, 0, INT64_MAX,
+                         err, sizeof err);
+    T_CHECK(s != NULL);
+    if (!s) { fprintf(stderr, "  report_write: %s\n", err); return; }
+    /* exact credits text */
+    T_EQ_INT(count_credits(s), 4);
+    T_CHECK(strstr(s, "3.500000008") != NULL);
+    T_CHECK(strstr(s, "2.000000000") != NULL);
+    T_CHECK(strstr(s, "0.000000000") != NULL);
+    T_CHECK(strstr(s, "5.500000008") != NULL);
+    T_CHECK(strstr(s, "3.500000008e") == NULL && strstr(s, "E+") == NULL);
+
+    cJSON *root = cJSON_Parse(s);
+    T_CHECK(root != NULL);
+    if (!root) { fprintf(stderr, "%s\n", s); free(s); return; }
+    const cJSON *rows = cJSON_GetObjectItemCaseSensitive(root, "rows");
+    T_EQ_INT(cJSON_GetArraySize(rows), 3);
+    const cJSON *r0 = cJSON_GetArrayItem(rows, 0);
+    const cJSON *r1 = cJSON_GetArrayItem(rows, 1);
+    const cJSON *r2 = cJSON_GetArrayItem(rows, 2);
+    /* a/m1 merged: a1 from the first ledger, b1 and b2 from the second */
+    T_EQ_STR(jstr(r0, "team"), "a");
+    T_EQ_STR(jstr(r0, "model"), "m1");
+    T_CHECK(cJSON_GetObjectItemCaseSensitive(r0, "key") == NULL);
+    T_CHECK(cJSON_GetObjectItemCaseSensitive(r0, "day") == NULL);
+    T_EQ_INT(jint(r0, "requests"), 3);
+    T_EQ_INT(jint(r0, "prompt_tokens"), 41);
+    T_EQ_INT(jint(r0, "completion_tokens"), 21);
+    T_EQ_INT(jint(r0, "cached_tokens"), 3);
+    T_EQ_STR(jstr(r1, "team"), "b");
+    T_EQ_STR(jstr(r1, "model"), "m2");
+    T_EQ_INT(jint(r1, "requests"), 1);
+    T_EQ_INT(jint(r1, "prompt_tokens"), 20);
+    T_EQ_STR(jstr(r2, "team"), "c");
+    T_EQ_STR(jstr(r2, "model"), "m,\"q\"");
+    T_EQ_INT(jint(r2, "requests"), 1);
+    const cJSON *tot = cJSON_GetObjectItemCaseSensitive(root, "total");
+    T_EQ_INT(jint(tot, "requests"), 5);
+    T_EQ_INT(jint(tot, "prompt_tokens"), 61);
+    T_EQ_INT(jint(tot, "completion_tokens"), 31);
+    T_EQ_INT(jint(tot, "cached_tokens"), 3);
+    /* credits in row order: 3.500000008, 2.000000000, 0.000000000, total */
+    const char *p1 = strstr(s, "3.500000008"), *p2 = strstr(s, "2.000000000");
+    const char *p3 = strstr(s, "0.000000000"), *p4 = strstr(s, "5.500000008");
+    T_CHECK(p1 && p2 && p3 && p4 && p1 < p2 && p2 < p3 && p3 < p4);
+    cJSON_Delete(root);
+    free(s);
+}
+
+static void test_json_ungrouped_and_window(void)
+{
+    char err[512];
+    /* no grouping: the two ledgers' totals merge into one row */
+    char *s = run_report(0, REPORT_JSON, 0, INT64_MAX, err, sizeof err);
+    T_CHECK(s != NULL);
+    if (!s) return;
+    cJSON *root = cJSON_Parse(s);
+    const cJSON *rows = cJSON_GetObjectItemCaseSensitive(root, "rows");
+    T_EQ_INT(cJSON_GetArraySize(rows), 1);
+    const cJSON *r0 = cJSON_GetArrayItem(rows, 0);
+    T_EQ_INT(jint(r0, "requests"), 5);
+    T_CHECK(cJSON_GetObjectItemCaseSensitive(r0, "team") == NULL);
+    T_EQ_INT(count_credits(s), 2);
+    T_CHECK(strstr(s, "5.500000008") != NULL);
+    cJSON_Delete(root);
+    free(s);
+
+    /* [D2, D2 + 1 day) by team and day: b2 and b3 only */
+    s = run_report(LEDGER_BY_TEAM | LEDGER_BY_DAY, REPORT_JSON, D2, D2 + DAY_MS,
+                   err, sizeof err);
+    T_CHECK(s != NULL);
+    if (!s) return;
+    root = cJSON_Parse(s);
+    rows = cJSON_GetObjectItemCaseSensitive(root, "rows");
+    T_EQ_INT(cJSON_GetArraySize(rows), 2);
+    r0 = cJSON_GetArrayItem(rows, 0);
+    const cJSON *r1 = cJSON_GetArrayItem(rows, 1);
+    T_EQ_STR(jstr(r0, "team"), "a");
+    T_EQ_STR(jstr(r0, "day"), "2026-11-24");
+    T_EQ_INT(jint(r0, "requests"), 1);
+    T_EQ_STR(jstr(r1, "team"), "c");
+    T_EQ_STR(jstr(r1, "day"), "2026-11-24");
+    T_EQ_INT(jint(cJSON_GetObjectItemCaseSensitive(root, "total"), "requests"), 2);
+    T_EQ_INT(count_credits(s), 3);
+    T_CHECK(strstr(s, "0.000000007") != NULL);
+    T_CHECK(strstr(s, "3.500000008") == NULL);
+    cJSON_Delete(root);
+    free(s);
+
+    /* an empty window: no rows, zero total */
+    s = run_report(LEDGER_BY_TEAM, REPORT_JSON, D1 - DAY_MS, D1, err, sizeof err);
+    T_CHECK(s != NULL);
+    if (!s) return;
+    root = cJSON_Parse(s);
+    T_EQ_INT(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(root, "rows")), 0);
+    T_EQ_INT(jint(cJSON_GetObjectItemCaseSensitive(root, "total"), "requests"), 0);
+    T_EQ_INT(count_credits(s), 1);
+    T_CHECK(strstr(s, "0.000000000") != NULL);
+    cJSON_Delete(root);
+    free(s);
+}
+
+static void test_csv(void)
+{
+    char err[512];
+    char *s = run_report(LEDGER_BY_TEAM | LEDGER_BY_MODEL, REPORT_CSV, 0, INT64_MAX,
+                         err, sizeof err);
+    T_CHECK(s != NULL);
+    if (!s) return;
+    T_EQ_STR(s,
+        "team,model,requests,prompt_tokens,completion_tokens,cached_tokens,credits\n"
+        "a,m1,3,41,21,3,3.500000008\n"
+        "b,m2,1,20,10,0,2.000000000\n"
+        "c,\"m,\"\"q\"\"\",1,0,0,0,0.000000000\n");
+    free(s);
+
+    s = run_report(LEDGER_BY_DAY, REPORT_CSV, 0, INT64_MAX, err, sizeof err);
+    T_CHECK(s != NULL);
+    if (!s) return;
+    T_EQ_STR(s,
+        "day,requests,prompt_tokens,completion_tokens,cached_tokens,credits\n"
+        "2026-11-23,3,60,30,3,5.500000001\n"
+        "2026-11-24,2,1,1,0,0.000000007\n");
+    free(s);
+}
+
+static void test_table(void)
+{
+    char err[512];
+    char *s = run_report(LEDGER_BY_TEAM, REPORT_TABLE, 0, INT64_MAX, err, sizeof err);
+    T_CHECK(s != NULL);
+    if (!s) return;
+    T_CHECK(strncmp(s, "team  ", 6) == 0);
+    const char *tot = strstr(s, "\nTOTAL");
+    T_CHECK(tot != NULL);
+    T_CHECK(tot && strstr(tot, "5.500000008\n") != NULL);
+    T_CHECK(strstr(s, "3.500000008\n") != NULL);
+    free(s);
+}
+
+static void test_missing_ledger(void)
+{
+    char missing[160], err[512];
+    snprintf(missing, sizeof missing, "%s/nope.db", tmpdir);
+    const char *paths[] = {path_a, missing};
+    report_opts_t o = {paths, 2, 0, INT64_MAX, LEDGER_BY_TEAM, REPORT_JSON};
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    err[0] = '\0';
+    T_EQ_INT(report_write(&o, f, err, sizeof err), -1);
+    fclose(f);
+    T_CHECK(strstr(err, missing) != NULL);
+    T_EQ_INT(len, 0);                     /* nothing written on failure */
+    T_EQ_INT(access(missing, F_OK), -1);  /* and no file created */
+    free(buf);
+}
+
+static void remove_ledger(const char *path)
+{
+    char p[200];
+    unlink(path);
+    snprintf(p, sizeof p, "%s-wal", path);
+    unlink(p);
+    snprintf(p, sizeof p, "%s-shm", path);
+    unlink(p);
+}
+
+int main(void)
+{
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/pinmeter-report-XXXXXX");
+    if (!mkdtemp(tmpdir)) { perror("mkdtemp"); return 1; }
+    snprintf(path_a, sizeof path_a, "%s/a.db", tmpdir);
+    snprintf(path_b, sizeof path_b, "%s/b.db", tmpdir);
+    T_RUN(test_parse_by);
+    T_RUN(test_parse_day);
+    T_RUN(test_parse_day_strict);
+    if (write_fixtures() != 0) {
+        fprintf(stderr, "cannot write the fixture ledgers\n");
+        t_fail++;
+    } else {
+        T_RUN(test_json_merged);
+        T_RUN(test_json_ungrouped_and_window);
+        T_RUN(test_csv);
+        T_RUN(test_table);
+        T_RUN(test_missing_ledger);
+    }
+    remove_ledger(path_a);
+    remove_ledger(path_b);
+    rmdir(tmpdir);
+    return t_summary("report");
+}
