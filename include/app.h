@@ -41,6 +41,7 @@ typedef struct app {
     char instance[17];             /* random hex, prefixes request ids */
     atomic_uint_fast64_t seq;
     atomic_int active;             /* requests holding a reference */
+    atomic_int conns;              /* open client connections */
 } app_t;
 
 typedef enum { ROUTE_CHAT = 1, ROUTE_MODELS, ROUTE_BALANCE_PT } route_t;

@@ -44,6 +44,7 @@ typedef struct config {
     size_t max_body;               /* max_body_bytes, default 8 MiB */
     int max_connections;           /* default 1024 */
     int drain_s;                   /* default 30 */
+    int client_timeout_s;          /* idle client connection cut after this, default 30 */
     team_conf_t *teams;            /* empty = passthrough mode */
     size_t n_teams;
 } config_t;

@@ -444,6 +444,7 @@ static const row_t top_rows[] = {
     CNUM("max_body_bytes", K_SIZE, max_body, 1024, 1073741824),
     CNUM("max_connections", K_INT, max_connections, 1, 1000000),
     CNUM("drain_s", K_INT, drain_s, 0, 86400),
+    CNUM("client_timeout_s", K_INT, client_timeout_s, 1, 86400),
     { .key = "teams", .kind = K_CUSTOM, .fn = parse_teams },
     { .key = NULL },
 };
@@ -502,6 +503,7 @@ static void set_defaults(config_t *c)
     c->max_body = 8388608;
     c->max_connections = 1024;
     c->drain_s = 30;
+    c->client_timeout_s = 30;
 }
 
 static void line_col(const char *json, const char *pos, int *line, int *col)

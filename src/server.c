@@ -392,6 +392,20 @@ static int is_chat_path(const char *url)
 static enum MHD_Result first_call(app_t *app, struct MHD_Connection *c, const char *url,
                                   const char *method, void **con_cls)
 {
+    if (atomic_load(&app->conns) > app->cfg->max_connections) {
+        /* Over the limit: a cheap, clear refusal rather than a hang. */
+        char *s = req_error_json("too many connections: pinmeter is at max_connections; "
+                                 "retry shortly", "overloaded", "too_many_connections");
+        struct MHD_Response *resp = MHD_create_response_from_buffer(
+            s ? strlen(s) : 0, s ? s : (char *)"", s ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+        if (!resp) return MHD_NO;
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+        enum MHD_Result ret = MHD_queue_response(c, 503, resp);
+        MHD_destroy_response(resp);
+        return ret;
+    }
     int get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
     int post = strcmp(method, "POST") == 0;
     route_t route;
@@ -508,6 +522,15 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     req_unref(r);
 }
 
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    (void)c;
+    (void)socket_ctx;
+    app_t *app = cls;
+    atomic_fetch_add(&app->conns, code == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
+}
+
 static int is_loopback(const struct sockaddr *sa)
 {
     if (sa->sa_family == AF_INET)
@@ -544,8 +567,13 @@ int server_run(app_t *app, volatile sig_atomic_t *stop)
                                 on_request, app,
                                 MHD_OPTION_SOCK_ADDR, ai->ai_addr,
                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, app,
-                                MHD_OPTION_CONNECTION_LIMIT, (unsigned)app->cfg->max_connections,
-                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
+                                MHD_OPTION_NOTIFY_CONNECTION, on_connection, app,
+                                /* hard limit above the soft one, so that extra
+                                 * clients get a 503 instead of a refused socket */
+                                MHD_OPTION_CONNECTION_LIMIT,
+                                (unsigned)app->cfg->max_connections + 256,
+                                MHD_OPTION_CONNECTION_TIMEOUT,
+                                (unsigned)app->cfg->client_timeout_s,
                                 MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!app->mhd) {
