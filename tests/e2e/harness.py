@@ -1,0 +1,651 @@
+"""Harness for pinmeter's end-to-end tests (stdlib only).
+
+Starts the mock Pinata upstream (tests/mock_pinata.py) and real build/pinmeter
+processes on loopback ports with generated configs in a temp dir, and offers
+helpers for HTTP requests, SSE, the ledger, `pinmeter report` and the cost
+arithmetic. Only processes started here are ever stopped, by their PID.
+"""
+import csv
+import hashlib
+import http.client
+import io
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+from decimal import Decimal
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+MOCK = os.path.join(REPO, "tests", "mock_pinata.py")
+BIN = os.path.abspath(os.environ.get("PINMETER_BIN") or os.path.join(REPO, "build", "pinmeter"))
+
+NANO = 10 ** 9
+ONE_M = 10 ** 6
+
+# Test price table (USD per 1M tokens); every price is exact in nanos.
+RATES = [
+    {"model_id": "anthropic/claude-sonnet-4-6", "input_usd_per_1m_tokens": 3.0,
+     "output_usd_per_1m_tokens": 15.0, "cache_read_usd_per_1m_tokens": 0.3},
+    {"model_id": "anthropic/claude-haiku-4-5", "input_usd_per_1m_tokens": 0.75,
+     "output_usd_per_1m_tokens": 3.75, "cache_read_usd_per_1m_tokens": 0.075},
+    {"model_id": "openai/gpt-4o", "input_usd_per_1m_tokens": 2.5,
+     "output_usd_per_1m_tokens": 10.0, "cache_read_usd_per_1m_tokens": 1.25},
+    # fractions of a nano per token: exercises rounding up
+    {"model_id": "test/fractional", "input_usd_per_1m_tokens": 0.0015,
+     "output_usd_per_1m_tokens": 0.0045, "cache_read_usd_per_1m_tokens": 0.0003},
+]
+SONNET = "anthropic/claude-sonnet-4-6"
+HAIKU = "anthropic/claude-haiku-4-5"
+GPT4O = "openai/gpt-4o"
+FRACTIONAL = "test/fractional"
+
+UPSTREAM_KEY = "sk-upstream-" + secrets.token_hex(12)
+ADMIN_TOKEN = "admin-" + secrets.token_hex(12)
+JWT = "jwt-" + secrets.token_hex(12)
+
+CLEAN_ENV_DROP = ("PINATA_LLM_KEY", "PINMETER_ADMIN_TOKEN", "PINATA_JWT")
+
+
+# ---------------------------------------------------------------- arithmetic
+def rate_nanos(model, credits_per_usd=1):
+    for r in RATES:
+        if r["model_id"] == model:
+            f = lambda k: int(Decimal(str(r[k])) * NANO * Decimal(str(credits_per_usd)))
+            return (f("input_usd_per_1m_tokens"), f("output_usd_per_1m_tokens"),
+                    f("cache_read_usd_per_1m_tokens"))
+    raise KeyError(model)
+
+
+def ceil_div(a, b):
+    return -(-a // b)
+
+
+def cost(model, prompt, completion, cached=0):
+    i, o, c = rate_nanos(model)
+    return ceil_div((prompt - cached) * i + cached * c + completion * o, ONE_M)
+
+
+def reservation(model, body_len, max_tokens):
+    i, o, _ = rate_nanos(model)
+    return ceil_div(ceil_div(body_len, 3) * i + max_tokens * o, ONE_M)
+
+
+def fmt_credits(nanos):
+    """Nanos as the 9-decimal credit text ('0.009960000')."""
+    sign = "-" if nanos < 0 else ""
+    n = abs(nanos)
+    return "%s%d.%09d" % (sign, n // NANO, n % NANO)
+
+
+def to_nanos(value):
+    """A JSON credit figure (parsed as Decimal or str) to integer nanos,
+    rounded to the nearest nano (tolerates float printing noise only)."""
+    d = Decimal(str(value)) * NANO
+    return int(d.to_integral_value(rounding="ROUND_HALF_EVEN"))
+
+
+# ---------------------------------------------------------------- keys, ports
+def new_key():
+    return "pm-test-" + secrets.token_hex(16)
+
+
+def sha256_hex(s):
+    return hashlib.sha256(s.encode()).hexdigest()
+
+
+def passthrough_key_id(key):
+    return "pt-" + sha256_hex(key)[:12]
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def closed_port():
+    """A loopback port nothing listens on (bound then released)."""
+    return free_port()
+
+
+def today_utc():
+    return time.strftime("%Y-%m-%d", time.gmtime())
+
+
+def day_offset_utc(days):
+    return time.strftime("%Y-%m-%d", time.gmtime(time.time() + days * 86400))
+
+
+# ---------------------------------------------------------------- HTTP
+class Resp:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers          # lower-cased names
+        self.body = body                # bytes
+
+    def json(self):
+        return json.loads(self.body, parse_float=Decimal)
+
+    def header(self, name):
+        return self.headers.get(name.lower())
+
+    def __repr__(self):
+        return "Resp(%d, %r)" % (self.status, self.body[:300])
+
+
+def http_request(port, method, path, body=None, headers=None, timeout=15):
+    h = dict(headers or {})
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body).encode()
+        h.setdefault("Content-Type", "application/json")
+    elif isinstance(body, str):
+        body = body.encode()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=h)
+        r = conn.getresponse()
+        data = r.read()
+        hdrs = {k.lower(): v for k, v in r.getheaders()}
+        return Resp(r.status, hdrs, data)
+    finally:
+        conn.close()
+
+
+def auth(key):
+    return {"Authorization": "Bearer " + key} if key is not None else {}
+
+
+class SSEStream:
+    """Incremental reader of an SSE response (event data strings)."""
+
+    def __init__(self, port, path, body, headers, timeout=15):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        data = json.dumps(body).encode() if isinstance(body, (dict, list)) else body
+        h = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        h.update(headers or {})
+        self.conn.request("POST", path, body=data, headers=h)
+        self.resp = self.conn.getresponse()
+        self.status = self.resp.status
+        self.headers = {k.lower(): v for k, v in self.resp.getheaders()}
+        self.raw = bytearray()
+        self.error = None
+
+    def next_event(self):
+        """The next event's data (lines joined by newline), or None at EOF."""
+        data = []
+        seen = False
+        while True:
+            try:
+                line = self.resp.readline()
+            except (http.client.HTTPException, OSError) as e:
+                self.error = e          # cut mid-body (e.g. IncompleteRead)
+                line = b""
+            if not line:
+                return "\n".join(data) if seen else None
+            self.raw += line
+            s = line.decode("utf-8").rstrip("\r\n")
+            if s == "":
+                if seen:
+                    return "\n".join(data)
+                continue
+            if s.startswith(":"):
+                continue
+            if s.startswith("data:"):
+                v = s[5:]
+                if v.startswith(" "):
+                    v = v[1:]
+                data.append(v)
+                seen = True
+
+    def read_all(self):
+        out = []
+        while True:
+            ev = self.next_event()
+            if ev is None:
+                return out
+            out.append(ev)
+
+    def close(self):
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+
+
+# ---------------------------------------------------------------- processes
+def _stop_pid(proc, timeout=5.0):
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        proc.terminate()
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+class Mock:
+    """The mock Pinata upstream as a subprocess."""
+
+    def __init__(self, rates_file, jwt=JWT):
+        self.proc = subprocess.Popen(
+            [sys.executable, MOCK, "--port", "0", "--rates", rates_file, "--jwt", jwt],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        deadline = time.time() + 10
+        line = ""
+        import select
+        while time.time() < deadline:
+            r, _, _ = select.select([self.proc.stdout], [], [], 0.2)
+            if r:
+                line = self.proc.stdout.readline()
+                break
+            if self.proc.poll() is not None:
+                break
+        if not line.startswith("READY "):
+            _stop_pid(self.proc)
+            raise RuntimeError("mock did not start: %r" % line)
+        self.port = int(line.split()[1])
+        self.url = "http://127.0.0.1:%d" % self.port
+
+    def requests(self):
+        return json.loads(http_request(self.port, "GET", "/__mock/requests").body)
+
+    def chat_count(self):
+        return len(self.requests())
+
+    def reset(self):
+        http_request(self.port, "POST", "/__mock/reset", body={})
+
+    def set_balance(self, **kw):
+        http_request(self.port, "POST", "/__mock/balance", body=kw)
+
+    def stats(self):
+        return json.loads(http_request(self.port, "GET", "/__mock/stats").body)
+
+    def stop(self):
+        _stop_pid(self.proc)
+
+
+def write_rates(path):
+    with open(path, "w") as f:
+        json.dump(RATES, f, indent=1)
+
+
+class Team:
+    def __init__(self, name, cap, period="month", models=None, nkeys=1, key_ids=None):
+        self.name = name
+        self.cap = cap                   # credits (float) or None for no cap
+        self.period = period
+        self.models = models
+        ids = key_ids or ["%s-k%d" % (name, i) for i in range(nkeys)]
+        self.keys = {kid: new_key() for kid in ids}
+
+    @property
+    def key(self):
+        return next(iter(self.keys.values()))
+
+    def key_id(self, key):
+        for kid, k in self.keys.items():
+            if k == key:
+                return kid
+        raise KeyError(key)
+
+    def conf(self):
+        t = {"name": self.name, "period": self.period,
+             "keys": [{"id": kid, "sha256": sha256_hex(k)} for kid, k in self.keys.items()]}
+        if self.cap is not None:
+            t["cap"] = self.cap
+        if self.models is not None:
+            t["models"] = self.models
+        return t
+
+
+class Proxy:
+    """One build/pinmeter serve process with a generated config."""
+
+    def __init__(self, tmpdir, upstream_url, teams=None, name="pm", overrides=None,
+                 env=None, upstream_key=UPSTREAM_KEY, ledger=None, rates_file=None,
+                 extra_args=()):
+        self.tmp = tmpdir
+        self.extra_args = list(extra_args)
+        self.name = name
+        self.teams = list(teams or [])
+        self.port = free_port()
+        self.ledger = ledger or os.path.join(tmpdir, name + ".db")
+        self.rates_file = rates_file or os.path.join(tmpdir, "rates.json")
+        if not os.path.exists(self.rates_file):
+            write_rates(self.rates_file)
+        self.cfg = {
+            "listen": "127.0.0.1:%d" % self.port,
+            "upstream": {"base_url": upstream_url, "llm_key_env": "PINATA_LLM_KEY", "timeout_s": 20},
+            "ledger": self.ledger,
+            "rates_file": self.rates_file,
+            "credits_per_usd": 1.0,
+            "default_max_tokens": 4096,
+            "unknown_model": "reject",
+            "admin_token_env": "PINMETER_ADMIN_TOKEN",
+            "account": {"jwt_env": "PINATA_JWT", "sync_s": 30},
+            "drain_s": 2,
+            "teams": [t.conf() for t in self.teams],
+        }
+        for k, v in (overrides or {}).items():
+            if isinstance(v, dict) and isinstance(self.cfg.get(k), dict):
+                self.cfg[k].update(v)
+            else:
+                self.cfg[k] = v
+        self.config_path = os.path.join(tmpdir, name + ".json")
+        with open(self.config_path, "w") as f:
+            json.dump(self.cfg, f, indent=1)
+        self.env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV_DROP}
+        if upstream_key is not None:
+            self.env["PINATA_LLM_KEY"] = upstream_key
+        self.env.update(env or {})
+        self.upstream_key = upstream_key
+        self.stderr_path = os.path.join(tmpdir, name + ".stderr")
+        self.stdout_path = os.path.join(tmpdir, name + ".stdout")
+        self.proc = None
+        self.starts = 0
+
+    # lifecycle
+    def start(self, wait=True):
+        if not os.path.exists(BIN):
+            raise unittest.SkipTest("no binary at %s (run make)" % BIN)
+        self.starts += 1
+        errf = open(self.stderr_path, "ab")
+        outf = open(self.stdout_path, "ab")
+        try:
+            self.proc = subprocess.Popen([BIN, "serve", "-c", self.config_path] + self.extra_args,
+                                         cwd=REPO,
+                                         env=self.env, stdout=outf, stderr=errf,
+                                         stdin=subprocess.DEVNULL)
+        finally:
+            errf.close()
+            outf.close()
+        if wait:
+            self.wait_healthy()
+        return self
+
+    def wait_healthy(self, timeout=5.0):
+        deadline = time.time() + timeout
+        last = None
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("pinmeter exited with %s at start; stderr:\n%s"
+                                     % (self.proc.returncode, self.stderr_text()[-2000:]))
+            try:
+                r = http_request(self.port, "GET", "/healthz", timeout=1)
+                if r.status == 200:
+                    return
+                last = r
+            except OSError as e:
+                last = e
+            time.sleep(0.05)
+        raise AssertionError("pinmeter not healthy within %.0fs (%r); stderr:\n%s"
+                             % (timeout, last, self.stderr_text()[-2000:]))
+
+    def stop(self):
+        _stop_pid(self.proc)
+
+    def kill9(self):
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def stderr_text(self):
+        try:
+            with open(self.stderr_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def logs_text(self):
+        out = self.stderr_text()
+        try:
+            with open(self.stdout_path, "rb") as f:
+                out += f.read().decode("utf-8", "replace")
+        except OSError:
+            pass
+        return out
+
+    def secrets(self):
+        s = [k for t in self.teams for k in t.keys.values()]
+        if self.upstream_key:
+            s.append(self.upstream_key)
+        for var in ("PINMETER_ADMIN_TOKEN", "PINATA_JWT"):
+            if self.env.get(var):
+                s.append(self.env[var])
+        return s
+
+    # HTTP
+    def request(self, method, path, body=None, key=None, headers=None, timeout=15):
+        h = auth(key)
+        h.update(headers or {})
+        return http_request(self.port, method, path, body=body, headers=h, timeout=timeout)
+
+    def chat(self, body, key=None, path="/v0/llm/chat/completions", headers=None, timeout=15):
+        return self.request("POST", path, body=body, key=key, headers=headers, timeout=timeout)
+
+    def stream(self, body, key=None, path="/v0/llm/chat/completions", timeout=15):
+        return SSEStream(self.port, path, body, auth(key), timeout=timeout)
+
+    def balance(self, key):
+        r = self.request("GET", "/v0/credits/balance", key=key)
+        if r.status != 200:
+            raise AssertionError("balance: %r" % r)
+        j = r.json()
+        return {k: to_nanos(j[k]) for k in ("total", "loaned", "available")}
+
+    def wait_balance(self, key, pred, timeout=5.0):
+        """Polls the balance until pred(b) (settling may trail the response)."""
+        deadline = time.time() + timeout
+        while True:
+            b = self.balance(key)
+            if pred(b) or time.time() > deadline:
+                return b
+            time.sleep(0.05)
+
+    def wait_idle(self, key, timeout=5.0):
+        return self.wait_balance(key, lambda b: b["loaned"] == 0, timeout)
+
+    # ledger
+    def ledger_rows(self, where="1=1", args=()):
+        if not os.path.exists(self.ledger):
+            return []
+        con = sqlite3.connect(self.ledger, timeout=5)
+        try:
+            con.row_factory = sqlite3.Row
+            cur = con.execute("SELECT * FROM requests WHERE %s ORDER BY started_ms, id" % where, args)
+            return [dict(r) for r in cur.fetchall()]
+        finally:
+            con.close()
+
+    def wait_rows(self, pred, timeout=5.0, where="1=1", args=()):
+        """Polls the ledger until pred(rows) holds; returns the last rows."""
+        deadline = time.time() + timeout
+        while True:
+            try:
+                rows = self.ledger_rows(where, args)
+            except sqlite3.OperationalError:
+                rows = None
+            if rows is not None and pred(rows):
+                return rows
+            if time.time() > deadline:
+                return rows or []
+            time.sleep(0.05)
+
+    def row(self, req_id=None, upstream_id=None, timeout=5.0):
+        """The settled (non-inflight) row for a request, found by pinmeter's
+        id or by the upstream's id; None if it never appears."""
+        if req_id:
+            where, args = "id = ?", (req_id,)
+        else:
+            where, args = "upstream_id = ?", (upstream_id,)
+        rows = self.wait_rows(lambda rs: rs and rs[0]["state"] != "inflight", timeout, where, args)
+        return rows[0] if rows else None
+
+    def row_for(self, resp, upstream_id=None, timeout=5.0):
+        rid = resp.header("x-pinmeter-request-id") if isinstance(resp, Resp) else \
+            resp.headers.get("x-pinmeter-request-id")
+        if rid:
+            return self.row(req_id=rid, timeout=timeout)
+        if upstream_id:
+            return self.row(upstream_id=upstream_id, timeout=timeout)
+        return None
+
+    # CLI
+    def cli(self, *args, timeout=15):
+        return run_bin(list(args), env=self.env, timeout=timeout)
+
+    def report(self, *args, fmt="json", use_config=True):
+        a = ["report"]
+        a += ["-c", self.config_path] if use_config else ["--ledger", self.ledger]
+        a += list(args) + ["--format", fmt]
+        p = self.cli(*a)
+        if p.returncode != 0:
+            raise AssertionError("report %s exited %d: %s" % (a, p.returncode, p.stderr))
+        return p
+
+
+def run_bin(args, env=None, timeout=15, cwd=REPO):
+    if not os.path.exists(BIN):
+        raise unittest.SkipTest("no binary at %s (run make)" % BIN)
+    e = env if env is not None else {k: v for k, v in os.environ.items() if k not in CLEAN_ENV_DROP}
+    p = subprocess.run([BIN] + args, cwd=cwd, env=e, capture_output=True, text=True,
+                       timeout=timeout, stdin=subprocess.DEVNULL)
+    reports = sanitizer_reports(p.stderr, "pinmeter " + " ".join(args[:1]))
+    if reports:
+        raise AssertionError("\n".join(reports))
+    return p
+
+
+def parse_report_json(text):
+    return json.loads(text, parse_float=Decimal)
+
+
+def parse_csv(text):
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                   "WARNING: ThreadSanitizer")
+
+
+def sanitizer_reports(log, name):
+    """Excerpts of ASan/UBSan/LSan/TSan reports in a process's log."""
+    out = []
+    for m in SANITIZER_MARKS:
+        i = log.find(m)
+        if i >= 0:
+            out.append("%s: %s" % (name, log[max(0, i - 200):i + 1500]))
+    return out
+
+
+# ---------------------------------------------------------------- test base
+def chat_body(model=SONNET, content="Say hello", max_tokens=100, mock=None, stream=None, **kw):
+    b = {"model": model, "messages": [{"role": "user", "content": content}]}
+    if max_tokens is not None:
+        b["max_tokens"] = max_tokens
+    if stream is not None:
+        b["stream"] = stream
+    if mock is not None:
+        b["mock"] = mock
+    b.update(kw)
+    return b
+
+
+def body_len(body):
+    return len(json.dumps(body).encode())
+
+
+class E2ETest(unittest.TestCase):
+    """Base: a temp dir, one mock, and the proxies a class starts. Subclasses
+    set up proxies in setUpClass via cls.add_proxy(...)."""
+
+    proxies = ()
+
+    @classmethod
+    def setUpClass(cls):
+        if not os.path.exists(BIN):
+            raise unittest.SkipTest("no binary at %s (run make)" % BIN)
+        cls.tmp = tempfile.mkdtemp(prefix="pinmeter-e2e-")
+        cls.rates_file = os.path.join(cls.tmp, "rates.json")
+        write_rates(cls.rates_file)
+        cls.proxies = []
+        cls.mock = None
+        try:
+            cls.mock = Mock(cls.rates_file)
+            cls.setup_proxies()
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def setup_proxies(cls):
+        pass
+
+    @classmethod
+    def add_proxy(cls, teams=None, start=True, **kw):
+        kw.setdefault("name", "pm%d" % len(cls.proxies))
+        upstream = kw.pop("upstream", None) or cls.mock.url
+        p = Proxy(cls.tmp, upstream, teams=teams, **kw)
+        cls.proxies.append(p)
+        if start:
+            p.start()
+        return p
+
+    @classmethod
+    def tearDownClass(cls):
+        reports = []
+        for p in getattr(cls, "proxies", []) or []:
+            try:
+                p.stop()
+            except Exception:
+                pass
+            reports += sanitizer_reports(p.logs_text(), p.name)
+        if getattr(cls, "mock", None):
+            cls.mock.stop()
+        if getattr(cls, "tmp", None) and not os.environ.get("PINMETER_E2E_KEEP"):
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+        if reports:
+            raise AssertionError("sanitizer report(s) from pinmeter:\n" + "\n".join(reports))
+
+    def setUp(self):
+        if self.mock:
+            self.mock.reset()
+
+    def tearDown(self):
+        # No secret (upstream key, team keys, admin token, JWT) ever in a log.
+        for p in self.proxies:
+            logs = p.logs_text()
+            for s in p.secrets():
+                self.assertNotIn(s, logs, "a secret appeared in %s's log" % p.name)
+
+    # assertions
+    def assertError(self, resp, status, etype=None):
+        self.assertEqual(resp.status, status, resp)
+        try:
+            j = resp.json()
+        except ValueError:
+            self.fail("error body is not JSON: %r" % resp.body[:300])
+        self.assertIsInstance(j.get("error"), dict, resp)
+        for f in ("message", "type", "code"):
+            self.assertIn(f, j["error"], "error object lacks %r: %r" % (f, resp.body[:300]))
+        self.assertTrue(j["error"]["message"], resp)
+        if etype is not None:
+            self.assertEqual(j["error"]["type"], etype, resp)
+        return j["error"]
