@@ -8,12 +8,14 @@
 
 #define ADMIT_MODEL_MAX 256
 #define ADMIT_MAX_DEPTH 64          /* deeper JSON nesting is refused */
+#define ADMIT_MAX_CHOICES 128       /* largest "n" accepted */
 
 typedef struct admit_req {
     char model[ADMIT_MODEL_MAX];
     int stream;                     /* "stream": true */
     int client_wants_usage;         /* stream_options.include_usage true in the client's body */
-    int64_t max_tokens;             /* max_tokens, else max_completion_tokens, else -1 */
+    int64_t max_tokens;             /* the larger of max_tokens and max_completion_tokens, else -1 */
+    int64_t n;                      /* choices asked for ("n"), default 1 */
     int64_t est_prompt_tokens;      /* ceil(body bytes / 3): conservative */
     char *upstream_body;            /* body to send upstream when it differs (owned), else NULL */
     size_t upstream_len;
@@ -22,7 +24,8 @@ typedef struct admit_req {
 /* Parses body. Returns 0 and fills *out (free with admit_free), or -1 and a
  * client-facing reason in err: not JSON, not an object, nesting too deep,
  * missing/empty/non-string model, messages missing or not an array,
- * max_tokens not a positive integer, stream not a boolean. */
+ * max_tokens/max_completion_tokens/n not a positive integer, stream not a
+ * boolean, a \u0000 escape in any string. */
 int admit_parse(const char *body, size_t len, admit_req_t *out,
                 char *err, size_t errlen);
 void admit_free(admit_req_t *r);

@@ -30,8 +30,10 @@ static int fail(char *err, size_t errlen, const char *msg)
     return -1;
 }
 
-/* 1 if no container in s[0, len) nests deeper than ADMIT_MAX_DEPTH. Brackets
- * inside strings do not count; the scan stops at the first excess. */
+/* 1 if no container in s[0, len) nests deeper than ADMIT_MAX_DEPTH, 0 if
+ * one does, -2 if a string holds the escape \u0000 (C strings would cut the
+ * value short: a model "a\u0000b" would be priced as "a" but run as "a\0b").
+ * Brackets inside strings do not count; the scan stops at the first excess. */
 static int depth_ok(const char *s, size_t len)
 {
     int depth = 0, in_str = 0;
@@ -39,6 +41,9 @@ static int depth_ok(const char *s, size_t len)
     for (size_t i = 0; i < len; i++) {
         char c = s[i];
         if (in_str) {
+            if (c == '\\' && i + 5 < len && s[i + 1] == 'u' &&
+                memcmp(s + i + 2, "0000", 4) == 0)
+                return -2;
             if (c == '\\')
                 i++;
             else if (c == '"')
@@ -155,7 +160,7 @@ static int read_request(cJSON *root, const char *body, size_t len,
                         admit_req_t *r, char *err, size_t errlen)
 {
     static const char *const top[] = {"model", "messages", "max_tokens",
-        "max_completion_tokens", "stream", "stream_options"};
+        "max_completion_tokens", "stream", "stream_options", "n"};
     static const char *const inner[] = {"include_usage"};
     char msg[96];
     const char *dup = duplicate_key(root, top, sizeof top / sizeof top[0]);
@@ -180,7 +185,17 @@ static int read_request(cJSON *root, const char *body, size_t len,
     int has_mt = read_limit(root, "max_tokens", &mt, err, errlen);
     if (has_mt < 0 || read_limit(root, "max_completion_tokens", &mct, err, errlen) < 0)
         return -1;
-    r->max_tokens = has_mt ? mt : mct;
+    /* Both given: reserve for the larger, whichever the upstream honours. */
+    r->max_tokens = mt > mct ? mt : mct;
+    int64_t n = 1;
+    int has_n = read_limit(root, "n", &n, err, errlen);
+    if (has_n < 0)
+        return -1;
+    if (has_n && n > ADMIT_MAX_CHOICES) {
+        snprintf(msg, sizeof msg, "field 'n' must be at most %d", ADMIT_MAX_CHOICES);
+        return fail(err, errlen, msg);
+    }
+    r->n = has_n ? n : 1;
 
     const cJSON *stream = cJSON_GetObjectItemCaseSensitive(root, "stream");
     if (stream && !cJSON_IsNull(stream) && !cJSON_IsBool(stream))
@@ -213,7 +228,10 @@ int admit_parse(const char *body, size_t len, admit_req_t *out,
     memset(&r, 0, sizeof r);
     if (!body || len == 0)
         return fail(err, errlen, "request body is not valid JSON");
-    if (!depth_ok(body, len)) {
+    int scan = depth_ok(body, len);
+    if (scan == -2)
+        return fail(err, errlen, "request body contains a NUL character (\\u0000) in a string");
+    if (!scan) {
         snprintf(msg, sizeof msg, "request body nests deeper than %d levels",
                  ADMIT_MAX_DEPTH);
         return fail(err, errlen, msg);

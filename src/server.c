@@ -284,7 +284,7 @@ static enum MHD_Result admit_chat(app_t *app, req_t *r, struct MHD_Connection *c
         r->rate = app->cfg->unknown_rate;
     }
     int64_t max_out = r->adm.max_tokens > 0 ? r->adm.max_tokens : app->cfg->default_max_tokens;
-    nanos_t need = cost_reservation(&r->rate, r->adm.est_prompt_tokens, max_out);
+    nanos_t need = cost_reservation(&r->rate, r->adm.est_prompt_tokens, max_out * r->adm.n);
     book_refusal_t why;
     if (budget_reserve(app->budget, r->team, need, r->t_start_ms / 1000, &r->hold, &why) != 0)
         return queue_402(c, r, &why);

@@ -119,8 +119,23 @@ static void test_duplicate_keys(void)
 static void test_max_tokens_precedence(void)
 {
     admit_req_t r;
+    /* both given: the larger, whichever of the two the upstream honours */
     T_EQ_INT(admit("{\"model\":\"m\",\"messages\":[],\"max_tokens\":100,\"max_completion_tokens\":500}", &r), 0);
-    T_EQ_INT(r.max_tokens, 100);
+    T_EQ_INT(r.max_tokens, 500);
+    admit_free(&r);
+    T_EQ_INT(admit("{\"model\":\"m\",\"messages\":[],\"max_tokens\":900,\"max_completion_tokens\":500}", &r), 0);
+    T_EQ_INT(r.max_tokens, 900);
+    T_EQ_INT(r.n, 1);
+    admit_free(&r);
+    T_EQ_INT(admit("{\"model\":\"m\",\"messages\":[],\"n\":3}", &r), 0);
+    T_EQ_INT(r.n, 3);
+    admit_free(&r);
+    T_CHECK(refused("{\"model\":\"m\",\"messages\":[],\"n\":0}", "'n'"));
+    T_CHECK(refused("{\"model\":\"m\",\"messages\":[],\"n\":129}", "'n'"));
+    T_CHECK(refused("{\"model\":\"anthropic/x\\u0000y\",\"messages\":[]}", "NUL"));
+    T_CHECK(refused("{\"model\":\"m\",\"messages\":[{\"content\":\"a\\u0000\"}]}", "NUL"));
+    /* an escaped backslash followed by text u0000 is no NUL */
+    T_EQ_INT(admit("{\"model\":\"m\",\"messages\":[{\"content\":\"a\\\\u0000\"}]}", &r), 0);
     admit_free(&r);
     T_EQ_INT(admit("{\"model\":\"m\",\"messages\":[],\"max_completion_tokens\":500}", &r), 0);
     T_EQ_INT(r.max_tokens, 500);
