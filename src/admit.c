@@ -17,6 +17,7 @@
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <string.h>
 
 #define ADMIT_TOKENS_LIMIT 1000000000.0   /* largest max_tokens accepted */
@@ -56,6 +57,35 @@ static int depth_ok(const char *s, size_t len)
         } else if ((c == '}' || c == ']') && depth > 0) {
             depth--;
         }
+    }
+    return 1;
+}
+
+/* 1 if s[0, len) is well-formed UTF-8 (no overlongs, surrogates or code
+ * points past U+10FFFF), else 0. ASCII runs are skipped eight at a time. */
+static int utf8_ok(const unsigned char *s, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        if (i + 8 <= len) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (!(w & 0x8080808080808080ULL)) { i += 8; continue; }
+        }
+        unsigned c = s[i];
+        if (c < 0x80) { i++; continue; }
+        size_t n;
+        unsigned min, cp;
+        if (c >= 0xC2 && c <= 0xDF) { n = 1; cp = c & 0x1F; min = 0x80; }
+        else if (c >= 0xE0 && c <= 0xEF) { n = 2; cp = c & 0x0F; min = 0x800; }
+        else if (c >= 0xF0 && c <= 0xF4) { n = 3; cp = c & 0x07; min = 0x10000; }
+        else return 0;
+        for (size_t k = 1; k <= n; k++) {
+            if (i + k >= len || (s[i + k] & 0xC0) != 0x80) return 0;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+        i += n + 1;
     }
     return 1;
 }
@@ -228,6 +258,8 @@ int admit_parse(const char *body, size_t len, admit_req_t *out,
     memset(&r, 0, sizeof r);
     if (!body || len == 0)
         return fail(err, errlen, "request body is not valid JSON");
+    if (!utf8_ok((const unsigned char *)body, len))
+        return fail(err, errlen, "request body is not valid UTF-8");
     int scan = depth_ok(body, len);
     if (scan == -2)
         return fail(err, errlen, "request body contains a NUL character (\\u0000) in a string");

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -258,6 +259,15 @@ static enum MHD_Result queue_402(struct MHD_Connection *c, const req_t *r,
     return queue_body(c, 402, s, strlen(s), "application/json", NULL, why->retry ? "1" : NULL);
 }
 
+/* application/json, or any type/subtype+json, parameters allowed. */
+static int is_json_type(const char *ct)
+{
+    while (*ct == ' ') ct++;
+    size_t n = strcspn(ct, "; ");
+    if (n == 16 && strncasecmp(ct, "application/json", 16) == 0) return 1;
+    return n > 5 && strncasecmp(ct + n - 5, "+json", 5) == 0;
+}
+
 /* Admits a complete chat request: validate, price, reserve, record. Queues
  * an error response, or suspends the connection until the upstream answers. */
 static enum MHD_Result admit_chat(app_t *app, req_t *r, struct MHD_Connection *c)
@@ -268,6 +278,12 @@ static enum MHD_Result admit_chat(app_t *app, req_t *r, struct MHD_Connection *c
                  app->cfg->max_body);
         return queue_error(c, 413, err, "invalid_request_error", "body_too_large", NULL);
     }
+    const char *ctype = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                                    MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (ctype && !is_json_type(ctype))
+        return queue_error(c, 415, "send the request body as JSON with "
+                           "'Content-Type: application/json'", "invalid_request_error",
+                           "unsupported_media_type", NULL);
     if (admit_parse(r->body ? r->body : "", r->body_len, &r->adm, err, sizeof err) != 0)
         return queue_error(c, 400, err, "invalid_request_error", "invalid_request", NULL);
     if (!app->passthrough && !config_model_allowed(&app->cfg->teams[r->team], r->adm.model)) {

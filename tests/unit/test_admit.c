@@ -134,6 +134,12 @@ static void test_max_tokens_precedence(void)
     T_CHECK(refused("{\"model\":\"m\",\"messages\":[],\"n\":129}", "'n'"));
     T_CHECK(refused("{\"model\":\"anthropic/x\\u0000y\",\"messages\":[]}", "NUL"));
     T_CHECK(refused("{\"model\":\"m\",\"messages\":[{\"content\":\"a\\u0000\"}]}", "NUL"));
+    T_CHECK(refused("{\"model\":\"m\",\"messages\":[{\"content\":\"\xff\"}]}", "UTF-8"));
+    T_CHECK(refused("{\"model\":\"m\",\"messages\":[{\"content\":\"\xc0\xaf\"}]}", "UTF-8"));   /* overlong */
+    T_CHECK(refused("{\"model\":\"m\",\"messages\":[{\"content\":\"\xed\xa0\x80\"}]}", "UTF-8")); /* surrogate */
+    T_CHECK(refused("{\"model\":\"m\",\"messages\":[{\"content\":\"\xe2\x82\"}]}", "UTF-8"));   /* cut short */
+    T_EQ_INT(admit("{\"model\":\"m\",\"messages\":[{\"content\":\"\xe2\x82\xac \xf0\x9f\x98\x80 \xc3\xa9\"}]}", &r), 0);
+    admit_free(&r);
     /* an escaped backslash followed by text u0000 is no NUL */
     T_EQ_INT(admit("{\"model\":\"m\",\"messages\":[{\"content\":\"a\\\\u0000\"}]}", &r), 0);
     admit_free(&r);
