@@ -4,7 +4,7 @@
 CC      ?= cc
 PKGS    := libmicrohttpd libcurl libcjson sqlite3 openssl
 CFLAGS  ?= -O2 -g
-override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -MMD -MP
+override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -MMD -MP $(EXTRA_CFLAGS)
 override LDLIBS += -lmicrohttpd -lcurl -lcjson -lsqlite3 -lssl -lcrypto -lpthread -lm
 BUILD   ?= build
 
@@ -14,7 +14,7 @@ LIBOBJ    := $(filter-out $(BUILD)/obj/main.o,$(OBJ))
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all run test unit e2e asan clean deps
+.PHONY: all run test unit e2e asan clean deps FORCE
 
 all: $(BUILD)/pinmeter
 
@@ -29,6 +29,13 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIBOBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(LIBOBJ) $(LDLIBS)
 
+# The same program with test-only fault hooks (PINMETER_TEST_LEDGER_FAULT);
+# the e2e fault tests use it. Never shipped.
+ifneq ($(BUILD),build-test)
+build-test/pinmeter: FORCE
+	@$(MAKE) --no-print-directory BUILD=build-test EXTRA_CFLAGS=-DPINMETER_TEST_HOOKS build-test/pinmeter
+endif
+
 # Installs missing build dependencies (Debian), builds, starts with the default config.
 deps:
 	@./scripts/deps.sh
@@ -40,15 +47,16 @@ run: deps
 unit: $(UNIT_BIN)
 	@fail=0; for t in $(UNIT_BIN); do $$t || fail=1; done; exit $$fail
 
-e2e: $(BUILD)/pinmeter
+e2e: $(BUILD)/pinmeter build-test/pinmeter
 	python3 tests/e2e/run.py --bin $(BUILD)/pinmeter
 
-test: all unit e2e
+test: all unit fuzz-regress e2e
 
 asan:
 	$(MAKE) BUILD=build-asan CC=clang CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" test
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-test build-fuzz
 
+include tests/fuzz/fuzz.mk
 -include $(OBJ:.o=.d) $(UNIT_BIN:=.d)

@@ -59,6 +59,9 @@ int ledger_writer_start(ledger_t *l);
  * ledger is closing; done is not called). */
 int ledger_submit(ledger_t *l, const ledger_rec_t *rec, ledger_done_fn done, void *ud);
 
+/* 1 while the writer's last commit failed (disk full, read-only file). */
+int ledger_failing(ledger_t *l);
+
 /* Records waiting for the writer (for health/metrics). */
 size_t ledger_backlog(ledger_t *l);
 

@@ -32,7 +32,7 @@ static int fail(char *err, size_t errlen, const char *msg)
 }
 
 /* 1 if no container in s[0, len) nests deeper than ADMIT_MAX_DEPTH, 0 if
- * one does, -2 if a string holds the escape \u0000 (C strings would cut the
+ * one does, -2 if a string holds a raw control byte or the escape \u0000 (C strings would cut the
  * value short: a model "a\u0000b" would be priced as "a" but run as "a\0b").
  * Brackets inside strings do not count; the scan stops at the first excess. */
 static int depth_ok(const char *s, size_t len)
@@ -42,6 +42,8 @@ static int depth_ok(const char *s, size_t len)
     for (size_t i = 0; i < len; i++) {
         char c = s[i];
         if (in_str) {
+            if ((unsigned char)c < 0x20)   /* RFC 8259: never raw in a string */
+                return -2;
             if (c == '\\' && i + 5 < len && s[i + 1] == 'u' &&
                 memcmp(s + i + 2, "0000", 4) == 0)
                 return -2;
@@ -262,7 +264,7 @@ int admit_parse(const char *body, size_t len, admit_req_t *out,
         return fail(err, errlen, "request body is not valid UTF-8");
     int scan = depth_ok(body, len);
     if (scan == -2)
-        return fail(err, errlen, "request body contains a NUL character (\\u0000) in a string");
+        return fail(err, errlen, "request body has a control character or \\u0000 inside a string");
     if (!scan) {
         snprintf(msg, sizeof msg, "request body nests deeper than %d levels",
                  ADMIT_MAX_DEPTH);

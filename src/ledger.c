@@ -8,12 +8,14 @@
 #include "ledger.h"
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define BATCH_MAX 4096
 
@@ -35,6 +37,7 @@ struct ledger {
     size_t backlog;
     int stopping;
     int64_t stop_deadline_ms;
+    atomic_int failing;               /* the last commit failed */
 };
 
 static const char *SCHEMA =
@@ -232,8 +235,21 @@ static int apply(ledger_t *l, const ledger_rec_t *r)
 
 /* Commits a batch. On failure, begins are failed back to their callers and
  * completions are returned to the front of the queue for a later retry. */
+#ifdef PINMETER_TEST_HOOKS
+/* Test builds only: while the file named by PINMETER_TEST_LEDGER_FAULT
+ * exists, every commit fails as if the disk were full. */
+static int fault_injected(void)
+{
+    const char *p = getenv("PINMETER_TEST_LEDGER_FAULT");
+    return p && *p && access(p, F_OK) == 0;
+}
+#else
+static int fault_injected(void) { return 0; }
+#endif
+
 static int try_commit(ledger_t *l, op_t *batch)
 {
+    if (fault_injected()) return 0;
     int ok = sqlite3_exec(l->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK;
     for (op_t *o = batch; ok && o; o = o->next)
         ok = apply(l, &o->rec) == 0;
@@ -303,6 +319,14 @@ static void *writer_main(void *arg)
         pthread_mutex_unlock(&l->mu);
 
         failing = !commit_batch(l, batch);
+        if (failing != l->failing) {
+            if (failing)
+                fprintf(stderr, "pinmeter: ledger: writes are failing (%s); new requests get "
+                        "503 and completions are kept and retried\n", sqlite3_errmsg(l->db));
+            else
+                fprintf(stderr, "pinmeter: ledger: writable again\n");
+            atomic_store(&l->failing, failing);
+        }
         if (failing) {
             /* The disk is full or the file read-only: completions wait and
              * retry; begins were already failed back (fail closed). */
@@ -341,6 +365,11 @@ int ledger_submit(ledger_t *l, const ledger_rec_t *rec, ledger_done_fn done, voi
     pthread_cond_signal(&l->cv);
     pthread_mutex_unlock(&l->mu);
     return 0;
+}
+
+int ledger_failing(ledger_t *l)
+{
+    return atomic_load(&l->failing);
 }
 
 size_t ledger_backlog(ledger_t *l)

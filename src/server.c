@@ -428,8 +428,12 @@ static enum MHD_Result first_call(app_t *app, struct MHD_Connection *c, const ch
     if (strcmp(url, "/healthz") == 0) {
         if (!get) return queue_error(c, 405, "use GET", "invalid_request_error",
                                      "method_not_allowed", NULL);
-        const char *ok = "{\"status\":\"ok\"}";
-        return queue_body(c, 200, strdup(ok), strlen(ok), "application/json", NULL, NULL);
+        char buf[128];
+        int failing = ledger_failing(app->ledger);
+        snprintf(buf, sizeof buf, "{\"status\":\"%s\",\"ledger_backlog\":%zu}",
+                 failing ? "ledger_unavailable" : "ok", ledger_backlog(app->ledger));
+        return queue_body(c, failing ? 503 : 200, strdup(buf), strlen(buf),
+                          "application/json", NULL, NULL);
     } else if (is_chat_path(url)) {
         if (!post) return queue_error(c, 405, "use POST", "invalid_request_error",
                                       "method_not_allowed", NULL);

@@ -132,8 +132,9 @@ static void test_max_tokens_precedence(void)
     admit_free(&r);
     T_CHECK(refused("{\"model\":\"m\",\"messages\":[],\"n\":0}", "'n'"));
     T_CHECK(refused("{\"model\":\"m\",\"messages\":[],\"n\":129}", "'n'"));
-    T_CHECK(refused("{\"model\":\"anthropic/x\\u0000y\",\"messages\":[]}", "NUL"));
-    T_CHECK(refused("{\"model\":\"m\",\"messages\":[{\"content\":\"a\\u0000\"}]}", "NUL"));
+    T_CHECK(refused("{\"model\":\"anthropic/x\\u0000y\",\"messages\":[]}", "u0000"));
+    T_CHECK(refused("{\"model\":\"m\",\"messages\":[{\"content\":\"a\\u0000\"}]}", "u0000"));
+    T_CHECK(refused("{\"model\":\"m\",\"messages\":[{\"content\":\"a\tb\"}]}", "control character"));
     T_CHECK(refused("{\"model\":\"m\",\"messages\":[{\"content\":\"\xff\"}]}", "UTF-8"));
     T_CHECK(refused("{\"model\":\"m\",\"messages\":[{\"content\":\"\xc0\xaf\"}]}", "UTF-8"));   /* overlong */
     T_CHECK(refused("{\"model\":\"m\",\"messages\":[{\"content\":\"\xed\xa0\x80\"}]}", "UTF-8")); /* surrogate */
