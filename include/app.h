@@ -26,9 +26,25 @@
 struct upstream;
 struct account;
 
-typedef struct app {
+/* What one config file says, with its rates, as served at one time. SIGHUP
+ * builds a new snapshot and swaps it in only when the whole of it is valid;
+ * a request keeps the snapshot it was admitted under. Old snapshots are freed
+ * at exit (reloads are rare; no reader ever sees a freed one). */
+typedef struct snap {
     config_t *cfg;
     rates_t *rates;
+    int *slot;                     /* budget slot of cfg->teams[i] */
+    int passthrough;               /* no teams configured */
+    int default_slot;              /* passthrough's team "default" */
+    struct snap *older;
+} snap_t;
+
+typedef struct app {
+    snap_t *_Atomic snap;          /* current config; load once per use */
+    char **slot_names;             /* team name of each budget slot (main thread) */
+    size_t n_slots;
+    period_t *slot_period;         /* period each slot was last set up with */
+    int *slot_period_known;
     budget_t *budget;
     ledger_t *ledger;
     struct upstream *up;
@@ -37,7 +53,6 @@ typedef struct app {
     char *llm_key;                 /* upstream key from the environment; NULL in passthrough */
     int admin_on;
     unsigned char admin_sha[32];
-    int passthrough;               /* no teams configured */
     char instance[17];             /* random hex, prefixes request ids */
     atomic_uint_fast64_t seq;
     atomic_int active;             /* requests holding a reference */
@@ -49,6 +64,7 @@ typedef enum { RESP_NONE = 0, RESP_BUFFER, RESP_STREAM } resp_kind_t;
 
 typedef struct req {
     app_t *app;
+    const snap_t *snap;            /* config the request was admitted under */
     struct MHD_Connection *conn;
     pthread_mutex_t mu;
     int refs;                      /* [mu] */
@@ -63,7 +79,8 @@ typedef struct req {
 
     /* admission */
     int metered;                   /* a chat request with a hold and ledger row */
-    int team;
+    int team;                      /* budget slot */
+    const team_conf_t *tconf;      /* NULL in passthrough */
     admit_req_t adm;
     rate_t rate;
     book_hold_t hold;
@@ -129,8 +146,10 @@ void upstream_free(struct upstream *u);
 struct account *account_start(app_t *app, const char *jwt);
 void account_stop(struct account *a);
 
-/* server.c */
-int server_run(app_t *app, volatile sig_atomic_t *stop);
+/* server.c: serves until *stop; calls reload(app) whenever *hup is set. */
+int server_run(app_t *app, volatile sig_atomic_t *stop, volatile sig_atomic_t *hup,
+               void (*reload)(app_t *app));
+static inline snap_t *app_snap(app_t *app) { return atomic_load(&app->snap); }
 int64_t app_now_ms(void);
 void app_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -36,6 +36,8 @@ typedef struct book_view {
 /* New book for n_teams teams, all uncapped with no period; NULL on OOM. */
 book_t *book_new(size_t n_teams);
 void book_free(book_t *b);
+/* Grows the book to n teams (new ones uncapped). 0, or -1 on OOM (unchanged). */
+int book_grow(book_t *b, size_t n);
 
 /* Sets a team's cap (< 0 = none) and period; keeps its figures. */
 void book_team_set(book_t *b, int team, nanos_t cap, period_t period);

@@ -11,9 +11,14 @@ typedef struct budget budget_t;  /* opaque */
 /* In-process store for n_teams teams; NULL on OOM. Free with budget_free. */
 budget_t *budget_local_new(size_t n_teams);
 void budget_free(budget_t *bg);
+/* Makes room for n teams. 0 or -1. */
+int budget_grow(budget_t *bg, size_t n);
 
 void budget_team_set(budget_t *bg, int team, nanos_t cap, period_t period);
 void budget_team_seed(budget_t *bg, int team, int64_t period_start, nanos_t spent);
+/* budget_team_set then budget_team_seed as one step (no reserve between). */
+void budget_team_reset(budget_t *bg, int team, nanos_t cap, period_t period,
+                       int64_t period_start, nanos_t spent);
 
 int budget_reserve(budget_t *bg, int team, nanos_t amount, int64_t now,
                    book_hold_t *hold, book_refusal_t *why);

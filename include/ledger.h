@@ -47,7 +47,8 @@ int64_t ledger_recover(ledger_t *l, int64_t now_ms);
 
 /* Sum of charges for team in requests started on or after unix day
  * since_day (days since 1970-01-01, UTC). 0 or -1. Uses the daily table: no
- * scan of the requests. */
+ * scan of the requests. Thread-safe; once the writer runs it reads through a
+ * second connection (so for ":memory:" only before ledger_writer_start). */
 int ledger_spent_since(ledger_t *l, const char *team, int64_t since_day, nanos_t *out);
 
 /* Starts the writer thread. 0 or -1. */

@@ -39,7 +39,7 @@ static size_t collect(char *ptr, size_t size, size_t nmemb, void *ud)
 static int sync_once(struct account *a, char *why, size_t whylen)
 {
     char url[1200], auth[4096];
-    snprintf(url, sizeof url, "%s/v0/credits/balance", a->app->cfg->upstream_base);
+    snprintf(url, sizeof url, "%s/v0/credits/balance", app_snap(a->app)->cfg->upstream_base);
     snprintf(auth, sizeof auth, "Authorization: Bearer %s", a->jwt);
     CURL *e = curl_easy_init();
     if (!e) { snprintf(why, whylen, "out of memory"); return -1; }
@@ -98,7 +98,7 @@ static void *account_main(void *arg)
         pthread_mutex_lock(&a->mu);
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += a->app->cfg->sync_s;
+        ts.tv_sec += app_snap(a->app)->cfg->sync_s;
         while (!a->stop && pthread_cond_timedwait(&a->cv, &a->mu, &ts) != ETIMEDOUT) {}
     }
     pthread_mutex_unlock(&a->mu);

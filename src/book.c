@@ -33,6 +33,17 @@ book_t *book_new(size_t n_teams)
     return b;
 }
 
+int book_grow(book_t *b, size_t n)
+{
+    if (n <= b->n) return 0;
+    team_state_t *t = realloc(b->teams, n * sizeof *t);
+    if (!t) return -1;
+    for (size_t i = b->n; i < n; i++) t[i] = (team_state_t){.cap = -1};
+    b->teams = t;
+    b->n = n;
+    return 0;
+}
+
 void book_free(book_t *b)
 {
     if (!b) return;

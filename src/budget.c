@@ -30,6 +30,13 @@ void budget_free(budget_t *bg)
 #define LOCKED(stmt) do { pthread_mutex_lock(&bg->mu); stmt; \
                           pthread_mutex_unlock(&bg->mu); } while (0)
 
+int budget_grow(budget_t *bg, size_t n)
+{
+    int rc;
+    LOCKED(rc = book_grow(bg->book, n));
+    return rc;
+}
+
 void budget_team_set(budget_t *bg, int team, nanos_t cap, period_t period)
 {
     LOCKED(book_team_set(bg->book, team, cap, period));
@@ -38,6 +45,15 @@ void budget_team_set(budget_t *bg, int team, nanos_t cap, period_t period)
 void budget_team_seed(budget_t *bg, int team, int64_t period_start, nanos_t spent)
 {
     LOCKED(book_team_seed(bg->book, team, period_start, spent));
+}
+
+void budget_team_reset(budget_t *bg, int team, nanos_t cap, period_t period,
+                       int64_t period_start, nanos_t spent)
+{
+    pthread_mutex_lock(&bg->mu);
+    book_team_set(bg->book, team, cap, period);
+    book_team_seed(bg->book, team, period_start, spent);
+    pthread_mutex_unlock(&bg->mu);
 }
 
 int budget_reserve(budget_t *bg, int team, nanos_t amount, int64_t now,

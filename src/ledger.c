@@ -28,6 +28,9 @@ typedef struct op {
 
 struct ledger {
     sqlite3 *db;
+    sqlite3 *rdb;                     /* reads while the writer runs (own connection) */
+    pthread_mutex_t rmu;
+    char path[1024];
     sqlite3_stmt *ins, *upd, *daily;
     pthread_t thread;
     int started;
@@ -94,9 +97,12 @@ ledger_t *ledger_open(const char *path, char *err, size_t errlen)
 {
     ledger_t *l = calloc(1, sizeof *l);
     if (!l) { snprintf(err, errlen, "out of memory"); return NULL; }
+    snprintf(l->path, sizeof l->path, "%s", path);
     if (strcmp(path, ":memory:") != 0) mkparents(path);
+    /* FULLMUTEX: a ":memory:" ledger has no second connection, so reads
+     * share this one with the writer thread. */
     if (sqlite3_open_v2(path, &l->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                        SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+                        SQLITE_OPEN_FULLMUTEX, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "%s: cannot open ledger: %s", path,
                  l->db ? sqlite3_errmsg(l->db) : "out of memory");
         goto fail;
@@ -126,6 +132,7 @@ ledger_t *ledger_open(const char *path, char *err, size_t errlen)
         goto fail;
     }
     pthread_mutex_init(&l->mu, NULL);
+    pthread_mutex_init(&l->rmu, NULL);
     pthread_cond_init(&l->cv, NULL);
     return l;
 fail:
@@ -173,15 +180,30 @@ fail:
 int ledger_spent_since(ledger_t *l, const char *team, int64_t since_day, nanos_t *out)
 {
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(l->db,
+    int rc = -1;
+    pthread_mutex_lock(&l->rmu);
+    sqlite3 *db = l->db;
+    if (l->started && strcmp(l->path, ":memory:") != 0) {   /* the writer owns l->db */
+        if (!l->rdb && sqlite3_open_v2(l->path, &l->rdb, SQLITE_OPEN_READONLY |
+                                       SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+            sqlite3_close(l->rdb);
+            l->rdb = NULL;
+            goto out;
+        }
+        sqlite3_busy_timeout(l->rdb, 5000);
+        db = l->rdb;
+    }
+    if (sqlite3_prepare_v2(db,
             "SELECT COALESCE(SUM(nanos), 0) FROM spend_daily WHERE team = ?1 AND day >= ?2",
             -1, &st, NULL) != SQLITE_OK)
-        return -1;
+        goto out;
     sqlite3_bind_text(st, 1, team, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, since_day);
-    int rc = sqlite3_step(st) == SQLITE_ROW ? 0 : -1;
+    rc = sqlite3_step(st) == SQLITE_ROW ? 0 : -1;
     if (rc == 0) *out = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
+out:
+    pthread_mutex_unlock(&l->rmu);
     return rc;
 }
 
@@ -405,7 +427,9 @@ void ledger_close(ledger_t *l, int timeout_ms)
     sqlite3_finalize(l->upd);
     sqlite3_finalize(l->daily);
     sqlite3_close(l->db);
+    sqlite3_close(l->rdb);
     pthread_mutex_destroy(&l->mu);
+    pthread_mutex_destroy(&l->rmu);
     pthread_cond_destroy(&l->cv);
     free(l);
 }

@@ -152,21 +152,146 @@ static int apply_overrides(config_t *cfg, const args_t *a)
     return 0;
 }
 
-/* Rebuilds each team's spend for its current period from the ledger. */
-static int seed_budget(app_t *app, int64_t now_s)
+static volatile sig_atomic_t g_hup;
+static void on_hup(int sig) { (void)sig; g_hup = 1; }
+
+/* The budget slot of team name, made (uncapped, period unset) if new. */
+static int slot_for(app_t *app, const char *name)
 {
-    size_t n = app->passthrough ? 1 : app->cfg->n_teams;
-    for (size_t t = 0; t < n; t++) {
-        const char *name = app->passthrough ? "default" : app->cfg->teams[t].name;
-        period_t p = app->passthrough ? PERIOD_NONE : app->cfg->teams[t].period;
-        nanos_t cap = app->passthrough ? -1 : app->cfg->teams[t].cap;
-        budget_team_set(app->budget, (int)t, cap, p);
-        int64_t start = book_period_start(p, now_s);
-        nanos_t spent = 0;
-        if (ledger_spent_since(app->ledger, name, start / 86400, &spent) != 0) return -1;
-        budget_team_seed(app->budget, (int)t, start, spent);
+    for (size_t i = 0; i < app->n_slots; i++)
+        if (strcmp(app->slot_names[i], name) == 0) return (int)i;
+    char **nn = realloc(app->slot_names, (app->n_slots + 1) * sizeof *nn);
+    if (!nn) return -1;
+    app->slot_names = nn;
+    if (!(nn[app->n_slots] = strdup(name))) return -1;
+    if (budget_grow(app->budget, app->n_slots + 1) != 0) return -1;
+    budget_team_set(app->budget, (int)app->n_slots, -1, (period_t)-1);
+    return (int)app->n_slots++;
+}
+
+/* Sets a slot's cap and period; when its period is new, rebuilds its spend
+ * for the current period from the ledger's daily table (no scan). */
+static int apply_team(app_t *app, int slot, nanos_t cap, period_t p, int64_t now_s)
+{
+    int was_new = !app->slot_period_known[slot] || app->slot_period[slot] != p;
+    if (!was_new) {
+        budget_team_set(app->budget, slot, cap, p);
+        return 0;
     }
+    int64_t start = book_period_start(p, now_s);
+    nanos_t spent = 0;
+    if (ledger_spent_since(app->ledger, app->slot_names[slot], start / 86400, &spent) != 0)
+        return -1;
+    budget_team_reset(app->budget, slot, cap, p, start, spent);
+    app->slot_period[slot] = p;
+    app->slot_period_known[slot] = 1;
     return 0;
+}
+
+/* Builds the snapshot for cfg and rates (taking ownership of both) and sets
+ * the budget up for it. NULL with err on failure. */
+static snap_t *snap_build(app_t *app, config_t *cfg, rates_t *rates, char *err, size_t errlen)
+{
+    snap_t *sn = calloc(1, sizeof *sn);
+    int64_t now_s = app_now_ms() / 1000;
+    if (!sn || !(sn->slot = calloc(cfg->n_teams ? cfg->n_teams : 1, sizeof *sn->slot))) goto oom;
+    sn->cfg = cfg;
+    sn->rates = rates;
+    sn->passthrough = cfg->n_teams == 0;
+    size_t want = app->n_slots + cfg->n_teams + 1;
+    int *pk = realloc(app->slot_period_known, want * sizeof *pk);
+    if (pk) app->slot_period_known = pk;
+    period_t *pp = realloc(app->slot_period, want * sizeof *pp);
+    if (pp) app->slot_period = pp;
+    if (!pk || !pp) goto oom;
+    for (size_t i = app->n_slots; i < want; i++) pk[i] = 0;
+    for (size_t i = 0; i < cfg->n_teams; i++) {
+        const team_conf_t *t = &cfg->teams[i];
+        if ((sn->slot[i] = slot_for(app, t->name)) < 0) goto oom;
+        if (apply_team(app, sn->slot[i], t->cap, t->period, now_s) != 0) goto ledger;
+    }
+    if (sn->passthrough) {
+        if ((sn->default_slot = slot_for(app, "default")) < 0) goto oom;
+        if (apply_team(app, sn->default_slot, -1, PERIOD_NONE, now_s) != 0) goto ledger;
+    }
+    return sn;
+ledger:
+    snprintf(err, errlen, "%.400s: cannot read team spend from the ledger", cfg->ledger);
+    goto fail;
+oom:
+    snprintf(err, errlen, "out of memory");
+fail:
+    if (sn) free(sn->slot);
+    free(sn);
+    config_free(cfg);
+    rates_free(rates);
+    return NULL;
+}
+
+static void snap_free_all(snap_t *sn)
+{
+    while (sn) {
+        snap_t *older = sn->older;
+        config_free(sn->cfg);
+        rates_free(sn->rates);
+        free(sn->slot);
+        free(sn);
+        sn = older;
+    }
+}
+
+static const args_t *g_args;       /* the serve command's arguments, for reloads */
+
+/* Loads and checks the config file and its rates. NULL with err on failure. */
+static config_t *load_checked(const args_t *a, const app_t *app, rates_t **rates,
+                              char *err, size_t errlen)
+{
+    config_t *cfg = config_load(a->config, err, errlen);
+    if (!cfg) return NULL;
+    if (apply_overrides(cfg, a) != 0) {
+        snprintf(err, errlen, "bad command-line override");
+        goto fail;
+    }
+    if (!(*rates = load_rates(cfg, err, errlen))) goto fail;
+    if (cfg->n_teams > 0 && !app->llm_key) {
+        snprintf(err, errlen, "%.400s: teams are configured, so the upstream key must be in the "
+                 "environment variable %.100s (upstream.llm_key_env), which is not set",
+                 cfg->path, cfg->llm_key_env);
+        rates_free(*rates);
+        goto fail;
+    }
+    return cfg;
+fail:
+    config_free(cfg);
+    return NULL;
+}
+
+/* SIGHUP: parse the file again; swap in the new config and rates only if
+ * all of it is valid. Requests in flight keep the snapshot they had. */
+static void reload(app_t *app)
+{
+    char err[1024];
+    rates_t *rates = NULL;
+    config_t *cfg = load_checked(g_args, app, &rates, err, sizeof err);
+    if (!cfg) {
+        app_log("reload refused: %s; keeping the running config", err);
+        return;
+    }
+    const config_t *old = app_snap(app)->cfg;
+    if (strcmp(cfg->listen_host, old->listen_host) != 0 || cfg->listen_port != old->listen_port ||
+        strcmp(cfg->ledger, old->ledger) != 0 || cfg->max_connections != old->max_connections ||
+        cfg->client_timeout_s != old->client_timeout_s)
+        app_log("reload: listen, ledger, max_connections and client_timeout_s changes take "
+                "effect only at the next start");
+    size_t n_teams = cfg->n_teams, n_rates = rates_count(rates);
+    snap_t *sn = snap_build(app, cfg, rates, err, sizeof err);
+    if (!sn) {
+        app_log("reload refused: %s; keeping the running config", err);
+        return;
+    }
+    sn->older = app_snap(app);
+    atomic_store(&app->snap, sn);
+    app_log("reloaded %s: %zu team(s), %zu priced model(s)", g_args->config, n_teams, n_rates);
 }
 
 static int cmd_serve(const args_t *a)
@@ -175,64 +300,72 @@ static int cmd_serve(const args_t *a)
     int rc = 1;
     app_t app;
     memset(&app, 0, sizeof app);
-    app.cfg = config_load(a->config, err, sizeof err);
-    if (!app.cfg) { fprintf(stderr, "pinmeter: %s\n", err); return 1; }
-    if (apply_overrides(app.cfg, a) != 0) goto out;
-    if (!(app.rates = load_rates(app.cfg, err, sizeof err))) {
-        fprintf(stderr, "pinmeter: %s\n", err);
-        goto out;
-    }
-    app.passthrough = app.cfg->n_teams == 0;
-    const char *k = getenv(app.cfg->llm_key_env);
+    g_args = a;
+    config_t *probe = config_load(a->config, err, sizeof err);
+    if (!probe) { fprintf(stderr, "pinmeter: %s\n", err); return 1; }
+    const char *k = getenv(probe->llm_key_env);
     if (k && *k) app.llm_key = strdup(k);
-    if (!app.passthrough && !app.llm_key) {
-        fprintf(stderr, "pinmeter: %s: teams are configured, so the upstream key must be in "
-                "the environment variable %s (upstream.llm_key_env), which is not set\n",
-                app.cfg->path, app.cfg->llm_key_env);
-        goto out;
-    }
-    const char *admin = app.cfg->admin_token_env[0] ? getenv(app.cfg->admin_token_env) : NULL;
+    const char *admin = probe->admin_token_env[0] ? getenv(probe->admin_token_env) : NULL;
     if (admin && *admin) {
         app.admin_on = 1;
         keys_sha256(admin, strlen(admin), app.admin_sha);
     }
+    const char *jwt = probe->jwt_env[0] ? getenv(probe->jwt_env) : NULL;
+    char *jwt_copy = jwt && *jwt ? strdup(jwt) : NULL;
+    char jwt_env[128];
+    snprintf(jwt_env, sizeof jwt_env, "%s", probe->jwt_env);
+    config_free(probe);
+
+    rates_t *rates = NULL;
+    config_t *cfg = load_checked(a, &app, &rates, err, sizeof err);
+    if (!cfg) { fprintf(stderr, "pinmeter: %s\n", err); goto out; }
     unsigned char rnd[8];
     RAND_bytes(rnd, sizeof rnd);
     for (int i = 0; i < 8; i++) snprintf(app.instance + 2 * i, 3, "%02x", rnd[i]);
 
-    app.budget = budget_local_new(app.passthrough ? 1 : app.cfg->n_teams);
-    app.ledger = ledger_open(app.cfg->ledger, err, sizeof err);
+    app.budget = budget_local_new(0);
+    app.ledger = ledger_open(cfg->ledger, err, sizeof err);
     if (!app.budget || !app.ledger) {
         fprintf(stderr, "pinmeter: %s\n", app.ledger ? "out of memory" : err);
+        config_free(cfg);
+        rates_free(rates);
         goto out;
     }
-    int64_t now_ms = app_now_ms();
-    int64_t interrupted = ledger_recover(app.ledger, now_ms);
-    if (interrupted < 0) { fprintf(stderr, "pinmeter: %s: cannot recover the ledger\n", app.cfg->ledger); goto out; }
+    int64_t interrupted = ledger_recover(app.ledger, app_now_ms());
+    if (interrupted < 0) {
+        fprintf(stderr, "pinmeter: %s: cannot recover the ledger\n", cfg->ledger);
+        config_free(cfg);
+        rates_free(rates);
+        goto out;
+    }
     if (interrupted > 0)
         app_log("%lld request(s) were in flight when pinmeter last stopped: marked interrupted "
                 "and charged at their reservation", (long long)interrupted);
-    if (seed_budget(&app, now_ms / 1000) != 0 || ledger_writer_start(app.ledger) != 0) {
-        fprintf(stderr, "pinmeter: %s: cannot read team spend from the ledger\n", app.cfg->ledger);
+    snap_t *sn = snap_build(&app, cfg, rates, err, sizeof err);
+    if (!sn) { fprintf(stderr, "pinmeter: %s\n", err); goto out; }
+    atomic_store(&app.snap, sn);
+    if (ledger_writer_start(app.ledger) != 0) {
+        fprintf(stderr, "pinmeter: cannot start the ledger writer\n");
         goto out;
     }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !(app.up = upstream_start(&app))) {
         fprintf(stderr, "pinmeter: cannot start the upstream client\n");
         goto out;
     }
-    const char *jwt = app.cfg->jwt_env[0] ? getenv(app.cfg->jwt_env) : NULL;
-    if (jwt && *jwt) app.acct = account_start(&app, jwt);
-    else if (!app.passthrough)
-        app_log("account sync off (%s not set): only team caps limit spend", app.cfg->jwt_env);
+    if (jwt_copy) app.acct = account_start(&app, jwt_copy);
+    else if (!sn->passthrough)
+        app_log("account sync off (%s not set): only team caps limit spend", jwt_env);
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = on_hup;
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    if (server_run(&app, &g_stop) == 0) rc = 0;
+    if (server_run(&app, &g_stop, &g_hup, reload) == 0) rc = 0;
     upstream_stop(app.up);
     /* Requests still waiting on the ledger are finished by now or shortly. */
     for (int i = 0; i < 200 && atomic_load(&app.active) > 0; i++) {
@@ -241,16 +374,24 @@ static int cmd_serve(const args_t *a)
     }
     if (app.mhd) MHD_stop_daemon(app.mhd);
     account_stop(app.acct);
+    app.acct = NULL;
     ledger_close(app.ledger, 5000);
     app.ledger = NULL;
     upstream_free(app.up);
+    app.up = NULL;
     app_log("stopped");
 out:
+    account_stop(app.acct);
+    if (app.up) { upstream_stop(app.up); upstream_free(app.up); }
     if (app.ledger) ledger_close(app.ledger, 0);
     budget_free(app.budget);
-    rates_free(app.rates);
+    snap_free_all(app_snap(&app));
+    for (size_t i = 0; i < app.n_slots; i++) free(app.slot_names[i]);
+    free(app.slot_names);
+    free(app.slot_period);
+    free(app.slot_period_known);
     free(app.llm_key);
-    config_free(app.cfg);
+    free(jwt_copy);
     return rc;
 }
 

@@ -131,11 +131,11 @@ static enum MHD_Result queue_balance(struct MHD_Connection *c, const book_view_t
 
 /* Finds the team whose key hashes to sha; -1 if none. Every key is compared
  * (constant time each) so the time taken does not depend on which matched. */
-static int find_team(const app_t *app, const unsigned char sha[32], const char **key_id)
+static int find_team(const snap_t *sn, const unsigned char sha[32], const char **key_id)
 {
     int found = -1;
-    for (size_t t = 0; t < app->cfg->n_teams; t++) {
-        const team_conf_t *tc = &app->cfg->teams[t];
+    for (size_t t = 0; t < sn->cfg->n_teams; t++) {
+        const team_conf_t *tc = &sn->cfg->teams[t];
         for (size_t k = 0; k < tc->n_keys; k++) {
             if (keys_equal(sha, tc->keys[k].sha256) && found < 0) {
                 found = (int)t;
@@ -157,6 +157,7 @@ static req_t *req_new(app_t *app, struct MHD_Connection *c, route_t route)
     req_t *r = calloc(1, sizeof *r);
     if (!r) return NULL;
     r->app = app;
+    r->snap = app_snap(app);
     r->conn = c;
     r->route = route;
     r->refs = 1;
@@ -169,7 +170,7 @@ static req_t *req_new(app_t *app, struct MHD_Connection *c, route_t route)
 
 /* Authenticates a chat request on its first call. Returns 0, or -1 after
  * queuing the 401. */
-static int authenticate(app_t *app, req_t *r, struct MHD_Connection *c, enum MHD_Result *ret)
+static int authenticate(req_t *r, struct MHD_Connection *c, enum MHD_Result *ret)
 {
     size_t klen;
     const char *key = bearer_of(c, &klen);
@@ -180,10 +181,11 @@ static int authenticate(app_t *app, req_t *r, struct MHD_Connection *c, enum MHD
     }
     unsigned char sha[32];
     keys_sha256(key, klen, sha);
-    if (app->passthrough) {
+    const snap_t *sn = r->snap;
+    if (sn->passthrough) {
         char hex[65];
         keys_hex(sha, hex);
-        r->team = 0;
+        r->team = sn->default_slot;
         snprintf(r->rec.key_id, sizeof r->rec.key_id, "pt-%.12s", hex);
         snprintf(r->rec.team, sizeof r->rec.team, "default");
         r->client_auth = strdup(MHD_lookup_connection_value(c, MHD_HEADER_KIND,
@@ -191,19 +193,20 @@ static int authenticate(app_t *app, req_t *r, struct MHD_Connection *c, enum MHD
         return 0;
     }
     const char *key_id = NULL;
-    int team = find_team(app, sha, &key_id);
+    int team = find_team(sn, sha, &key_id);
     if (team < 0) {
         *ret = queue_error(c, 401, "invalid API key", "authentication_error",
                            "invalid_api_key", NULL);
         return -1;
     }
-    r->team = team;
-    snprintf(r->rec.team, sizeof r->rec.team, "%s", app->cfg->teams[team].name);
+    r->tconf = &sn->cfg->teams[team];
+    r->team = sn->slot[team];
+    snprintf(r->rec.team, sizeof r->rec.team, "%s", r->tconf->name);
     snprintf(r->rec.key_id, sizeof r->rec.key_id, "%s", key_id);
     return 0;
 }
 
-static enum MHD_Result serve_balance(app_t *app, struct MHD_Connection *c)
+static enum MHD_Result serve_balance(app_t *app, const snap_t *sn, struct MHD_Connection *c)
 {
     size_t klen;
     const char *key = bearer_of(c, &klen);
@@ -221,11 +224,11 @@ static enum MHD_Result serve_balance(app_t *app, struct MHD_Connection *c)
         return queue_balance(c, &v);
     }
     const char *key_id;
-    int team = find_team(app, sha, &key_id);
+    int team = find_team(sn, sha, &key_id);
     if (team < 0)
         return queue_error(c, 401, "invalid API key", "authentication_error",
                            "invalid_api_key", NULL);
-    budget_team_view(app->budget, team, app_now_ms() / 1000, &v);
+    budget_team_view(app->budget, sn->slot[team], app_now_ms() / 1000, &v);
     return queue_balance(c, &v);
 }
 
@@ -272,10 +275,11 @@ static int is_json_type(const char *ct)
  * an error response, or suspends the connection until the upstream answers. */
 static enum MHD_Result admit_chat(app_t *app, req_t *r, struct MHD_Connection *c)
 {
+    const config_t *cfg = r->snap->cfg;
     char err[256];
     if (r->too_large) {
         snprintf(err, sizeof err, "request body is larger than the limit of %zu bytes",
-                 app->cfg->max_body);
+                 cfg->max_body);
         return queue_error(c, 413, err, "invalid_request_error", "body_too_large", NULL);
     }
     const char *ctype = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
@@ -286,20 +290,20 @@ static enum MHD_Result admit_chat(app_t *app, req_t *r, struct MHD_Connection *c
                            "unsupported_media_type", NULL);
     if (admit_parse(r->body ? r->body : "", r->body_len, &r->adm, err, sizeof err) != 0)
         return queue_error(c, 400, err, "invalid_request_error", "invalid_request", NULL);
-    if (!app->passthrough && !config_model_allowed(&app->cfg->teams[r->team], r->adm.model)) {
+    if (r->tconf && !config_model_allowed(r->tconf, r->adm.model)) {
         snprintf(err, sizeof err, "model '%.150s' is not allowed for team '%.60s'",
                  r->adm.model, r->rec.team);
         return queue_error(c, 403, err, "permission_error", "model_not_allowed", NULL);
     }
-    if (rates_lookup(app->rates, r->adm.model, &r->rate) != 0) {
-        if (app->cfg->unknown_reject) {
+    if (rates_lookup(r->snap->rates, r->adm.model, &r->rate) != 0) {
+        if (cfg->unknown_reject) {
             snprintf(err, sizeof err, "model '%.200s' has no price in the rate table",
                      r->adm.model);
             return queue_error(c, 400, err, "model_not_priced", "model_not_priced", NULL);
         }
-        r->rate = app->cfg->unknown_rate;
+        r->rate = cfg->unknown_rate;
     }
-    int64_t max_out = r->adm.max_tokens > 0 ? r->adm.max_tokens : app->cfg->default_max_tokens;
+    int64_t max_out = r->adm.max_tokens > 0 ? r->adm.max_tokens : cfg->default_max_tokens;
     nanos_t need = cost_reservation(&r->rate, r->adm.est_prompt_tokens, max_out * r->adm.n);
     book_refusal_t why;
     if (budget_reserve(app->budget, r->team, need, r->t_start_ms / 1000, &r->hold, &why) != 0)
@@ -408,7 +412,8 @@ static int is_chat_path(const char *url)
 static enum MHD_Result first_call(app_t *app, struct MHD_Connection *c, const char *url,
                                   const char *method, void **con_cls)
 {
-    if (atomic_load(&app->conns) > app->cfg->max_connections) {
+    const snap_t *sn = app_snap(app);
+    if (atomic_load(&app->conns) > sn->cfg->max_connections) {
         /* Over the limit: a cheap, clear refusal rather than a hang. */
         char *s = req_error_json("too many connections: pinmeter is at max_connections; "
                                  "retry shortly", "overloaded", "too_many_connections");
@@ -445,7 +450,7 @@ static enum MHD_Result first_call(app_t *app, struct MHD_Connection *c, const ch
     } else if (strcmp(url, "/v0/credits/balance") == 0) {
         if (!get) return queue_error(c, 405, "use GET", "invalid_request_error",
                                      "method_not_allowed", NULL);
-        if (!app->passthrough) return serve_balance(app, c);
+        if (!sn->passthrough) return serve_balance(app, sn, c);
         route = ROUTE_BALANCE_PT;    /* passthrough: Pinata answers the caller's key */
     } else {
         return queue_error(c, 404, "no such endpoint", "invalid_request_error",
@@ -456,7 +461,7 @@ static enum MHD_Result first_call(app_t *app, struct MHD_Connection *c, const ch
     if (!r) return MHD_NO;
     *con_cls = r;
     enum MHD_Result ret = MHD_YES;
-    if (route == ROUTE_CHAT && authenticate(app, r, c, &ret) != 0) return ret;
+    if (route == ROUTE_CHAT && authenticate(r, c, &ret) != 0) return ret;
     if (route == ROUTE_BALANCE_PT) {
         const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
                                                        MHD_HTTP_HEADER_AUTHORIZATION);
@@ -464,13 +469,13 @@ static enum MHD_Result first_call(app_t *app, struct MHD_Connection *c, const ch
     }
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
                                                  MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl && strtoull(cl, NULL, 10) > app->cfg->max_body) r->too_large = 1;
+    if (cl && strtoull(cl, NULL, 10) > r->snap->cfg->max_body) r->too_large = 1;
     return MHD_YES;
 }
 
-static int append_body(app_t *app, req_t *r, const char *data, size_t len)
+static int append_body(req_t *r, const char *data, size_t len)
 {
-    if (r->too_large || r->body_len + len > app->cfg->max_body) {
+    if (r->too_large || r->body_len + len > r->snap->cfg->max_body) {
         r->too_large = 1;
         return 0;
     }
@@ -497,7 +502,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     req_t *r = *con_cls;
     if (!r) return first_call(app, c, url, method, con_cls);
     if (*upload_size) {
-        if (append_body(app, r, upload, *upload_size) != 0) return MHD_NO;
+        if (append_body(r, upload, *upload_size) != 0) return MHD_NO;
         *upload_size = 0;
         return MHD_YES;
     }
@@ -560,12 +565,14 @@ static int is_loopback(const struct sockaddr *sa)
     return 0;
 }
 
-int server_run(app_t *app, volatile sig_atomic_t *stop)
+int server_run(app_t *app, volatile sig_atomic_t *stop, volatile sig_atomic_t *hup,
+               void (*reload)(app_t *app))
 {
+    const config_t *cfg = app_snap(app)->cfg;
     struct addrinfo hints = {0}, *ai = NULL;
     char port[16], host[256];
-    snprintf(port, sizeof port, "%d", app->cfg->listen_port);
-    snprintf(host, sizeof host, "%s", app->cfg->listen_host);
+    snprintf(port, sizeof port, "%d", cfg->listen_port);
+    snprintf(host, sizeof host, "%s", cfg->listen_host);
     size_t hl = strlen(host);
     if (hl > 1 && host[0] == '[' && host[hl - 1] == ']') {
         memmove(host, host + 1, hl - 2);
@@ -575,15 +582,15 @@ int server_run(app_t *app, volatile sig_atomic_t *stop)
     hints.ai_flags = AI_NUMERICSERV;
     int gai = getaddrinfo(host, port, &hints, &ai);
     if (gai != 0) {
-        app_log("cannot resolve listen address %s: %s", app->cfg->listen_host, gai_strerror(gai));
+        app_log("cannot resolve listen address %s: %s", cfg->listen_host, gai_strerror(gai));
         return -1;
     }
     if (!is_loopback(ai->ai_addr))
         app_log("WARNING: listening on %s, which is not loopback: anyone who can reach it "
-                "and holds a key can spend credits", app->cfg->listen_host);
+                "and holds a key can spend credits", cfg->listen_host);
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ERROR_LOG | (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);
-    app->mhd = MHD_start_daemon(flags, (uint16_t)app->cfg->listen_port, NULL, NULL,
+    app->mhd = MHD_start_daemon(flags, (uint16_t)cfg->listen_port, NULL, NULL,
                                 on_request, app,
                                 MHD_OPTION_SOCK_ADDR, ai->ai_addr,
                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, app,
@@ -591,29 +598,33 @@ int server_run(app_t *app, volatile sig_atomic_t *stop)
                                 /* hard limit above the soft one, so that extra
                                  * clients get a 503 instead of a refused socket */
                                 MHD_OPTION_CONNECTION_LIMIT,
-                                (unsigned)app->cfg->max_connections + 256,
+                                (unsigned)cfg->max_connections + 256,
                                 MHD_OPTION_CONNECTION_TIMEOUT,
-                                (unsigned)app->cfg->client_timeout_s,
+                                (unsigned)cfg->client_timeout_s,
                                 MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!app->mhd) {
         app_log("cannot listen on %s:%d (address in use or not permitted)",
-                app->cfg->listen_host, app->cfg->listen_port);
+                cfg->listen_host, cfg->listen_port);
         return -1;
     }
-    app_log("listening on %s:%d, upstream %s, ledger %s, %s mode", app->cfg->listen_host,
-            app->cfg->listen_port, app->cfg->upstream_base, app->cfg->ledger,
-            app->passthrough ? "passthrough" : "team");
+    app_log("listening on %s:%d, upstream %s, ledger %s, %s mode", cfg->listen_host,
+            cfg->listen_port, cfg->upstream_base, cfg->ledger,
+            app_snap(app)->passthrough ? "passthrough" : "team");
     while (!*stop) {
         struct timespec ts = {0, 50 * 1000 * 1000};
         nanosleep(&ts, NULL);
+        if (*hup) {
+            *hup = 0;
+            reload(app);
+        }
     }
     /* Drain: stop accepting, let requests in flight finish up to drain_s. */
     app_log("stopping: draining %d request(s) in flight (up to %d s)",
-            (int)atomic_load(&app->active), app->cfg->drain_s);
+            (int)atomic_load(&app->active), cfg->drain_s);
     MHD_socket lsock = MHD_quiesce_daemon(app->mhd);
     if (lsock != MHD_INVALID_SOCKET) close(lsock);
-    int64_t deadline = app_now_ms() + (int64_t)app->cfg->drain_s * 1000;
+    int64_t deadline = app_now_ms() + (int64_t)cfg->drain_s * 1000;
     while (atomic_load(&app->active) > 0 && app_now_ms() < deadline) {
         struct timespec ts = {0, 20 * 1000 * 1000};
         nanosleep(&ts, NULL);

@@ -238,7 +238,12 @@ static void judge_chat(req_t *r, CURLcode res, outcome_t *o)
     if (rc == USAGE_OK && ui.id[0] && !r->upstream_id[0])
         snprintf(r->upstream_id, sizeof r->upstream_id, "%s", ui.id);
     if (r->status < 200 || r->status >= 300) {
-        /* Passed through as it came; an error without usage costs nothing. */
+        /* Passed through as it came; an error without usage costs nothing.
+         * An empty error body becomes a JSON error the client can parse. */
+        if (r->ubody_len == 0) {
+            o->err_type = "upstream_error";
+            o->err_msg = "the upstream answered with an error status and no body";
+        }
         if (rc == USAGE_OK && ui.has_usage) {
             o->usage = ui.usage;
             o->charge = cost_of(&r->rate, &ui.usage);
@@ -341,7 +346,7 @@ static void finish(struct upstream *u, req_t *r, CURLcode res)
 static int start_transfer(struct upstream *u, req_t *r)
 {
     app_t *app = u->app;
-    const config_t *cfg = app->cfg;
+    const config_t *cfg = r->snap->cfg;
     char url[1200], hdr[8192];
     const char *path = r->route == ROUTE_CHAT ? "/v0/llm/chat/completions"
                      : r->route == ROUTE_MODELS ? "/v0/llm/models" : "/v0/credits/balance";
@@ -350,7 +355,7 @@ static int start_transfer(struct upstream *u, req_t *r)
     if (!e) return -1;
     r->easy = e;
     if (r->route == ROUTE_CHAT) {
-        if (app->passthrough) snprintf(hdr, sizeof hdr, "Authorization: %s",
+        if (r->snap->passthrough) snprintf(hdr, sizeof hdr, "Authorization: %s",
                                        r->client_auth ? r->client_auth : "");
         else snprintf(hdr, sizeof hdr, "Authorization: Bearer %s", app->llm_key);
         r->hdrs = curl_slist_append(r->hdrs, hdr);
