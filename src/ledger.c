@@ -59,7 +59,7 @@ static const char *SCHEMA =
     "CREATE INDEX IF NOT EXISTS requests_started ON requests(started_ms);"
     "CREATE INDEX IF NOT EXISTS requests_inflight ON requests(state)"
     " WHERE state = 'inflight';"
-    "CREATE INDEX IF NOT EXISTS requests_upstream ON requests(upstream_id)"
+    "CREATE UNIQUE INDEX IF NOT EXISTS requests_upstream_id ON requests(upstream_id)"
     " WHERE upstream_id IS NOT NULL;"
     "CREATE TABLE IF NOT EXISTS spend_daily("
     " team TEXT NOT NULL, day INTEGER NOT NULL, nanos INTEGER NOT NULL,"
@@ -239,6 +239,18 @@ static int apply(ledger_t *l, const ledger_rec_t *r)
     int rc = sqlite3_step(st);
     int changed = sqlite3_changes(l->db);
     sqlite3_reset(st);
+    if (rc == SQLITE_CONSTRAINT && r->state != LEDGER_INFLIGHT && r->upstream_id[0]) {
+        /* The upstream reused a request id: keep the row (the spend is real)
+         * and mark the id as a repeat rather than lose or merge it. */
+        char dup[sizeof r->upstream_id + LEDGER_ID_MAX + 8];
+        snprintf(dup, sizeof dup, "%s#dup-%s", r->upstream_id, r->id);
+        fprintf(stderr, "pinmeter: ledger: upstream id %s seen twice; stored as %s\n",
+                r->upstream_id, dup);
+        sqlite3_bind_text(st, 9, dup, -1, SQLITE_TRANSIENT);
+        rc = sqlite3_step(st);
+        changed = sqlite3_changes(l->db);
+        sqlite3_reset(st);
+    }
     sqlite3_clear_bindings(st);
     if (rc != SQLITE_DONE) return -1;
     /* A completion that matched no inflight row was already applied (or its

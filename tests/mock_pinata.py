@@ -24,13 +24,40 @@ A chat request's behaviour is driven by an optional "mock" object in its body:
   chunks, chunk_delay_ms  stream: number of content chunks (default 3), pacing
   stall_after_chunks, stall_ms   stream: send N chunks, hang stall_ms, close
   close_after_chunks      stream: send N chunks, then drop the connection
+Misbehaviours (fault injection):
+  reset_after_headers     send the status line and headers (full Content-Length,
+                          or SSE headers when streaming), then RST (SO_LINGER 0)
+  reset_mid_body          non-stream: headers with Content-Length N, N/2 body
+                          bytes, then RST
+  reset_after_chunks      stream: send N content events, then RST
+  stall_after_headers_ms  send headers, then send nothing for this long, then close
+  stall_mid_body_ms       non-stream: headers + half the body, then stall, close
+  truncate_body           non-stream: the JSON reply cut in half, with a
+                          Content-Length matching the cut body
+  gzip                    non-stream: body gzip-encoded, Content-Encoding: gzip
+  chunked                 non-stream: body sent with Transfer-Encoding: chunked
+                          in small pieces (chunk_bytes, default 7)
+  byte_per_send           stream: every byte of the body in its own chunk and
+                          its own send() (TCP_NODELAY; byte_delay_ms, default 0.3)
+  long_line_bytes         stream: after the first event, one event whose data
+                          line is this many bytes long (then the rest)
+  empty_body              with status: reply with an empty body
+  error_ctype             with status: Content-Type of the error body
+  (usage may carry any numbers, e.g. negative or absurd: sent as given)
+Each record has: id served (also the x-request-id header), status, usage
+(the usage object sent, or null), usage_sent, completed (everything was
+written), client_gone (a write failed), fault (the misbehaviour, if any),
+content_bytes / content_deltas (generated text sent), events (SSE data,
+kept only while small).
 When "chunks" exceeds the content length, the content is repeated until it
 has at least that many characters (each chunk carries at least one).
 """
 import argparse
+import gzip
 import json
 import os
 import socket
+import struct
 import sys
 import threading
 import time
@@ -210,6 +237,34 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.send_json(404, {"error": {"message": "not found", "type": "not_found", "code": 404}})
 
+    # ---- faults ---------------------------------------------------------
+    def reset_connection(self):
+        """Aborts the TCP connection with an RST (SO_LINGER 0, then close).
+        The socket is detached first so that later writes fail cleanly and
+        nothing closes a reused descriptor."""
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        try:
+            fd = self.connection.detach()
+            if fd >= 0:
+                os.close(fd)
+        except OSError:
+            pass
+
+    def nodelay(self):
+        try:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+    def raw_write(self, data):
+        self.wfile.write(data)
+        self.wfile.flush()
+
     # ---- chat completions ---------------------------------------------
     def chat(self, raw):
         rec = {
@@ -222,11 +277,16 @@ class Handler(BaseHTTPRequestHandler):
             "key": self.bearer(),
             "id": None,
             "usage_sent": False,
+            "usage": None,
             "status": None,
             "events": [],
+            "events_truncated": False,
+            "content_bytes": 0,
+            "content_deltas": 0,
             "response_body": None,
             "completed": False,
             "client_gone": False,
+            "fault": None,
         }
         self.st.record(rec)
         if rec["key"] is None:
@@ -246,19 +306,15 @@ class Handler(BaseHTTPRequestHandler):
         model = body.get("model", "unknown")
         rid = "chatcmpl-" + uuid.uuid4().hex
         rec["id"] = rid
+        for f in FAULTS:
+            if f in mock:
+                rec["fault"] = f
+                break
         try:
             if mock.get("delay_ms"):
                 time.sleep(mock["delay_ms"] / 1000.0)
             if "status" in mock:
-                rec["status"] = int(mock["status"])
-                if "error_body" in mock:
-                    eb = mock["error_body"].encode()
-                else:
-                    eb = json.dumps({"error": {"message": "mock upstream error %d" % int(mock["status"]),
-                                               "type": "upstream_error", "code": int(mock["status"])}}).encode()
-                rec["response_body"] = eb.decode()
-                self.send_bytes(int(mock["status"]), eb, extra={"x-request-id": rid})
-                rec["completed"] = True
+                self.error_reply(rec, mock, rid)
                 return
             if "raw_body" in mock:
                 rb = mock["raw_body"].encode()
@@ -272,38 +328,128 @@ class Handler(BaseHTTPRequestHandler):
             usage = {
                 "prompt_tokens": u["prompt_tokens"],
                 "completion_tokens": u["completion_tokens"],
-                "total_tokens": u["prompt_tokens"] + u["completion_tokens"],
                 "prompt_tokens_details": {"cached_tokens": u["cached_tokens"]},
             }
+            try:
+                usage["total_tokens"] = u["prompt_tokens"] + u["completion_tokens"]
+            except TypeError:
+                usage["total_tokens"] = None
             content = mock.get("content", DEFAULT_CONTENT) * int(mock.get("content_repeat", 1))
             if body.get("stream") is True:
                 self.stream(rec, body, mock, model, rid, content, usage)
             else:
-                reply = {
-                    "id": rid,
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": model,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                                 "finish_reason": "stop"}],
-                }
-                if not mock.get("no_usage"):
-                    reply["usage"] = usage
-                    rec["usage_sent"] = True
-                out = json.dumps(reply).encode()
-                rec["status"] = 200
-                rec["response_body"] = out.decode()
-                self.send_bytes(200, out, extra={"x-request-id": rid})
-                rec["completed"] = True
+                self.plain(rec, mock, model, rid, content, usage)
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, socket.timeout, OSError):
             rec["client_gone"] = True
             self.close_connection = True
+
+    def error_reply(self, rec, mock, rid):
+        status = int(mock["status"])
+        rec["status"] = status
+        if mock.get("empty_body"):
+            eb = b""
+        elif "error_body" in mock:
+            eb = mock["error_body"].encode()
+        else:
+            eb = json.dumps({"error": {"message": "mock upstream error %d" % status,
+                                       "type": "upstream_error", "code": status}}).encode()
+        rec["response_body"] = eb.decode()
+        self.send_bytes(status, eb, ctype=mock.get("error_ctype", "application/json"),
+                        extra={"x-request-id": rid})
+        rec["completed"] = True
+
+    def plain(self, rec, mock, model, rid, content, usage):
+        reply = {
+            "id": rid,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                         "finish_reason": "stop"}],
+        }
+        if not mock.get("no_usage"):
+            reply["usage"] = usage
+        out = json.dumps(reply).encode()
+        rec["status"] = 200
+        rec["content_bytes"] = len(content.encode())
+
+        def headers(length, extra=()):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            if length is not None:
+                self.send_header("Content-Length", str(length))
+            self.send_header("x-request-id", rid)
+            for k, v in extra:
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.flush()
+
+        def mark_usage():
+            # the usage left this process (whether or not anyone could read it)
+            if "usage" in reply:
+                rec["usage_sent"] = True
+                rec["usage"] = usage
+
+        if mock.get("reset_after_headers"):
+            headers(len(out))
+            self.reset_connection()
+            return
+        if mock.get("reset_mid_body"):
+            headers(len(out))
+            self.raw_write(out[:len(out) // 2])
+            time.sleep(0.05)
+            self.reset_connection()
+            return
+        if mock.get("stall_after_headers_ms") is not None:
+            headers(len(out))
+            time.sleep(mock["stall_after_headers_ms"] / 1000.0)
+            self.drop_connection()
+            return
+        if mock.get("stall_mid_body_ms") is not None:
+            headers(len(out))
+            self.raw_write(out[:len(out) // 2])
+            time.sleep(mock["stall_mid_body_ms"] / 1000.0)
+            self.drop_connection()
+            return
+        if mock.get("truncate_body"):
+            cut = out[:len(out) // 2]
+            rec["response_body"] = cut.decode("utf-8", "replace")
+            headers(len(cut))
+            self.raw_write(cut)
+            rec["completed"] = True
+            return
+        if mock.get("gzip"):
+            gz = gzip.compress(out)
+            rec["response_body"] = out.decode()
+            headers(len(gz), [("Content-Encoding", "gzip")])
+            self.raw_write(gz)
+            mark_usage()
+            rec["completed"] = True
+            return
+        if mock.get("chunked"):
+            n = max(1, int(mock.get("chunk_bytes", 7)))
+            rec["response_body"] = out.decode()
+            headers(None, [("Transfer-Encoding", "chunked")])
+            self.nodelay()
+            for i in range(0, len(out), n):
+                self.write_chunk(out[i:i + n])
+            self.write_chunk(b"")
+            mark_usage()
+            rec["completed"] = True
+            return
+        rec["response_body"] = out.decode()
+        headers(len(out))
+        self.raw_write(out)
+        mark_usage()
+        rec["completed"] = True
 
     def stream(self, rec, body, mock, model, rid, content, usage):
         n = int(mock.get("chunks", 3))
         pieces = split_content(content, n)
         delay = mock.get("chunk_delay_ms", 0) / 1000.0
         created = int(time.time())
+        byte_mode = bool(mock.get("byte_per_send"))
+        byte_delay = float(mock.get("byte_delay_ms", 0.3)) / 1000.0
         rec["status"] = 200
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
@@ -312,6 +458,15 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("x-request-id", rid)
         self.end_headers()
         self.wfile.flush()
+        if byte_mode:
+            self.nodelay()
+        if mock.get("reset_after_headers"):
+            self.reset_connection()
+            return
+        if mock.get("stall_after_headers_ms") is not None:
+            time.sleep(mock["stall_after_headers_ms"] / 1000.0)
+            self.drop_connection()
+            return
 
         def chunk(choices, extra=None):
             c = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -320,12 +475,36 @@ class Handler(BaseHTTPRequestHandler):
                 c.update(extra)
             return json.dumps(c)
 
+        stored = [0]
+
         def send_event(data):
-            rec["events"].append(data)
-            self.write_chunk(("data: " + data + "\n\n").encode())
+            if stored[0] + len(data) <= EVENTS_KEEP:
+                rec["events"].append(data)
+                stored[0] += len(data)
+            else:
+                rec["events_truncated"] = True
+            payload = ("data: " + data + "\n\n").encode()
+            if byte_mode:
+                for i in range(len(payload)):
+                    self.write_chunk(payload[i:i + 1])
+                    if byte_delay:
+                        time.sleep(byte_delay)
+            else:
+                self.write_chunk(payload)
+
+        def send_content(i, p):
+            delta = {"content": p}
+            if i == 0:
+                delta = {"role": "assistant", "content": p}
+            send_event(chunk([{"index": 0, "delta": delta, "finish_reason": None}]))
+            rec["content_bytes"] += len(p.encode())
+            if p:
+                rec["content_deltas"] += 1
 
         stall = mock.get("stall_after_chunks")
         close = mock.get("close_after_chunks")
+        reset = mock.get("reset_after_chunks")
+        long_line = mock.get("long_line_bytes")
         for i, p in enumerate(pieces):
             if stall is not None and i == stall:
                 time.sleep(mock.get("stall_ms", 0) / 1000.0)
@@ -334,12 +513,15 @@ class Handler(BaseHTTPRequestHandler):
             if close is not None and i == close:
                 self.drop_connection()
                 return
+            if reset is not None and i == reset:
+                time.sleep(0.05)
+                self.reset_connection()
+                return
             if i > 0 and delay:
                 time.sleep(delay)
-            delta = {"content": p}
-            if i == 0:
-                delta = {"role": "assistant", "content": p}
-            send_event(chunk([{"index": 0, "delta": delta, "finish_reason": None}]))
+            send_content(i, p)
+            if i == 0 and long_line:
+                send_content(1, "L" * int(long_line))
         if stall is not None and stall >= len(pieces):
             time.sleep(mock.get("stall_ms", 0) / 1000.0)
             self.drop_connection()
@@ -347,14 +529,26 @@ class Handler(BaseHTTPRequestHandler):
         if close is not None and close >= len(pieces):
             self.drop_connection()
             return
+        if reset is not None and reset >= len(pieces):
+            time.sleep(0.05)
+            self.reset_connection()
+            return
         send_event(chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}]))
         so = body.get("stream_options")
         if isinstance(so, dict) and so.get("include_usage") is True and not mock.get("no_usage"):
             send_event(chunk([], {"usage": usage}))
             rec["usage_sent"] = True
+            rec["usage"] = usage
         send_event("[DONE]")
         self.write_chunk(b"")  # zero-length chunk ends the body
         rec["completed"] = True
+
+
+FAULTS = ("reset_after_headers", "reset_mid_body", "reset_after_chunks", "stall_after_headers_ms",
+          "stall_mid_body_ms", "truncate_body", "gzip", "chunked", "byte_per_send",
+          "long_line_bytes", "empty_body", "raw_body", "no_usage", "close_after_chunks",
+          "stall_after_chunks", "status")
+EVENTS_KEEP = 1024 * 1024   # SSE data kept per record (bigger streams: counts only)
 
 
 class Server(ThreadingHTTPServer):

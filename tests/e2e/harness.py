@@ -19,6 +19,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 from decimal import Decimal
@@ -127,6 +128,39 @@ def day_offset_utc(days):
     return time.strftime("%Y-%m-%d", time.gmtime(time.time() + days * 86400))
 
 
+# ---------------------------------------------------------------- received bodies
+# Every response body (and SSE byte) a test receives from pinmeter through
+# these helpers is kept here, so that the invariant checker can grep them all
+# for secrets. Tests that read sockets themselves call collect().
+_RECEIVED_LOCK = threading.Lock()
+_RECEIVED = []
+_RECEIVED_CAP = 64 * 1024 * 1024     # bytes kept (beyond: the newest are dropped)
+_received_bytes = [0]
+_NOT_PINMETER_PORTS = set()          # the mocks' ports: their replies are not collected
+
+
+def collect(data):
+    """Remembers bytes received from pinmeter (for the secrets check)."""
+    if not data:
+        return
+    if isinstance(data, str):
+        data = data.encode("utf-8", "replace")
+    with _RECEIVED_LOCK:
+        if _received_bytes[0] + len(data) <= _RECEIVED_CAP:
+            _RECEIVED.append(bytes(data))
+            _received_bytes[0] += len(data)
+
+
+def received_bodies(clear=False):
+    """The bytes collected so far (optionally forgetting them)."""
+    with _RECEIVED_LOCK:
+        out = list(_RECEIVED)
+        if clear:
+            _RECEIVED.clear()
+            _received_bytes[0] = 0
+        return out
+
+
 # ---------------------------------------------------------------- HTTP
 class Resp:
     def __init__(self, status, headers, body):
@@ -157,9 +191,132 @@ def http_request(port, method, path, body=None, headers=None, timeout=15):
         r = conn.getresponse()
         data = r.read()
         hdrs = {k.lower(): v for k, v in r.getheaders()}
+        if port not in _NOT_PINMETER_PORTS:
+            collect(data)
+            collect("".join("%s: %s\n" % kv for kv in r.getheaders()))
         return Resp(r.status, hdrs, data)
     finally:
         conn.close()
+
+
+# ---------------------------------------------------------------- raw sockets
+def raw_socket(port, timeout=5.0):
+    """A plain TCP connection to 127.0.0.1:port (timeouts on every call)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.settimeout(timeout)
+    return s
+
+
+def raw_request(method, path, body=b"", headers=None, content_length="auto"):
+    """The bytes of an HTTP/1.1 request. content_length: "auto" (the body's
+    length), None (no header) or a number (may lie)."""
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body).encode()
+    elif isinstance(body, str):
+        body = body.encode()
+    lines = ["%s %s HTTP/1.1" % (method, path), "Host: 127.0.0.1"]
+    for k, v in (headers or {}).items():
+        lines.append("%s: %s" % (k, v))
+    if content_length == "auto":
+        lines.append("Content-Length: %d" % len(body))
+    elif content_length is not None:
+        lines.append("Content-Length: %s" % content_length)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def read_response(sock, method="POST"):
+    """Reads one HTTP response from a raw socket (collected for the secrets check)."""
+    r = http.client.HTTPResponse(sock, method=method)
+    r.begin()
+    data = r.read()
+    hdrs = {k.lower(): v for k, v in r.getheaders()}
+    collect(data)
+    return Resp(r.status, hdrs, data)
+
+
+def wait_peer_close(sock, timeout):
+    """Reads until the peer closes (EOF or reset) or timeout. Returns
+    (closed, bytes received); the bytes are collected for the secrets check."""
+    deadline = time.time() + timeout
+    got = bytearray()
+    closed = False
+    while True:
+        left = deadline - time.time()
+        if left <= 0:
+            break
+        sock.settimeout(min(left, 0.5))
+        try:
+            d = sock.recv(65536)
+        except socket.timeout:
+            continue
+        except OSError:                  # reset, broken pipe
+            closed = True
+            break
+        if not d:
+            closed = True
+            break
+        got += d
+    collect(bytes(got))
+    return closed, bytes(got)
+
+
+def dechunk(raw):
+    """Decodes a chunked body. Returns (payload, ended): ended is True only
+    when the terminating zero-length chunk arrived (a clean end of stream)."""
+    out, i = bytearray(), 0
+    while True:
+        j = raw.find(b"\r\n", i)
+        if j < 0:
+            return bytes(out), False
+        try:
+            n = int(raw[i:j].split(b";")[0], 16)
+        except ValueError:
+            return bytes(out), False
+        if n == 0:
+            return bytes(out), True
+        if len(raw) < j + 2 + n:
+            out += raw[j + 2:]
+            return bytes(out), False
+        out += raw[j + 2:j + 2 + n]
+        i = j + 2 + n + 2
+
+
+def stream_raw(port, body, key, timeout=15.0):
+    """POSTs a streaming chat request on a raw socket and reads to EOF.
+    Returns (status, headers, sse_payload_bytes, ended_cleanly)."""
+    sock = raw_socket(port, timeout)
+    try:
+        sock.sendall(raw_request("POST", "/v0/llm/chat/completions", body,
+                                 {"Authorization": "Bearer " + key,
+                                  "Content-Type": "application/json", "Connection": "close"}))
+        _, data = wait_peer_close(sock, timeout)
+    finally:
+        sock.close()
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1]) if lines and len(lines[0].split()) > 1 else 0
+    hdrs = {}
+    for ln in lines[1:]:
+        k, _, v = ln.partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+    if "chunked" in hdrs.get("transfer-encoding", "").lower():
+        payload, ended = dechunk(rest)
+    else:
+        n = int(hdrs.get("content-length", len(rest)))
+        payload, ended = rest[:n], len(rest) >= n
+    return status, hdrs, payload, ended
+
+
+def sse_data(payload):
+    """The data strings of the complete SSE events in payload."""
+    out = []
+    text = payload.decode("utf-8", "replace").replace("\r\n", "\n")
+    for block in text.split("\n\n")[:-1] if not text.endswith("\n\n") else text.split("\n\n"):
+        data = [ln[5:].lstrip(" ") if ln.startswith("data:") else None for ln in block.split("\n")]
+        data = [d for d in data if d is not None]
+        if data:
+            out.append("\n".join(data))
+    return out
 
 
 def auth(key):
@@ -193,6 +350,7 @@ class SSEStream:
                 line = b""
             if not line:
                 return "\n".join(data) if seen else None
+            collect(line)
             self.raw += line
             s = line.decode("utf-8").rstrip("\r\n")
             if s == "":
@@ -256,6 +414,7 @@ class Mock:
             _stop_pid(self.proc)
             raise RuntimeError("mock did not start: %r" % line)
         self.port = int(line.split()[1])
+        _NOT_PINMETER_PORTS.add(self.port)
         self.url = "http://127.0.0.1:%d" % self.port
 
     def requests(self):
@@ -316,7 +475,8 @@ class Proxy:
 
     def __init__(self, tmpdir, upstream_url, teams=None, name="pm", overrides=None,
                  env=None, upstream_key=UPSTREAM_KEY, ledger=None, rates_file=None,
-                 extra_args=()):
+                 extra_args=(), bin=None):
+        self.bin = os.path.abspath(bin) if bin else None
         self.tmp = tmpdir
         self.extra_args = list(extra_args)
         self.name = name
@@ -345,8 +505,7 @@ class Proxy:
             else:
                 self.cfg[k] = v
         self.config_path = os.path.join(tmpdir, name + ".json")
-        with open(self.config_path, "w") as f:
-            json.dump(self.cfg, f, indent=1)
+        self.write_config()
         self.env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV_DROP}
         if upstream_key is not None:
             self.env["PINATA_LLM_KEY"] = upstream_key
@@ -357,15 +516,63 @@ class Proxy:
         self.proc = None
         self.starts = 0
 
+    def write_config(self, cfg=None, text=None):
+        """(Re)writes the config file atomically: self.cfg (or cfg), or raw text."""
+        if cfg is not None:
+            self.cfg = cfg
+        if text is None:
+            text = json.dumps(self.cfg, indent=1)
+        tmp = self.config_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, self.config_path)
+
+    def set_teams(self, teams):
+        """Replaces the teams (in self.teams and the config file)."""
+        self.teams = list(teams)
+        self.cfg["teams"] = [t.conf() for t in self.teams]
+        self.write_config()
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def send_signal(self, sig):
+        """Signals this proxy (our child, by PID)."""
+        if self.alive():
+            os.kill(self.proc.pid, sig)
+
+    def rss_kb(self):
+        """VmRSS of the running process in KiB (from /proc/<pid>/status)."""
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def wait_log(self, needle, timeout=5.0, since=0):
+        """Waits for needle in the logs (from byte offset since); True if seen."""
+        deadline = time.time() + timeout
+        while True:
+            if needle in self.logs_text()[since:]:
+                return True
+            if time.time() > deadline:
+                return False
+            time.sleep(0.05)
+
     # lifecycle
     def start(self, wait=True):
-        if not os.path.exists(BIN):
-            raise unittest.SkipTest("no binary at %s (run make)" % BIN)
+        binary = self.bin or BIN
+        if not os.path.exists(binary):
+            raise unittest.SkipTest("no binary at %s (run make)" % binary)
         self.starts += 1
         errf = open(self.stderr_path, "ab")
         outf = open(self.stdout_path, "ab")
         try:
-            self.proc = subprocess.Popen([BIN, "serve", "-c", self.config_path] + self.extra_args,
+            self.proc = subprocess.Popen([binary, "serve", "-c", self.config_path] + self.extra_args,
                                          cwd=REPO,
                                          env=self.env, stdout=outf, stderr=errf,
                                          stdin=subprocess.DEVNULL)
