@@ -39,6 +39,17 @@ typedef struct snap {
     struct snap *older;
 } snap_t;
 
+/* One client connection, for the header deadline: a connection waiting for
+ * a request's headers longer than client_timeout_s is shut down, however it
+ * trickles bytes (libmicrohttpd's own timeout is per idle gap only). */
+typedef struct conn_rec {
+    struct conn_rec *prev, *next;
+    int fd;
+    int in_request;                /* headers received, request not yet completed */
+    int cut;                       /* already shut down */
+    int64_t wait_since_ms;
+} conn_rec_t;
+
 typedef struct app {
     snap_t *_Atomic snap;          /* current config; load once per use */
     char **slot_names;             /* team name of each budget slot (main thread) */
@@ -57,6 +68,8 @@ typedef struct app {
     atomic_uint_fast64_t seq;
     atomic_int active;             /* requests holding a reference */
     atomic_int conns;              /* open client connections */
+    pthread_mutex_t conns_mu;
+    conn_rec_t conns_list;         /* sentinel of the open connections [conns_mu] */
 } app_t;
 
 typedef enum { ROUTE_CHAT = 1, ROUTE_MODELS, ROUTE_BALANCE_PT } route_t;

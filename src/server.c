@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <netdb.h>
+#include <sys/socket.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -233,6 +234,7 @@ static enum MHD_Result serve_balance(app_t *app, const snap_t *sn, struct MHD_Co
 }
 
 static void on_ledger_begin(void *ud, int ok);
+static void conn_mark(app_t *app, struct MHD_Connection *c, int in_request);
 
 /* Builds and queues the 402 for a refused reservation. */
 static enum MHD_Result queue_402(struct MHD_Connection *c, const req_t *r,
@@ -500,7 +502,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     (void)version;
     app_t *app = cls;
     req_t *r = *con_cls;
-    if (!r) return first_call(app, c, url, method, con_cls);
+    if (!r) {
+        conn_mark(app, c, 1);
+        return first_call(app, c, url, method, con_cls);
+    }
     if (*upload_size) {
         if (append_body(r, upload, *upload_size) != 0) return MHD_NO;
         *upload_size = 0;
@@ -531,9 +536,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)c;
     (void)toe;
     app_t *app = cls;
+    conn_mark(app, c, 0);
     req_t *r = *con_cls;
     if (!r) return;
     *con_cls = NULL;
@@ -550,10 +555,62 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx,
                           enum MHD_ConnectionNotificationCode code)
 {
-    (void)c;
-    (void)socket_ctx;
     app_t *app = cls;
-    atomic_fetch_add(&app->conns, code == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        atomic_fetch_add(&app->conns, 1);
+        conn_rec_t *cr = calloc(1, sizeof *cr);
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!cr || !ci) { free(cr); return; }
+        cr->fd = ci->connect_fd;
+        cr->wait_since_ms = app_now_ms();
+        pthread_mutex_lock(&app->conns_mu);
+        cr->next = app->conns_list.next;
+        cr->prev = &app->conns_list;
+        cr->next->prev = cr;
+        app->conns_list.next = cr;
+        pthread_mutex_unlock(&app->conns_mu);
+        *socket_ctx = cr;
+        return;
+    }
+    atomic_fetch_sub(&app->conns, 1);
+    conn_rec_t *cr = *socket_ctx;
+    if (!cr) return;
+    pthread_mutex_lock(&app->conns_mu);
+    cr->prev->next = cr->next;
+    cr->next->prev = cr->prev;
+    pthread_mutex_unlock(&app->conns_mu);
+    free(cr);
+    *socket_ctx = NULL;
+}
+
+/* Marks the connection as inside a request (headers in) or waiting again. */
+static void conn_mark(app_t *app, struct MHD_Connection *c, int in_request)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    conn_rec_t *cr = ci ? ci->socket_context : NULL;
+    if (!cr) return;
+    pthread_mutex_lock(&app->conns_mu);
+    cr->in_request = in_request;
+    cr->wait_since_ms = app_now_ms();
+    pthread_mutex_unlock(&app->conns_mu);
+}
+
+/* Shuts down connections that have waited for a request's headers longer
+ * than the limit. shutdown(), not close(): libmicrohttpd sees the end of the
+ * socket and closes it itself, so no descriptor is reused under it. */
+static void cut_slow_headers(app_t *app, int64_t limit_ms)
+{
+    int64_t now = app_now_ms();
+    pthread_mutex_lock(&app->conns_mu);
+    for (conn_rec_t *cr = app->conns_list.next; cr != &app->conns_list; cr = cr->next) {
+        if (!cr->in_request && !cr->cut && now - cr->wait_since_ms > limit_ms) {
+            shutdown(cr->fd, SHUT_RDWR);
+            cr->cut = 1;
+        }
+    }
+    pthread_mutex_unlock(&app->conns_mu);
 }
 
 static int is_loopback(const struct sockaddr *sa)
@@ -569,6 +626,8 @@ int server_run(app_t *app, volatile sig_atomic_t *stop, volatile sig_atomic_t *h
                void (*reload)(app_t *app))
 {
     const config_t *cfg = app_snap(app)->cfg;
+    pthread_mutex_init(&app->conns_mu, NULL);
+    app->conns_list.next = app->conns_list.prev = &app->conns_list;
     struct addrinfo hints = {0}, *ai = NULL;
     char port[16], host[256];
     snprintf(port, sizeof port, "%d", cfg->listen_port);
@@ -614,6 +673,7 @@ int server_run(app_t *app, volatile sig_atomic_t *stop, volatile sig_atomic_t *h
     while (!*stop) {
         struct timespec ts = {0, 50 * 1000 * 1000};
         nanosleep(&ts, NULL);
+        cut_slow_headers(app, (int64_t)cfg->client_timeout_s * 1000);
         if (*hup) {
             *hup = 0;
             reload(app);

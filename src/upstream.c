@@ -1,6 +1,7 @@
 /* upstream: one thread driving a curl multi handle for every transfer to
- * Pinata. Other threads hand it work through three small queues (start,
- * unpause, abort) and wake it with curl_multi_wakeup. Response bytes go to
+ * Pinata, with epoll and curl_multi_socket_action (cost per event does not
+ * grow with the number of transfers). Other threads hand it work through
+ * three small queues (start, unpause, abort) and wake it with an eventfd. Response bytes go to
  * the request's bounded buffer; when the client is slow the transfer is
  * paused (backpressure) and resumed when the client has read enough.
  * When a transfer ends, this thread settles the metering exactly once:
@@ -11,6 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <errno.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
 
 #define OUT_HIGH_WATER (64 * 1024)
 #define UBODY_MAX (32u * 1024 * 1024)   /* non-stream reply cap */
@@ -23,9 +29,13 @@ struct upstream {
     CURLM *multi;
     pthread_t thread;
     pthread_mutex_t mu;
-    vec_t starts, unpauses, aborts;   /* [mu] */
+    vec_t starts, unpauses, aborts;   /* [mu] queued by other threads */
     int stopping;                     /* [mu] */
+    int wake_pending;                 /* [mu] the eventfd was written */
+    vec_t w_starts, w_unpauses, w_aborts;   /* being worked on (thread only) */
     vec_t active;                     /* upstream thread only */
+    int epfd, evfd;
+    int64_t deadline;                 /* curl's timer, monotonic ms; -1 none */
 };
 
 static int vec_push(vec_t *v, req_t *r)
@@ -392,68 +402,137 @@ static int start_transfer(struct upstream *u, req_t *r)
     return 0;
 }
 
-static void take(struct upstream *u, vec_t *from, vec_t *into)
+/* ---- the event loop: epoll + curl_multi_socket_action ------------------ */
+
+static int64_t mono_ms(void)
 {
-    *into = *from;
-    memset(from, 0, sizeof *from);
-    (void)u;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* curl tells which sockets to watch for what. */
+static int sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *sockp)
+{
+    (void)e;
+    struct upstream *u = userp;
+    struct epoll_event ev = {0};
+    ev.data.fd = fd;
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(u->epfd, EPOLL_CTL_DEL, fd, NULL);
+        curl_multi_assign(u->multi, fd, NULL);
+        return 0;
+    }
+    ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
+    if (!sockp) {
+        /* any non-NULL marker: the socket is in the epoll set */
+        if (epoll_ctl(u->epfd, EPOLL_CTL_ADD, fd, &ev) != 0 && errno == EEXIST)
+            epoll_ctl(u->epfd, EPOLL_CTL_MOD, fd, &ev);
+        curl_multi_assign(u->multi, fd, u);
+    } else {
+        epoll_ctl(u->epfd, EPOLL_CTL_MOD, fd, &ev);
+    }
+    return 0;
+}
+
+/* curl asks for a timeout; -1 removes it. A 0 ms timer must fire at once,
+ * not disarm. */
+static int timer_cb(CURLM *m, long timeout_ms, void *userp)
+{
+    (void)m;
+    struct upstream *u = userp;
+    u->deadline = timeout_ms < 0 ? -1 : mono_ms() + timeout_ms;
+    return 0;
+}
+
+static void drain_done(struct upstream *u)
+{
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(u->multi, &left))) {
+        if (m->msg != CURLMSG_DONE) continue;
+        req_t *r;
+        CURLcode res = m->data.result;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
+        finish(u, r, res);
+    }
+}
+
+/* Takes the queued work (swapping in empty vectors that keep their storage,
+ * so a steady state allocates nothing) and does it. Returns stopping. */
+static int run_queues(struct upstream *u)
+{
+    uint64_t n;
+    if (read(u->evfd, &n, sizeof n) < 0) { /* nothing pending: fine */ }
+    pthread_mutex_lock(&u->mu);
+    vec_t tmp;
+    tmp = u->starts; u->starts = u->w_starts; u->w_starts = tmp;
+    tmp = u->unpauses; u->unpauses = u->w_unpauses; u->w_unpauses = tmp;
+    tmp = u->aborts; u->aborts = u->w_aborts; u->w_aborts = tmp;
+    u->wake_pending = 0;
+    int stopping = u->stopping;
+    pthread_mutex_unlock(&u->mu);
+
+    for (size_t i = 0; i < u->w_starts.n; i++) {
+        req_t *r = u->w_starts.v[i];
+        pthread_mutex_lock(&r->mu);
+        int gone = r->client_gone && r->adm.stream;
+        pthread_mutex_unlock(&r->mu);
+        if (gone) r->aborted = 1;
+        if (gone || start_transfer(u, r) != 0) finish(u, r, CURLE_FAILED_INIT);
+    }
+    for (size_t i = 0; i < u->w_unpauses.n; i++) {
+        req_t *r = u->w_unpauses.v[i];
+        pthread_mutex_lock(&r->mu);
+        r->unpause_queued = 0;
+        int go = r->easy && r->paused;
+        r->paused = 0;
+        pthread_mutex_unlock(&r->mu);
+        if (go) curl_easy_pause(r->easy, CURLPAUSE_CONT);
+        req_unref(r);
+    }
+    for (size_t i = 0; i < u->w_aborts.n; i++) {
+        req_t *r = u->w_aborts.v[i];
+        if (r->easy) {
+            r->aborted = 1;
+            finish(u, r, CURLE_ABORTED_BY_CALLBACK);
+        }
+        req_unref(r);
+    }
+    u->w_starts.n = u->w_unpauses.n = u->w_aborts.n = 0;
+    return stopping;
 }
 
 static void *upstream_main(void *arg)
 {
     struct upstream *u = arg;
+    struct epoll_event evs[256];
+    int running;
     for (;;) {
-        vec_t starts, unpauses, aborts;
-        pthread_mutex_lock(&u->mu);
-        take(u, &u->starts, &starts);
-        take(u, &u->unpauses, &unpauses);
-        take(u, &u->aborts, &aborts);
-        int stopping = u->stopping;
-        pthread_mutex_unlock(&u->mu);
-
-        for (size_t i = 0; i < starts.n; i++) {
-            req_t *r = starts.v[i];
-            pthread_mutex_lock(&r->mu);
-            int gone = r->client_gone && r->adm.stream;
-            pthread_mutex_unlock(&r->mu);
-            if (gone) r->aborted = 1;
-            if (gone || start_transfer(u, r) != 0) finish(u, r, CURLE_FAILED_INIT);
+        int timeout = -1;
+        if (u->deadline >= 0) {
+            int64_t left = u->deadline - mono_ms();
+            timeout = left < 0 ? 0 : left > 1000 ? 1000 : (int)left;
         }
-        for (size_t i = 0; i < unpauses.n; i++) {
-            req_t *r = unpauses.v[i];
-            pthread_mutex_lock(&r->mu);
-            r->unpause_queued = 0;
-            int go = r->easy && r->paused;
-            r->paused = 0;
-            pthread_mutex_unlock(&r->mu);
-            if (go) curl_easy_pause(r->easy, CURLPAUSE_CONT);
-            req_unref(r);
-        }
-        for (size_t i = 0; i < aborts.n; i++) {
-            req_t *r = aborts.v[i];
-            if (r->easy) {
-                r->aborted = 1;
-                finish(u, r, CURLE_ABORTED_BY_CALLBACK);
+        int n = epoll_wait(u->epfd, evs, 256, timeout);
+        int stopping = 0;
+        for (int i = 0; i < n; i++) {
+            int fd = evs[i].data.fd;
+            if (fd == u->evfd) {
+                stopping |= run_queues(u);
+                continue;
             }
-            req_unref(r);
+            int flags = (evs[i].events & EPOLLIN ? CURL_CSELECT_IN : 0) |
+                        (evs[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
+                        (evs[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
+            curl_multi_socket_action(u->multi, fd, flags, &running);
         }
-        free(starts.v);
-        free(unpauses.v);
-        free(aborts.v);
+        if (u->deadline >= 0 && mono_ms() >= u->deadline) {
+            u->deadline = -1;
+            curl_multi_socket_action(u->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        }
+        drain_done(u);
         if (stopping) break;
-
-        int running;
-        curl_multi_perform(u->multi, &running);
-        CURLMsg *m;
-        int left;
-        while ((m = curl_multi_info_read(u->multi, &left))) {
-            if (m->msg != CURLMSG_DONE) continue;
-            req_t *r;
-            CURLcode res = m->data.result;
-            curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
-            finish(u, r, res);
-        }
-        curl_multi_poll(u->multi, NULL, 0, 1000, NULL);
     }
     while (u->active.n > 0) {
         req_t *r = u->active.v[u->active.n - 1];
@@ -470,14 +549,35 @@ struct upstream *upstream_start(app_t *app)
     u->app = app;
     u->multi = curl_multi_init();
     if (!u->multi) { free(u); return NULL; }
-    curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, 512L);
+    u->deadline = -1;
+    u->epfd = epoll_create1(EPOLL_CLOEXEC);
+    u->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = u->evfd};
+    if (u->epfd < 0 || u->evfd < 0 || epoll_ctl(u->epfd, EPOLL_CTL_ADD, u->evfd, &ev) != 0)
+        goto fail;
+    curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, 1024L);
+    curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
+    curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
+    curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+    curl_multi_setopt(u->multi, CURLMOPT_TIMERDATA, u);
     pthread_mutex_init(&u->mu, NULL);
     if (pthread_create(&u->thread, NULL, upstream_main, u) != 0) {
-        curl_multi_cleanup(u->multi);
-        free(u);
-        return NULL;
+        pthread_mutex_destroy(&u->mu);
+        goto fail;
     }
     return u;
+fail:
+    if (u->epfd >= 0) close(u->epfd);
+    if (u->evfd >= 0) close(u->evfd);
+    curl_multi_cleanup(u->multi);
+    free(u);
+    return NULL;
+}
+
+static void wake_thread(struct upstream *u)
+{
+    uint64_t one = 1;
+    if (write(u->evfd, &one, sizeof one) < 0) { /* counter full: already awake */ }
 }
 
 static void enqueue(struct upstream *u, vec_t *q, req_t *r, int take_ref)
@@ -489,11 +589,11 @@ static void enqueue(struct upstream *u, vec_t *q, req_t *r, int take_ref)
     }
     pthread_mutex_lock(&u->mu);
     int ok = !u->stopping && vec_push(q, r) == 0;
+    int wake = ok && !u->wake_pending;
+    if (wake) u->wake_pending = 1;
     pthread_mutex_unlock(&u->mu);
-    if (ok) {
-        curl_multi_wakeup(u->multi);
-        return;
-    }
+    if (wake) wake_thread(u);
+    if (ok) return;
     if (q == &u->starts) {
         /* Shutting down: the request never goes upstream. */
         r->aborted = 0;
@@ -513,7 +613,7 @@ void upstream_stop(struct upstream *u)
     pthread_mutex_lock(&u->mu);
     u->stopping = 1;
     pthread_mutex_unlock(&u->mu);
-    curl_multi_wakeup(u->multi);
+    wake_thread(u);
     pthread_join(u->thread, NULL);
 }
 
@@ -521,10 +621,12 @@ void upstream_free(struct upstream *u)
 {
     if (!u) return;
     curl_multi_cleanup(u->multi);
+    close(u->epfd);
+    close(u->evfd);
     free(u->active.v);
-    free(u->starts.v);
-    free(u->unpauses.v);
-    free(u->aborts.v);
+    vec_t *vs[] = {&u->starts, &u->unpauses, &u->aborts, &u->w_starts, &u->w_unpauses,
+                   &u->w_aborts};
+    for (size_t i = 0; i < sizeof vs / sizeof vs[0]; i++) free(vs[i]->v);
     pthread_mutex_destroy(&u->mu);
     free(u);
 }
