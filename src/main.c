@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #define PINMETER_VERSION "0.1.0"
 #define DEFAULT_CONFIG "conf/pinmeter.json"
@@ -355,6 +356,14 @@ static int cmd_serve(const args_t *a)
     if (jwt_copy) app.acct = account_start(&app, jwt_copy);
     else if (!sn->passthrough)
         app_log("account sync off (%s not set): only team caps limit spend", jwt_env);
+
+    /* Each stream holds a client and an upstream socket: allow as many
+     * descriptors as the hard limit does. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
