@@ -660,6 +660,12 @@ int server_run(app_t *app, volatile sig_atomic_t *stop, volatile sig_atomic_t *h
                                 (unsigned)cfg->max_connections + 256,
                                 MHD_OPTION_CONNECTION_TIMEOUT,
                                 (unsigned)cfg->client_timeout_s,
+                                /* per-connection pool: request headers (up to
+                                 * ~12 KiB) and the send buffer. libmicrohttpd
+                                 * zeroes it between requests, so its size is
+                                 * paid on every request (the 32 KiB default
+                                 * was an eighth of pinmeter's instructions). */
+                                MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(16 * 1024),
                                 MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!app->mhd) {

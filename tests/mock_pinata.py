@@ -41,6 +41,7 @@ Misbehaviours (fault injection):
                           its own send() (TCP_NODELAY; byte_delay_ms, default 0.3)
   long_line_bytes         stream: after the first event, one event whose data
                           line is this many bytes long (then the rest)
+  id                      serve this id (x-request-id and "id") instead of a fresh one
   empty_body              with status: reply with an empty body
   error_ctype             with status: Content-Type of the error body
   (usage may carry any numbers, e.g. negative or absurd: sent as given)
@@ -304,7 +305,7 @@ class Handler(BaseHTTPRequestHandler):
         rec["body"] = body
         mock = body.get("mock") or {}
         model = body.get("model", "unknown")
-        rid = "chatcmpl-" + uuid.uuid4().hex
+        rid = str(mock.get("id") or "chatcmpl-" + uuid.uuid4().hex)
         rec["id"] = rid
         for f in FAULTS:
             if f in mock:
