@@ -45,6 +45,8 @@ typedef struct config {
     int max_connections;           /* default 1024 */
     int drain_s;                   /* default 30 */
     int client_timeout_s;          /* idle client connection cut after this, default 30 */
+    int log_requests;              /* a log line per request (default false: only
+                                    * requests not settled normally are logged) */
     team_conf_t *teams;            /* empty = passthrough mode */
     size_t n_teams;
 } config_t;

@@ -36,7 +36,7 @@ typedef struct pctx {
 
 typedef int (*custom_fn)(pctx_t *x, const cJSON *v, const char *path, void *base);
 
-enum kind { K_STR, K_INT, K_I64, K_SIZE, K_POSNUM, K_USD, K_OBJ, K_CUSTOM };
+enum kind { K_STR, K_INT, K_I64, K_SIZE, K_POSNUM, K_USD, K_OBJ, K_CUSTOM, K_BOOL };
 enum { F_REQUIRED = 1, F_EMPTY_OK = 2, F_ENV = 4, F_NAME = 8 };
 
 /* One key of an object: its type, where it is stored (offset into the struct
@@ -140,6 +140,11 @@ static int apply_row(pctx_t *x, const row_t *r, const cJSON *v, const char *path
         return apply_object(x, v, path, r->sub, base);
     case K_CUSTOM:
         return r->fn(x, v, path, base);
+    case K_BOOL:
+        if (!cJSON_IsBool(v))
+            return fail(x, path, "must be true or false");
+        *(int *)(void *)dst = cJSON_IsTrue(v);
+        return 0;
     case K_POSNUM:
         if (!cJSON_IsNumber(v) || !isfinite(d) || d <= 0)
             return fail(x, path, "must be a number > 0");
@@ -445,6 +450,7 @@ static const row_t top_rows[] = {
     CNUM("max_connections", K_INT, max_connections, 1, 1000000),
     CNUM("drain_s", K_INT, drain_s, 0, 86400),
     CNUM("client_timeout_s", K_INT, client_timeout_s, 1, 86400),
+    CNUM("log_requests", K_BOOL, log_requests, 0, 1),
     { .key = "teams", .kind = K_CUSTOM, .fn = parse_teams },
     { .key = NULL },
 };

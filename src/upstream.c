@@ -313,7 +313,8 @@ static void finish(struct upstream *u, req_t *r, CURLcode res)
         if (ledger_submit(app->ledger, &r->rec, NULL, NULL) != 0)
             app_log("ledger closed: completion of %s not recorded", r->rec.id);
         char ch[MONEY_FMT_MAX];
-        app_log("%s team=%s key=%s model=%s stream=%d status=%d state=%s charged=%s ms=%lld",
+        if (r->snap->cfg->log_requests || o.state != LEDGER_SETTLED || r->rec.status >= 500)
+            app_log("%s team=%s key=%s model=%s stream=%d status=%d state=%s charged=%s ms=%lld",
                 r->rec.id, r->rec.team, r->rec.key_id, r->rec.model, r->rec.stream,
                 r->rec.status, ledger_state_name(o.state), money_fmt(o.charge, ch),
                 (long long)r->rec.latency_ms);
