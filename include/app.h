@@ -48,6 +48,7 @@ typedef struct conn_rec {
     int in_request;                /* headers received, request not yet completed */
     int cut;                       /* already shut down */
     int64_t wait_since_ms;
+    struct req *req;               /* the request in progress, borrowed [conns_mu] */
 } conn_rec_t;
 
 typedef struct app {
@@ -123,6 +124,7 @@ typedef struct req {
     int unpause_queued;
     int suspended;                 /* MHD connection suspended */
     int client_gone;               /* MHD completed the connection */
+    int aborted_early;             /* the sweep saw the client leave while suspended */
     int dispatched;                /* handed to the ledger/upstream */
     int upstream_done;
     int stream_error;              /* stream ended abnormally: cut the client's */

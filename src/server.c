@@ -8,6 +8,7 @@
 #include "keys.h"
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <netdb.h>
 #include <sys/socket.h>
 #include <stdarg.h>
@@ -235,6 +236,7 @@ static enum MHD_Result serve_balance(app_t *app, const snap_t *sn, struct MHD_Co
 
 static void on_ledger_begin(void *ud, int ok);
 static void conn_mark(app_t *app, struct MHD_Connection *c, int in_request);
+static void conn_set_req(app_t *app, struct MHD_Connection *c, req_t *r);
 
 /* Builds and queues the 402 for a refused reservation. */
 static enum MHD_Result queue_402(struct MHD_Connection *c, const req_t *r,
@@ -320,6 +322,7 @@ static enum MHD_Result admit_chat(app_t *app, req_t *r, struct MHD_Connection *c
     r->rec.reserved = need;
     r->rec.state = LEDGER_INFLIGHT;
 
+    conn_set_req(app, c, r);
     pthread_mutex_lock(&r->mu);
     r->refs++;                     /* for the writer/upstream side */
     r->dispatched = 1;
@@ -584,23 +587,40 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx
     *socket_ctx = NULL;
 }
 
-/* Marks the connection as inside a request (headers in) or waiting again. */
-static void conn_mark(app_t *app, struct MHD_Connection *c, int in_request)
+static conn_rec_t *conn_rec_of(struct MHD_Connection *c)
 {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    conn_rec_t *cr = ci ? ci->socket_context : NULL;
+    return ci ? ci->socket_context : NULL;
+}
+
+/* Marks the connection as inside a request (headers in) or waiting again. */
+static void conn_mark(app_t *app, struct MHD_Connection *c, int in_request)
+{
+    conn_rec_t *cr = conn_rec_of(c);
     if (!cr) return;
     pthread_mutex_lock(&app->conns_mu);
     cr->in_request = in_request;
     cr->wait_since_ms = app_now_ms();
+    if (!in_request) cr->req = NULL;
+    pthread_mutex_unlock(&app->conns_mu);
+}
+
+/* Remembers the request on its connection, so the sweep can see a client
+ * leave while the connection is suspended. */
+static void conn_set_req(app_t *app, struct MHD_Connection *c, req_t *r)
+{
+    conn_rec_t *cr = conn_rec_of(c);
+    if (!cr) return;
+    pthread_mutex_lock(&app->conns_mu);
+    cr->req = r;
     pthread_mutex_unlock(&app->conns_mu);
 }
 
 /* Shuts down connections that have waited for a request's headers longer
  * than the limit. shutdown(), not close(): libmicrohttpd sees the end of the
  * socket and closes it itself, so no descriptor is reused under it. */
-static void cut_slow_headers(app_t *app, int64_t limit_ms)
+static void sweep_connections(app_t *app, int64_t limit_ms)
 {
     int64_t now = app_now_ms();
     pthread_mutex_lock(&app->conns_mu);
@@ -608,6 +628,24 @@ static void cut_slow_headers(app_t *app, int64_t limit_ms)
         if (!cr->in_request && !cr->cut && now - cr->wait_since_ms > limit_ms) {
             shutdown(cr->fd, SHUT_RDWR);
             cr->cut = 1;
+            continue;
+        }
+        /* libmicrohttpd does not watch a suspended connection, so a stream's
+         * client that leaves before the upstream answers would hold its
+         * reservation and the upstream transfer until then. Peek instead. */
+        req_t *r = cr->req;
+        if (!r || !r->adm.stream) continue;
+        pthread_mutex_lock(&r->mu);
+        int waiting = r->suspended && r->dispatched && !r->upstream_done && !r->aborted_early;
+        pthread_mutex_unlock(&r->mu);
+        if (!waiting) continue;
+        char b;
+        ssize_t n = recv(cr->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+            pthread_mutex_lock(&r->mu);
+            r->aborted_early = 1;
+            pthread_mutex_unlock(&r->mu);
+            upstream_abort(app->up, r);
         }
     }
     pthread_mutex_unlock(&app->conns_mu);
@@ -679,7 +717,7 @@ int server_run(app_t *app, volatile sig_atomic_t *stop, volatile sig_atomic_t *h
     while (!*stop) {
         struct timespec ts = {0, 50 * 1000 * 1000};
         nanosleep(&ts, NULL);
-        cut_slow_headers(app, (int64_t)cfg->client_timeout_s * 1000);
+        sweep_connections(app, (int64_t)cfg->client_timeout_s * 1000);
         if (*hup) {
             *hup = 0;
             reload(app);

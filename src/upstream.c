@@ -477,7 +477,7 @@ static int run_queues(struct upstream *u)
     for (size_t i = 0; i < u->w_starts.n; i++) {
         req_t *r = u->w_starts.v[i];
         pthread_mutex_lock(&r->mu);
-        int gone = r->client_gone && r->adm.stream;
+        int gone = (r->client_gone || r->aborted_early) && r->adm.stream;
         pthread_mutex_unlock(&r->mu);
         if (gone) r->aborted = 1;
         if (gone || start_transfer(u, r) != 0) finish(u, r, CURLE_FAILED_INIT);
