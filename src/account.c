@@ -50,7 +50,7 @@ static int sync_once(struct account *a, char *why, size_t whylen)
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, collect);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT, 10L);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT, 5L);
     CURLcode res = curl_easy_perform(e);
     long status = 0;
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
@@ -79,27 +79,34 @@ static int sync_once(struct account *a, char *why, size_t whylen)
     return rc;
 }
 
+/* One sync, logging a failure once per outage. */
+static void sync_logged(struct account *a)
+{
+    char why[256];
+    if (sync_once(a, why, sizeof why) != 0) {
+        if (!a->failing)
+            app_log("cannot read the account balance (%s): team caps still apply, "
+                    "the account projection does not until a read succeeds", why);
+        a->failing = 1;
+    } else if (a->failing) {
+        app_log("account balance readable again");
+        a->failing = 0;
+    }
+}
+
 static void *account_main(void *arg)
 {
     struct account *a = arg;
     pthread_mutex_lock(&a->mu);
     while (!a->stop) {
-        pthread_mutex_unlock(&a->mu);
-        char why[256];
-        if (sync_once(a, why, sizeof why) != 0) {
-            if (!a->failing)
-                app_log("cannot read the account balance (%s): team caps still apply, "
-                        "the account projection does not until a read succeeds", why);
-            a->failing = 1;
-        } else if (a->failing) {
-            app_log("account balance readable again");
-            a->failing = 0;
-        }
-        pthread_mutex_lock(&a->mu);
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_sec += app_snap(a->app)->cfg->sync_s;
         while (!a->stop && pthread_cond_timedwait(&a->cv, &a->mu, &ts) != ETIMEDOUT) {}
+        if (a->stop) break;
+        pthread_mutex_unlock(&a->mu);
+        sync_logged(a);
+        pthread_mutex_lock(&a->mu);
     }
     pthread_mutex_unlock(&a->mu);
     return NULL;
@@ -113,6 +120,9 @@ struct account *account_start(app_t *app, const char *jwt)
     a->jwt = strdup(jwt);
     pthread_mutex_init(&a->mu, NULL);
     pthread_cond_init(&a->cv, NULL);
+    /* The first read happens before pinmeter serves, so no request is
+     * admitted against an account balance it has not seen. */
+    if (a->jwt) sync_logged(a);
     if (!a->jwt || pthread_create(&a->thread, NULL, account_main, a) != 0) {
         free(a->jwt);
         free(a);

@@ -28,6 +28,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 MOCK = os.path.join(REPO, "tests", "mock_pinata.py")
 BIN = os.path.abspath(os.environ.get("PINMETER_BIN") or os.path.join(REPO, "build", "pinmeter"))
+# PINMETER_E2E_WRAPPER runs pinmeter under a tool, e.g. valgrind (make valgrind);
+# a non-zero exit at stop then fails the test.
+WRAPPER = os.environ.get("PINMETER_E2E_WRAPPER", "").split()
 
 NANO = 10 ** 9
 ONE_M = 10 ** 6
@@ -572,7 +575,8 @@ class Proxy:
         errf = open(self.stderr_path, "ab")
         outf = open(self.stdout_path, "ab")
         try:
-            self.proc = subprocess.Popen([binary, "serve", "-c", self.config_path] + self.extra_args,
+            self.proc = subprocess.Popen(WRAPPER + [binary, "serve", "-c", self.config_path]
+                                         + self.extra_args,
                                          cwd=REPO,
                                          env=self.env, stdout=outf, stderr=errf,
                                          stdin=subprocess.DEVNULL)
@@ -584,7 +588,7 @@ class Proxy:
         return self
 
     def wait_healthy(self, timeout=5.0):
-        deadline = time.time() + timeout
+        deadline = time.time() + timeout * (8 if WRAPPER else 1)
         last = None
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -602,7 +606,11 @@ class Proxy:
                              % (timeout, last, self.stderr_text()[-2000:]))
 
     def stop(self):
-        _stop_pid(self.proc)
+        _stop_pid(self.proc, timeout=60.0 if WRAPPER else 5.0)
+        if WRAPPER and self.proc is not None and self.proc.returncode not in (0, None):
+            raise AssertionError("pinmeter under %s exited %s (memory errors or leaks); "
+                                 "stderr:\n%s" % (WRAPPER[0], self.proc.returncode,
+                                                   self.stderr_text()[-4000:]))
 
     def kill9(self):
         if self.proc and self.proc.poll() is None:
