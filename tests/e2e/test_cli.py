@@ -227,3 +227,25 @@ class ServeOptionsTest(E2ETest):
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         p = run_bin(["check-config", "-c", "conf/pinmeter.example.json"])
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+
+    def test_loopback_default_and_warning_elsewhere(self):
+        """Loopback binds quietly; any other bind address logs a warning at
+        start. Only /healthz on 127.0.0.1 is ever sent to, and the proxy is
+        stopped at once."""
+        from harness import Proxy, free_port, http_request
+        quiet = Proxy(self.tmp, self.mock.url, teams=[Team("lo", 1.0)], name="lo")
+        self.proxies.append(quiet)
+        quiet.start()
+        self.assertNotIn("WARNING", quiet.stderr_text())
+        quiet.stop()
+        port = free_port()
+        p = Proxy(self.tmp, self.mock.url, teams=[Team("wide", 1.0)], name="wide")
+        p.extra_args = ["--listen", "0.0.0.0:%d" % port]
+        p.port = port
+        self.proxies.append(p)
+        p.start()
+        try:
+            self.assertEqual(http_request(port, "GET", "/healthz").status, 200)
+            self.assertRegex(p.stderr_text(), r"WARNING: listening on 0\.0\.0\.0.*not loopback")
+        finally:
+            p.stop()
