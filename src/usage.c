@@ -106,6 +106,30 @@ static const unsigned char *skip_ws(const unsigned char *p, const unsigned char 
     return p;
 }
 
+/* The first byte in [p, end) that is '"', '\\' or NUL, or end. Eight bytes at
+ * a time where it can: in x - ONES & ~x & HIGHS the lowest set bit marks the
+ * first zero byte exactly (borrows only make bits above it wrong). */
+static const unsigned char *find_stop(const unsigned char *p, const unsigned char *end)
+{
+#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    while (end - p >= 8) {
+        uint64_t x, q, b;
+        memcpy(&x, p, 8);
+        q = x ^ ones * '"';
+        b = x ^ ones * '\\';
+        uint64_t m = ((x - ones) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b);
+        m &= highs;
+        if (m)
+            return p + (__builtin_ctzll(m) >> 3);
+        p += 8;
+    }
+#endif
+    while (p < end && !STR_STOP[*p])
+        p++;
+    return p;
+}
+
 /* cJSON's parse_hex4: 0 when any of the four is not a hex digit. */
 static unsigned hex4(const unsigned char *p)
 {
@@ -214,8 +238,7 @@ static const unsigned char *scan_string(const unsigned char *p, const unsigned c
     int escaped = 0;
 
     for (;;) {
-        while (q < end && !STR_STOP[*q])
-            q++;
+        q = find_stop(q, end);
         if (q == end)
             return NULL;
         if (*q == '"')
@@ -395,7 +418,12 @@ static int key_role(int ctx, const unsigned char *name, size_t n, unsigned char 
 {
     const keydef_t *k = KEYS[ctx];
     for (int i = 0; k && k[i].name; i++) {
-        if (k[i].len == n && memcmp(k[i].name, name, n) == 0) {
+        size_t j = 0;
+        if (k[i].len != n)
+            continue;
+        while (j < n && (unsigned char)k[i].name[j] == name[j])
+            j++;
+        if (j == n) {
             if (*seen & 1u << i)
                 return R_NONE;
             *seen |= (unsigned char)(1u << i);
