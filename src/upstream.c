@@ -61,7 +61,7 @@ static int out_append_locked(req_t *r, const char *p, size_t len)
         r->out_off = 0;
     }
     if (r->out_len + len > r->out_cap) {
-        size_t cap = r->out_cap ? r->out_cap : 16 * 1024;
+        size_t cap = r->out_cap ? r->out_cap : 4 * 1024;   /* SSE events are small */
         while (cap < r->out_len + len) cap *= 2;
         char *n = realloc(r->out, cap);
         if (!n) return -1;
@@ -394,6 +394,10 @@ static int start_transfer(struct upstream *u, req_t *r)
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "identity");
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    /* A stream's events are small and many streams are open at once: a small
+     * receive buffer each (curl's default is 16 KiB). */
+    if (r->route == ROUTE_CHAT && r->adm.stream)
+        curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 4096L);
     if (curl_multi_add_handle(u->multi, e) != CURLM_OK || vec_push(&u->active, r) != 0) {
         curl_easy_cleanup(e);
         r->easy = NULL;

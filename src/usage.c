@@ -37,6 +37,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #define NEST_MAX 1000   /* containers open at once, as CJSON_NESTING_LIMIT */
 #define SEM_MAX  8      /* the deepest container whose keys matter is 7th */
@@ -57,26 +60,33 @@ typedef struct keydef {
     unsigned char len, role;
 } keydef_t;
 
-static const keydef_t ROOT_KEYS[] = {
-    { "id", 2, R_ID }, { "usage", 5, R_USAGE }, { "choices", 7, R_CHOICES }, { 0, 0, 0 } };
-static const keydef_t USAGE_KEYS[] = {
-    { "prompt_tokens", 13, R_PROMPT }, { "completion_tokens", 17, R_COMPLETION },
-    { "prompt_tokens_details", 21, R_DETAILS }, { 0, 0, 0 } };
-static const keydef_t DETAILS_KEYS[] = { { "cached_tokens", 13, R_CACHED }, { 0, 0, 0 } };
-static const keydef_t CHOICE_KEYS[] = {
-    { "delta", 5, R_DELTA }, { "message", 7, R_MESSAGE }, { 0, 0, 0 } };
-/* generated text, all billed as completion */
-static const keydef_t TEXT_KEYS[] = {
-    { "content", 7, R_TEXT }, { "refusal", 7, R_TEXT }, { "reasoning_content", 17, R_TEXT },
-    { "reasoning", 9, R_TEXT }, { "tool_calls", 10, R_CALLS }, { 0, 0, 0 } };
-static const keydef_t CALL_KEYS[] = { { "function", 8, R_FUNC }, { 0, 0, 0 } };
-static const keydef_t FUNC_KEYS[] = {
-    { "arguments", 9, R_TEXT }, { "name", 4, R_TEXT }, { 0, 0, 0 } };
+/* The keys that matter in one context, and a bit per key length for a quick
+ * "none of these". */
+typedef struct keyset {
+    uint32_t lens;
+    keydef_t keys[6];           /* up to the first without a name */
+} keyset_t;
 
-static const keydef_t *const KEYS[] = {
-    [C_ROOT] = ROOT_KEYS, [C_USAGE] = USAGE_KEYS, [C_DETAILS] = DETAILS_KEYS,
-    [C_CHOICE] = CHOICE_KEYS, [C_DELTA] = TEXT_KEYS, [C_MESSAGE] = TEXT_KEYS,
-    [C_CALL] = CALL_KEYS, [C_FUNC] = FUNC_KEYS };
+#define KEY(name, role) { name, sizeof name - 1, role }
+
+static const keyset_t KEYSETS[] = {
+    [C_ROOT] = { 1u << 2 | 1u << 5 | 1u << 7,
+        { KEY("id", R_ID), KEY("usage", R_USAGE), KEY("choices", R_CHOICES) } },
+    [C_USAGE] = { 1u << 13 | 1u << 17 | 1u << 21,
+        { KEY("prompt_tokens", R_PROMPT), KEY("completion_tokens", R_COMPLETION),
+          KEY("prompt_tokens_details", R_DETAILS) } },
+    [C_DETAILS] = { 1u << 13, { KEY("cached_tokens", R_CACHED) } },
+    [C_CHOICE] = { 1u << 5 | 1u << 7, { KEY("delta", R_DELTA), KEY("message", R_MESSAGE) } },
+    /* generated text, all billed as completion */
+    [C_DELTA] = { 1u << 7 | 1u << 17 | 1u << 9 | 1u << 10,
+        { KEY("content", R_TEXT), KEY("refusal", R_TEXT), KEY("reasoning_content", R_TEXT),
+          KEY("reasoning", R_TEXT), KEY("tool_calls", R_CALLS) } },
+    [C_MESSAGE] = { 1u << 7 | 1u << 17 | 1u << 9 | 1u << 10,
+        { KEY("content", R_TEXT), KEY("refusal", R_TEXT), KEY("reasoning_content", R_TEXT),
+          KEY("reasoning", R_TEXT), KEY("tool_calls", R_CALLS) } },
+    [C_CALL] = { 1u << 8, { KEY("function", R_FUNC) } },
+    [C_FUNC] = { 1u << 9 | 1u << 4, { KEY("arguments", R_TEXT), KEY("name", R_TEXT) } },
+};
 
 /* Bytes a string scan stops at: the quote, a backslash, NUL. */
 static const unsigned char STR_STOP[256] = { [0] = 1, ['"'] = 1, ['\\'] = 1 };
@@ -106,12 +116,26 @@ static const unsigned char *skip_ws(const unsigned char *p, const unsigned char 
     return p;
 }
 
-/* The first byte in [p, end) that is '"', '\\' or NUL, or end. Eight bytes at
- * a time where it can: in x - ONES & ~x & HIGHS the lowest set bit marks the
- * first zero byte exactly (borrows only make bits above it wrong). */
+/* The first byte in [p, end) that is '"', '\\' or NUL, or end. Sixteen bytes
+ * at a time with SSE2 (every x86-64 has it); otherwise eight, where in
+ * x - ONES & ~x & HIGHS the lowest set bit marks the first zero byte exactly
+ * (borrows only make bits above it wrong). */
 static const unsigned char *find_stop(const unsigned char *p, const unsigned char *end)
 {
-#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#if defined(__SSE2__)
+    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\');
+    const __m128i zero = _mm_setzero_si128();
+    while (end - p >= 16) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+        __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, quote),
+                                                _mm_cmpeq_epi8(x, bslash)),
+                                   _mm_cmpeq_epi8(x, zero));
+        unsigned m = (unsigned)_mm_movemask_epi8(hit);
+        if (m)
+            return p + __builtin_ctz(m);
+        p += 16;
+    }
+#elif defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
     while (end - p >= 8) {
         uint64_t x, q, b;
@@ -173,8 +197,17 @@ static void put(sink_t *o, unsigned c)
 static int decode(const unsigned char *p, const unsigned char *q, sink_t *o)
 {
     while (p < q) {
-        if (*p != '\\') {
-            put(o, *p++);
+        if (*p != '\\') {         /* a run of plain bytes; a NUL only first */
+            const unsigned char *r = find_stop(p + 1, q);
+            if (*p == 0)
+                o->ended = 1;
+            if (!o->ended) {
+                size_t k = (size_t)(r - p);
+                if (o->n < o->cap)
+                    memcpy(o->buf + o->n, p, o->cap - o->n < k ? o->cap - o->n : k);
+                o->n += k;
+            }
+            p = r;
             continue;
         }
         unsigned c = p[1];      /* p + 1 <= q: a backslash before q hides no quote */
@@ -226,19 +259,16 @@ static int decode(const unsigned char *p, const unsigned char *q, sink_t *o)
     return 0;
 }
 
-/* Scans a string whose opening quote is just before p. Returns the byte
- * after the closing quote, or NULL if the string is not valid. *n gets its
- * decoded length up to the first NUL. If it holds no escape, *raw is set and
- * those bytes are p[0, *n); otherwise the first min(*n, cap) of them are
- * written to buf. */
-static const unsigned char *scan_string(const unsigned char *p, const unsigned char *end,
-                                        size_t *n, unsigned char *buf, size_t cap, int *raw)
+/* The rest of scan_string once q, the first '"', '\\' or NUL, is not a
+ * closing quote. */
+static const unsigned char *scan_string_rest(const unsigned char *p, const unsigned char *q,
+                                             const unsigned char *end, size_t *n,
+                                             unsigned char *buf, size_t cap, int *raw)
 {
-    const unsigned char *q = p, *nul = NULL;
+    const unsigned char *nul = NULL;
     int escaped = 0;
 
     for (;;) {
-        q = find_stop(q, end);
         if (q == end)
             return NULL;
         if (*q == '"')
@@ -253,6 +283,7 @@ static const unsigned char *scan_string(const unsigned char *p, const unsigned c
                 nul = q;
             q++;
         }
+        q = find_stop(q, end);
     }
     if (!escaped) {
         *raw = 1;
@@ -265,6 +296,24 @@ static const unsigned char *scan_string(const unsigned char *p, const unsigned c
     *raw = 0;
     *n = o.n;
     return q + 1;
+}
+
+/* Scans a string whose opening quote is just before p. Returns the byte
+ * after the closing quote, or NULL if the string is not valid. *n gets its
+ * decoded length up to the first NUL. If it holds no escape, *raw is set and
+ * those bytes are p[0, *n); otherwise the first min(*n, cap) of them are
+ * written to buf. */
+static inline const unsigned char *scan_string(const unsigned char *p, const unsigned char *end,
+                                               size_t *n, unsigned char *buf, size_t cap,
+                                               int *raw)
+{
+    const unsigned char *q = find_stop(p, end);
+    if (q < end && *q == '"') {     /* the usual case: nothing to decode */
+        *raw = 1;
+        *n = (size_t)(q - p);
+        return q + 1;
+    }
+    return scan_string_rest(p, q, end, n, buf, cap, raw);
 }
 
 /* Reads a number where cJSON would (p at '-' or a digit). Returns the byte
@@ -308,10 +357,10 @@ static double number_value(const unsigned char *s, const unsigned char *e)
     char buf[SIG_MAX + 32];
     size_t k = 0, first;
     long long exp10 = 0, ev = 0;
-    int point = 0, sticky = 0;
+    int neg = *s == '-', point = 0, sticky = 0;
 
-    if (*s == '-')
-        buf[k++] = *s++;
+    if (neg)
+        buf[k++] = (char)*s++;
     first = k;
     for (; s < e && (is_digit(*s) || *s == '.'); s++) {
         if (*s == '.') {
@@ -329,18 +378,18 @@ static double number_value(const unsigned char *s, const unsigned char *e)
         }
     }
     if (k == first)
-        return buf[0] == '-' ? -0.0 : 0.0;
+        return neg ? -0.0 : 0.0;
     if (sticky) {
         buf[k++] = '1';
         exp10--;
     }
     if (s < e) {                /* the exponent, saturated */
-        int neg = *++s == '-';
+        int below = *++s == '-';
         s += *s == '-' || *s == '+';
         for (; s < e; s++)
             if (ev < 100000000)
                 ev = ev * 10 + (*s - '0');
-        exp10 += neg ? -ev : ev;
+        exp10 += below ? -ev : ev;
     }
     /* beyond this the value is 0 or inf whatever the digits */
     if (exp10 > 1000000)
@@ -375,9 +424,9 @@ static int read_count(const unsigned char *s, const unsigned char *e, int64_t *o
     return 1;
 }
 
-/* Notes a value of the given role that is not a number: `kind` is 1 for an
- * object, 0 for null, -1 for anything else. Returns the context an object or
- * array opens. */
+/* Notes the type of a value of the given role (the number of a count aside):
+ * `kind` is 1 for an object, 0 for null, -1 for anything else. Returns the
+ * context an object or array opens. */
 static int note_value(scan_t *s, int role, int kind, int is_array)
 {
     switch (role) {
@@ -412,28 +461,53 @@ static int note_value(scan_t *s, int role, int kind, int is_array)
     }
 }
 
-/* The role of a member of a context object, from its decoded key. Each key
- * counts once: a repeat is R_NONE. */
+/* memcmp(a, b, n) == 0, without a call for these short keys. */
+static int same_bytes(const unsigned char *a, const char *b, size_t n)
+{
+    uint64_t x, y;
+    if (n < 8) {
+        for (size_t i = 0; i < n; i++)
+            if (a[i] != (unsigned char)b[i])
+                return 0;
+        return 1;
+    }
+    for (size_t i = 0; i + 8 < n; i += 8) {
+        memcpy(&x, a + i, 8);
+        memcpy(&y, b + i, 8);
+        if (x != y)
+            return 0;
+    }
+    memcpy(&x, a + n - 8, 8);       /* the last eight, overlapping */
+    memcpy(&y, b + n - 8, 8);
+    return x == y;
+}
+
+/* The role of an element of an array of the given context. */
+static int element_role(int ctx)
+{
+    return ctx == C_CHOICES ? R_CHOICE : ctx == C_CALLS ? R_CALL : R_NONE;
+}
+
+/* The role of a member of a context object, from its decoded key (n <= 31).
+ * Each key counts once: a repeat is R_NONE. */
 static int key_role(int ctx, const unsigned char *name, size_t n, unsigned char *seen)
 {
-    const keydef_t *k = KEYS[ctx];
-    for (int i = 0; k && k[i].name; i++) {
-        size_t j = 0;
-        if (k[i].len != n)
-            continue;
-        while (j < n && (unsigned char)k[i].name[j] == name[j])
-            j++;
-        if (j == n) {
+    const keyset_t *set = &KEYSETS[ctx];
+    if (!(set->lens >> n & 1))
+        return R_NONE;
+    for (int i = 0; set->keys[i].name; i++) {
+        const keydef_t *k = &set->keys[i];
+        if (k->len == n && same_bytes(name, k->name, n)) {
             if (*seen & 1u << i)
                 return R_NONE;
             *seen |= (unsigned char)(1u << i);
-            return k[i].role;
+            return k->role;
         }
     }
     return R_NONE;
 }
 
-/* The verdict on the usage object, as read_usage gave it. */
+/* The verdict on what was read of "usage"; fills *out when USAGE_OK. */
 static int finish(scan_t *s, usage_info_t *out)
 {
     if (s->usage_kind < 0)
@@ -462,6 +536,7 @@ int usage_parse(const char *json, size_t len, usage_info_t *out)
     uint64_t arrays[(NEST_MAX + 63) / 64];  /* bit d: container at depth d+1 is an array */
     unsigned char ctx[SEM_MAX], seen[SEM_MAX];
     int depth = 0, sem = 0, role = R_ROOT;  /* containers open; of those, contexts */
+    int in_array = 0;                       /* the innermost open container is one */
     scan_t s;
 
     if (!json || len == 0)
@@ -479,11 +554,13 @@ value:  /* p is at the first byte of a value whose meaning is role */
         return USAGE_NOT_JSON;
     switch (*p) {
     case '{': case '[': {
-        int is_array = *p == '[';
-        int c = note_value(&s, role, is_array ? -1 : 1, is_array);
+        int c = C_NONE;
+        in_array = *p == '[';
+        if (role != R_NONE)
+            c = note_value(&s, role, in_array ? -1 : 1, in_array);
         if (depth == NEST_MAX)
             return USAGE_NOT_JSON;
-        if (is_array)
+        if (in_array)
             arrays[depth >> 6] |= (uint64_t)1 << (depth & 63);
         else
             arrays[depth >> 6] &= ~((uint64_t)1 << (depth & 63));
@@ -493,15 +570,15 @@ value:  /* p is at the first byte of a value whose meaning is role */
         }
         depth++;
         p = skip_ws(p + 1, end);
-        if (p < end && *p == (is_array ? ']' : '}')) {
+        if (p < end && *p == (in_array ? ']' : '}')) {
             if (c == C_CHOICES)
                 s.info.choices_empty = 1;
             p++;
             goto close;
         }
-        if (!is_array)
+        if (!in_array)
             goto key;
-        role = c == C_CHOICES ? R_CHOICE : c == C_CALLS ? R_CALL : R_NONE;
+        role = element_role(c);
         goto value;
     }
     case '"': {
@@ -526,7 +603,7 @@ value:  /* p is at the first byte of a value whose meaning is role */
                     s.delta_bytes += (int64_t)n;
                 else
                     s.info.content_bytes += (int64_t)n;
-            } else {
+            } else if (role != R_NONE) {
                 note_value(&s, role, -1, 0);
             }
         }
@@ -536,19 +613,22 @@ value:  /* p is at the first byte of a value whose meaning is role */
         if (end - p < 4 || memcmp(p, "null", 4) != 0)
             return USAGE_NOT_JSON;
         p += 4;
-        note_value(&s, role, 0, 0);
+        if (role != R_NONE)
+            note_value(&s, role, 0, 0);
         goto next;
     case 't':
         if (end - p < 4 || memcmp(p, "true", 4) != 0)
             return USAGE_NOT_JSON;
         p += 4;
-        note_value(&s, role, -1, 0);
+        if (role != R_NONE)
+            note_value(&s, role, -1, 0);
         goto next;
     case 'f':
         if (end - p < 5 || memcmp(p, "false", 5) != 0)
             return USAGE_NOT_JSON;
         p += 5;
-        note_value(&s, role, -1, 0);
+        if (role != R_NONE)
+            note_value(&s, role, -1, 0);
         goto next;
     default: {
         const unsigned char *t = p;
@@ -559,7 +639,7 @@ value:  /* p is at the first byte of a value whose meaning is role */
             return USAGE_NOT_JSON;
         if (role >= R_PROMPT && role <= R_CACHED)
             s.has[role - R_PROMPT] = (signed char)read_count(t, p, &s.count[role - R_PROMPT]);
-        else
+        else if (role != R_NONE)
             note_value(&s, role, -1, 0);
         goto next;
     }
@@ -590,20 +670,16 @@ next:   /* after a value inside the container at depth */
     p = skip_ws(p, end);
     if (p == end)
         return USAGE_NOT_JSON;
-    {
-        int is_array = (int)(arrays[(depth - 1) >> 6] >> ((depth - 1) & 63) & 1);
-        if (*p == ',') {
-            p = skip_ws(p + 1, end);
-            if (!is_array)
-                goto key;
-            int c = sem == depth ? ctx[sem - 1] : C_NONE;
-            role = c == C_CHOICES ? R_CHOICE : c == C_CALLS ? R_CALL : R_NONE;
-            goto value;
-        }
-        if (*p != (is_array ? ']' : '}'))
-            return USAGE_NOT_JSON;
-        p++;
+    if (*p == ',') {
+        p = skip_ws(p + 1, end);
+        if (!in_array)
+            goto key;
+        role = element_role(sem == depth ? ctx[sem - 1] : C_NONE);
+        goto value;
     }
+    if (*p != (in_array ? ']' : '}'))
+        return USAGE_NOT_JSON;
+    p++;
 
 close:  /* the container at depth has just been closed */
     if (sem == depth) {
@@ -613,8 +689,10 @@ close:  /* the container at depth has just been closed */
         }
         sem--;
     }
-    if (--depth > 0)
+    if (--depth > 0) {
+        in_array = (int)(arrays[(depth - 1) >> 6] >> ((depth - 1) & 63) & 1);
         goto next;
+    }
 
     for (; p < end; p++)        /* only this whitespace after the root */
         if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
