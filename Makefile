@@ -14,7 +14,7 @@ LIBOBJ    := $(filter-out $(BUILD)/obj/main.o,$(OBJ))
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all run test unit e2e asan valgrind clean deps FORCE
+.PHONY: all run test unit e2e asan valgrind ledger-bench clean deps FORCE
 
 all: $(BUILD)/pinmeter
 
@@ -54,6 +54,15 @@ e2e: $(BUILD)/pinmeter build-test/pinmeter
 	python3 tests/e2e/run.py --bin $(BUILD)/pinmeter
 
 test: all unit fuzz-regress e2e
+
+# Ledger throughput through the writer thread (part of make bench).
+$(BUILD)/perf/%: tests/perf/%.c $(LIBOBJ)
+	@mkdir -p $(dir $@)
+	@echo "  CC    $<"
+	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIBOBJ) $(LDLIBS)
+
+ledger-bench: $(BUILD)/perf/ledger_bench
+	$(BUILD)/perf/ledger_bench 200000 4
 
 # The core end-to-end tests with pinmeter under valgrind memcheck: any memory
 # error or definite leak makes pinmeter exit 99 at stop, which fails the test.
