@@ -2,7 +2,6 @@
  * All arithmetic is integer nano-credits; time comes in as an argument. */
 #include "book.h"
 #include <stdlib.h>
-#include <time.h>
 
 typedef struct team_state {
     nanos_t cap;              /* < 0: uncapped */
@@ -75,10 +74,17 @@ int64_t book_period_start(period_t p, int64_t now)
         return (day - wd) * 86400;
     }
     case PERIOD_MONTH: {
-        time_t t = (time_t)now;
-        struct tm tm;
-        gmtime_r(&t, &tm);
-        return days_from_civil(tm.tm_year + 1900, (unsigned)tm.tm_mon + 1, 1) * 86400;
+        /* civil date from days (Hinnant), then back to the 1st: pure integer
+         * arithmetic, no libc time zone machinery on the admission path */
+        int64_t z = day + 719468;
+        int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+        unsigned doe = (unsigned)(z - era * 146097);
+        unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+        int64_t y = (int64_t)yoe + era * 400;
+        unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        unsigned mp = (5 * doy + 2) / 153;
+        unsigned m = mp < 10 ? mp + 3 : mp - 9;
+        return days_from_civil(y + (m <= 2), m, 1) * 86400;
     }
     case PERIOD_NONE:
     default:

@@ -4,6 +4,7 @@
  * leap February), holds that straddle a rollover, seeding, uncapped teams
  * and the account projection (sync, exhaustion, off by default). */
 #include "book.h"
+#include <time.h>
 #include "t.h"
 
 #define C NANOS_PER_CREDIT
@@ -531,8 +532,29 @@ static void test_account_off(void)
     book_free(b);
 }
 
+
+/* The month start is pure arithmetic; check it against libc for every day
+ * from 1900 to 2200 (and a few seconds into each day). */
+static void test_month_start_matches_libc(void)
+{
+    for (int64_t day = -25567; day < 84000; day++) {
+        int64_t now = day * 86400 + (day % 7) * 3600 + 59;
+        time_t t = (time_t)now;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        tm.tm_mday = 1;
+        tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+        int64_t want = (int64_t)timegm(&tm);
+        if (book_period_start(PERIOD_MONTH, now) != want) {
+            T_EQ_INT(book_period_start(PERIOD_MONTH, now), want);
+            return;
+        }
+    }
+}
+
 int main(void)
 {
+    T_RUN(test_month_start_matches_libc);
     T_RUN(test_reserve_within_cap);
     T_RUN(test_refusal_fields);
     T_RUN(test_bad_arguments);
