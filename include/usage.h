@@ -21,13 +21,16 @@ typedef struct usage_info {
     int choices_empty;        /* "choices" present and [] (the usage-only chunk) */
     int64_t content_bytes;    /* bytes of choices[].delta.content (+ message.content),
                                  also refusal, reasoning[_content], tool_calls[].function
-                                 name+arguments: all billed as completion */
+                                 name+arguments: all billed as completion; counted
+                                 unescaped, each up to its first NUL */
     int content_deltas;       /* number of choices whose delta has any of that text */
     char id[USAGE_ID_MAX];    /* top-level "id", truncated; "" if absent */
 } usage_info_t;
 
-/* Parses a whole JSON response body or one chunk's data payload.
- * Returns USAGE_OK, USAGE_NOT_JSON or USAGE_BAD; *out is filled on OK. */
+/* Parses a whole JSON response body or one chunk's data payload, borrowing
+ * json[0, len) (no NUL needed) for the call only; allocates nothing.
+ * Returns USAGE_OK, USAGE_NOT_JSON or USAGE_BAD; *out is filled on OK and
+ * left untouched otherwise. */
 int usage_parse(const char *json, size_t len, usage_info_t *out);
 
 /* Conservative completion-token estimate from streamed content seen so far:

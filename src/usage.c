@@ -285,9 +285,9 @@ static const unsigned char *scan_string_rest(const unsigned char *p, const unsig
         }
         q = find_stop(q, end);
     }
-    if (!escaped) {
+    if (!escaped) {             /* then what stopped scan_string was a NUL */
         *raw = 1;
-        *n = (size_t)((nul ? nul : q) - p);
+        *n = (size_t)(nul - p);
         return q + 1;
     }
     sink_t o = { buf, cap, 0, 0 };
