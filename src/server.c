@@ -636,7 +636,10 @@ static void sweep_connections(app_t *app, int64_t limit_ms)
         req_t *r = cr->req;
         if (!r || !r->adm.stream) continue;
         pthread_mutex_lock(&r->mu);
-        int waiting = r->suspended && r->dispatched && !r->upstream_done && !r->aborted_early;
+        /* only while waiting for the upstream's headers: a stream already
+         * relaying notices its client at the next event it sends */
+        int waiting = r->suspended && r->dispatched && !r->upstream_done &&
+                      !r->aborted_early && r->resp_kind == RESP_NONE;
         pthread_mutex_unlock(&r->mu);
         if (!waiting) continue;
         char b;
@@ -714,10 +717,12 @@ int server_run(app_t *app, volatile sig_atomic_t *stop, volatile sig_atomic_t *h
     app_log("listening on %s:%d, upstream %s, ledger %s, %s mode", cfg->listen_host,
             cfg->listen_port, cfg->upstream_base, cfg->ledger,
             app_snap(app)->passthrough ? "passthrough" : "team");
+    unsigned ticks = 0;
     while (!*stop) {
         struct timespec ts = {0, 50 * 1000 * 1000};
         nanosleep(&ts, NULL);
-        sweep_connections(app, (int64_t)cfg->client_timeout_s * 1000);
+        if (++ticks % 4 == 0)      /* every 200 ms */
+            sweep_connections(app, (int64_t)cfg->client_timeout_s * 1000);
         if (*hup) {
             *hup = 0;
             reload(app);
