@@ -88,6 +88,7 @@ typedef struct req {
     /* client request */
     char *body;
     size_t body_len, body_cap;
+    size_t body_hint;              /* Content-Length, to size the body buffer once */
     int too_large;
     char *client_auth;             /* passthrough only: forwarded Authorization value */
 

@@ -474,7 +474,9 @@ static enum MHD_Result first_call(app_t *app, struct MHD_Connection *c, const ch
     }
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
                                                  MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl && strtoull(cl, NULL, 10) > r->snap->cfg->max_body) r->too_large = 1;
+    unsigned long long declared = cl ? strtoull(cl, NULL, 10) : 0;
+    if (declared > r->snap->cfg->max_body) r->too_large = 1;
+    else r->body_hint = (size_t)declared;
     return MHD_YES;
 }
 
@@ -485,7 +487,8 @@ static int append_body(req_t *r, const char *data, size_t len)
         return 0;
     }
     if (r->body_len + len + 1 > r->body_cap) {
-        size_t cap = r->body_cap ? r->body_cap : 4096;
+        /* the declared length when there is one (one exact allocation) */
+        size_t cap = r->body_cap ? r->body_cap : r->body_hint ? r->body_hint + 1 : 4096;
         while (cap < r->body_len + len + 1) cap *= 2;
         char *nb = realloc(r->body, cap);
         if (!nb) return -1;
