@@ -78,5 +78,5 @@ clean:
 	rm -rf build build-asan build-test build-fuzz
 
 include tests/fuzz/fuzz.mk
--include tests/bench/bench.mk
+include tests/bench/bench.mk
 -include $(OBJ:.o=.d) $(UNIT_BIN:=.d)

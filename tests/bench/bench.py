@@ -1,0 +1,1226 @@
+#!/usr/bin/env python3
+"""pinmeter's benchmark (issue 4): `make bench`, or python3 tests/bench/bench.py.
+
+Three targets serve the same load, interleaved A/B/C in every round:
+  A direct    the load generator talks to the mock upstream itself
+  B nginx     a do-nothing nginx proxy_pass in front of the mock (if installed)
+  C pinmeter  build/pinmeter in team mode in front of the mock
+The mock (build-bench/mockup) and the load generator (wrk, build-bench/streamload)
+run on the first CPU, the proxy under test on the second (taskset), so the
+proxy's own CPU cost shows. Each proxy run starts a fresh proxy (fresh ledger),
+so CPU and peak RSS belong to that run alone. Medians over the rounds; added
+figures are proxy minus direct within the same round. Prints one table.
+
+Environment (all optional):
+  BENCH_ONLY=c1,c64,...   scenarios: c1 c64 ledger stream64 stream1k stream10k
+                          startup instr (default: all)
+  BENCH_SECONDS=10        length of one timed run (1..10)
+  BENCH_ROUNDS=3          rounds of A/B/C (the issue asks for >= 3)
+  BENCH_SLOW_STREAMS=10000  streams in stream10k (reduced to what the fd hard
+                          limit allows unless BENCH_SLOW_STRICT=1)
+  BENCH_SLOW_SECONDS=20   length of a slow stream (one chunk a second);
+                          default 2 x BENCH_SECONDS when that is under 10
+  BENCH_SLOW_RAMP=2500    new connections per second when opening them
+  BENCH_LEDGER_ROWS=10000000  rows in the start-up ledger (cached in build-bench/)
+  BENCH_INSTR_REQUESTS=2000   requests counted under callgrind
+  BENCH_NO_BUILD=1        do not run make first
+  BENCH_KEEP=1            keep the per-run directories under build-bench/run/
+Loopback only; every process it starts is stopped by its PID; every run is
+bounded in time.
+"""
+import hashlib
+import http.client
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BENCH_DIR = os.path.join(ROOT, "tests", "bench")
+OUT = os.path.join(ROOT, "build-bench")
+RUN = os.path.join(OUT, "run")
+PINMETER = os.environ.get("BENCH_PINMETER", os.path.join(ROOT, "build", "pinmeter"))
+MOCKUP = os.path.join(OUT, "mockup")
+STREAMLOAD = os.path.join(OUT, "streamload")
+POST_LUA = os.path.join(BENCH_DIR, "post.lua")
+NGINX_TEMPLATE = os.path.join(BENCH_DIR, "nginx.conf.in")
+
+KEY = "pm-bench-7d1f3c0a9e5b4d2c8a6f1e0b3c5d7a9f"
+UPSTREAM_KEY = "bench-upstream-key"
+MODEL = "anthropic/claude-haiku-4-5"
+RATES = [
+    {"model_id": "anthropic/claude-haiku-4-5", "input_usd_per_1m_tokens": 1.0,
+     "output_usd_per_1m_tokens": 5.0, "cache_read_usd_per_1m_tokens": 0.1},
+    {"model_id": "anthropic/claude-sonnet-4-6", "input_usd_per_1m_tokens": 3.0,
+     "output_usd_per_1m_tokens": 15.0, "cache_read_usd_per_1m_tokens": 0.3},
+]
+ALL_SCENARIOS = ["c1", "c64", "ledger", "stream64", "stream1k", "stream10k", "startup", "instr"]
+CHAT_BODY = json.dumps({"model": MODEL, "messages": [
+    {"role": "system", "content": "You are a terse assistant."},
+    {"role": "user", "content": "Say hello in five words."}],
+    "max_tokens": 64, "temperature": 0.2}, separators=(",", ":")).encode()
+
+
+def env_int(name, default, lo, hi):
+    try:
+        v = int(os.environ.get(name, default))
+    except ValueError:
+        sys.exit(f"bench: {name} must be an integer")
+    if not lo <= v <= hi:
+        sys.exit(f"bench: {name}={v} is out of range {lo}..{hi}")
+    return v
+
+
+SECONDS = env_int("BENCH_SECONDS", 10, 1, 10)
+ROUNDS = env_int("BENCH_ROUNDS", 3, 1, 20)
+SLOW_STREAMS = env_int("BENCH_SLOW_STREAMS", 10000, 1, 200000)
+SLOW_SECONDS = env_int("BENCH_SLOW_SECONDS", 20 if SECONDS >= 10 else max(3, 2 * SECONDS), 2, 120)
+SLOW_RAMP = env_int("BENCH_SLOW_RAMP", 2500, 0, 1000000)
+LEDGER_ROWS = env_int("BENCH_LEDGER_ROWS", 10_000_000, 1000, 100_000_000)
+INSTR_REQUESTS = env_int("BENCH_INSTR_REQUESTS", 2000, 100, 1_000_000)
+KEEP = os.environ.get("BENCH_KEEP") == "1"
+ONLY = [s.strip() for s in os.environ.get("BENCH_ONLY", ",".join(ALL_SCENARIOS)).split(",") if s.strip()]
+for s in ONLY:
+    if s not in ALL_SCENARIOS:
+        sys.exit(f"bench: unknown scenario {s!r} in BENCH_ONLY (known: {', '.join(ALL_SCENARIOS)})")
+
+CPUS = sorted(os.sched_getaffinity(0))
+LOAD_CPU = CPUS[0]
+PROXY_CPU = CPUS[1] if len(CPUS) > 1 else CPUS[0]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+NOTES = []          # things noticed, printed under the table
+ROWS = []           # the table
+RAW = {}            # every per-run figure, written to results.json
+STARTED = []        # every process we started (Popen), stopped at exit
+
+
+def note(msg):
+    NOTES.append(msg)
+    print(f"  note: {msg}", flush=True)
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+# ---- processes ---------------------------------------------------------------
+
+def start(argv, cpu, out_path, env=None, stdout=None):
+    """Starts argv pinned to cpu; stderr (and stdout unless given) to out_path."""
+    f = open(out_path, "ab")
+    p = subprocess.Popen(["taskset", "-c", str(cpu)] + argv, stdin=subprocess.DEVNULL,
+                         stdout=stdout if stdout is not None else f, stderr=f,
+                         env=env if env is not None else os.environ.copy())
+    p._bench_log = f
+    STARTED.append(p)
+    return p
+
+
+def stop(p, sig=signal.SIGTERM, timeout=15):
+    """Stops a process we started, by its PID; SIGKILL if it does not exit."""
+    if p is None:
+        return None
+    if p.poll() is None:
+        try:
+            os.kill(p.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            note(f"pid {p.pid} ({os.path.basename(p.args[3])}) ignored signal {sig}; killed")
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait(timeout=10)
+    if p in STARTED:
+        STARTED.remove(p)
+    p._bench_log.close()
+    return p.returncode
+
+
+def stop_all():
+    for p in list(STARTED):
+        try:
+            stop(p, timeout=5)
+        except Exception:
+            pass
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def http_get(port, path, timeout=2.0):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def wait_http(port, path, timeout, proc=None, poll_s=0.002):
+    """Polls until GET path answers 200; returns seconds waited or None."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc is not None and proc.poll() is not None:
+            return None
+        try:
+            st, _ = http_get(port, path, timeout=1.0)
+            if st == 200:
+                return time.monotonic() - t0
+        except OSError:
+            pass
+        time.sleep(poll_s)
+    return None
+
+
+def cpu_ticks(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])       # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def hwm_kib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def fd_hard_limit():
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+# ---- the mock upstream -----------------------------------------------------------
+
+class Mock:
+    def __init__(self, lifetime_s):
+        self.dir = os.path.join(RUN, "mock")
+        os.makedirs(self.dir, exist_ok=True)
+        self.proc = start([MOCKUP, "--port", "0", "--seconds", str(int(lifetime_s)),
+                           "--model", MODEL], LOAD_CPU, os.path.join(self.dir, "mock.log"),
+                          stdout=subprocess.PIPE)
+        line = self.proc.stdout.readline().decode()
+        m = re.match(r"READY (\d+)", line)
+        if not m:
+            stop(self.proc)
+            raise RuntimeError("mockup did not start: " + line)
+        self.port = int(m.group(1))
+
+    def stop(self):
+        stop(self.proc)
+
+
+# ---- targets ------------------------------------------------------------------
+
+class Direct:
+    name = "direct"
+
+    def __init__(self, mock):
+        self.mock = mock
+        self.port = mock.port
+        self.pids = []
+        self.proc = None
+
+    def start(self, max_conns=1024):
+        return True
+
+    def alive(self):
+        return True
+
+    def stop(self):
+        pass
+
+
+class Nginx:
+    name = "nginx"
+
+    def __init__(self, mock, master_process=True):
+        self.mock = mock
+        self.master_process = master_process
+        self.proc = None
+
+    @staticmethod
+    def available():
+        return shutil.which("nginx") is not None
+
+    def write_conf(self, d, max_conns):
+        hard = fd_hard_limit()
+        subst = {
+            "@USER_LINE@": "user root;" if os.geteuid() == 0 else "",
+            "@NOFILE@": str(hard),
+            "@WORKER_CONNECTIONS@": str(max(1024, min(hard, 2 * max_conns + 1300))),
+            "@MASTER_PROCESS@": "on" if self.master_process else "off",
+            "@UPSTREAM_PORT@": str(self.mock.port),
+            "@PORT@": str(self.port),
+            "@DIR@": d,
+        }
+        with open(NGINX_TEMPLATE) as f:
+            text = f.read()
+        for k, v in subst.items():
+            text = text.replace(k, v)
+        for sub in ("client_body", "proxy_temp", "fastcgi_temp", "uwsgi_temp", "scgi_temp"):
+            os.makedirs(os.path.join(d, sub), exist_ok=True)
+        path = os.path.join(d, "nginx.conf")
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def argv(self, conf):
+        return [shutil.which("nginx"), "-p", self.dir, "-c", conf, "-e",
+                os.path.join(self.dir, "nginx-error.log")]
+
+    def start(self, max_conns=1024, tag="run"):
+        self.dir = os.path.join(RUN, f"nginx-{tag}")
+        shutil.rmtree(self.dir, ignore_errors=True)
+        os.makedirs(self.dir)
+        self.port = free_port()
+        conf = self.write_conf(self.dir, max_conns)
+        self.proc = start(self.argv(conf), PROXY_CPU, os.path.join(self.dir, "stderr.log"))
+        if wait_http(self.port, "/healthz", 10, self.proc) is None:
+            note(f"nginx did not start: {self.tail()}")
+            stop(self.proc)
+            return False
+        self.pids = [self.proc.pid] + children(self.proc.pid)
+        return True
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def tail(self):
+        try:
+            with open(os.path.join(self.dir, "nginx-error.log")) as f:
+                return " | ".join(f.read().splitlines()[-3:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self):
+        stop(self.proc)
+        errs = []
+        try:
+            with open(os.path.join(self.dir, "nginx-error.log")) as f:
+                errs = [l for l in f if "[error]" in l or "[crit]" in l or "[alert]" in l
+                        or "[emerg]" in l]
+        except OSError:
+            pass
+        if not KEEP:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        return errs
+
+
+REQ_LINE = re.compile(r" stream=(\d) status=(\d+) state=(\w+) ")
+BORING = ("listening on", "account sync off", "stopping: draining", "pinmeter: stopped")
+
+
+class Pinmeter:
+    name = "pinmeter"
+
+    def __init__(self, mock):
+        self.mock = mock
+        self.proc = None
+
+    def write_conf(self, d, max_conns, ledger=None, listen_port=None):
+        with open(os.path.join(d, "rates.json"), "w") as f:
+            json.dump(RATES, f)
+        cfg = {
+            "listen": f"127.0.0.1:{listen_port}",
+            "upstream": {"base_url": f"http://127.0.0.1:{self.mock.port}",
+                         "llm_key_env": "PINMETER_BENCH_UPSTREAM_KEY", "timeout_s": 300},
+            "ledger": ledger or os.path.join(d, "ledger.db"),
+            "rates_file": os.path.join(d, "rates.json"),
+            "credits_per_usd": 1.0,
+            "default_max_tokens": 4096,
+            "unknown_model": "reject",
+            "admin_token_env": "",
+            "account": {"jwt_env": "PINMETER_BENCH_NO_JWT", "sync_s": 30},
+            "max_connections": max(1024, max_conns + 512),
+            "client_timeout_s": 300,
+            "drain_s": 2,
+            "teams": [{"name": "bench", "cap": 1000000000, "period": "month",
+                       "keys": [{"id": "bench", "sha256": hashlib.sha256(KEY.encode()).hexdigest()}]}],
+        }
+        path = os.path.join(d, "pinmeter.json")
+        with open(path, "w") as f:
+            json.dump(cfg, f, indent=1)
+        return path
+
+    @staticmethod
+    def env():
+        e = {k: v for k, v in os.environ.items()
+             if k not in ("PINATA_JWT", "PINMETER_ADMIN_TOKEN", "PINATA_LLM_KEY")}
+        e["PINMETER_BENCH_UPSTREAM_KEY"] = UPSTREAM_KEY
+        return e
+
+    def start(self, max_conns=1024, tag="run", ledger=None, wrapper=None, ready_timeout=15):
+        self.dir = os.path.join(RUN, f"pinmeter-{tag}")
+        shutil.rmtree(self.dir, ignore_errors=True)
+        os.makedirs(self.dir)
+        self.port = free_port()
+        conf = self.write_conf(self.dir, max_conns, ledger, self.port)
+        self.ledger = ledger or os.path.join(self.dir, "ledger.db")
+        self.log_path = os.path.join(self.dir, "pinmeter.log")
+        argv = (wrapper or []) + [PINMETER, "serve", "-c", conf]
+        self.t_exec = time.monotonic()
+        self.proc = start(argv, PROXY_CPU, self.log_path, env=self.env())
+        self.ready_s = wait_http(self.port, "/healthz", ready_timeout, self.proc)
+        if self.ready_s is None:
+            note(f"pinmeter did not become ready: {self.tail()}")
+            stop(self.proc)
+            return False
+        self.pids = [self.proc.pid]
+        return True
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def tail(self, n=3):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return " | ".join(l.strip() for l in f.read().splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+    def backlog(self):
+        try:
+            st, body = http_get(self.port, "/healthz")
+            return json.loads(body).get("ledger_backlog")
+        except (OSError, ValueError):
+            return None
+
+    def stop(self):
+        """Stops it; returns a summary of its log: request statuses/states
+        and any line that is neither a request record nor start/stop."""
+        rc = stop(self.proc)
+        statuses, others = {}, []
+        try:
+            with open(self.log_path, errors="replace") as f:
+                for line in f:
+                    m = REQ_LINE.search(line)
+                    if m:
+                        k = f"{'stream' if m.group(1) == '1' else 'plain'} {m.group(2)} {m.group(3)}"
+                        statuses[k] = statuses.get(k, 0) + 1
+                    elif not any(b in line for b in BORING):
+                        others.append(line.strip())
+        except OSError:
+            pass
+        if not KEEP:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        return {"rc": rc, "statuses": statuses, "others": others}
+
+
+# ---- load generators ------------------------------------------------------------
+
+def wrk(port, conns, seconds):
+    env = os.environ.copy()
+    env["BENCH_KEY"] = KEY
+    env["BENCH_MODEL"] = MODEL
+    argv = ["taskset", "-c", str(LOAD_CPU), "wrk", "-t1", f"-c{conns}", f"-d{seconds}s",
+            "--latency", "-s", POST_LUA, f"http://127.0.0.1:{port}/"]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, env=env)
+    m = re.search(r"^WRK (.*)$", r.stdout, re.M)
+    if not m:
+        raise RuntimeError(f"wrk failed: {r.stdout[-300:]} {r.stderr[-300:]}")
+    out = {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+    out["errors"] = sum(out[k] for k in out if k.startswith("err_"))
+    return out
+
+
+def streamload(port, conns, chunks, interval_ms, duration, seconds, ramp=0):
+    argv = ["taskset", "-c", str(LOAD_CPU), STREAMLOAD, "--port", str(port), "--key", KEY,
+            "--model", MODEL, "--conns", str(conns), "--chunks", str(chunks),
+            "--interval-ms", str(interval_ms), "--duration", str(duration),
+            "--seconds", str(seconds), "--ramp", str(ramp), "--quiet"]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    m = re.search(r"^STREAMLOAD (.*)$", r.stdout, re.M)
+    if not m:
+        raise RuntimeError(f"streamload failed: {r.stdout[-300:]} {r.stderr[-300:]}")
+    return {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+
+
+# ---- figures and the table ---------------------------------------------------------
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def added(runs, target, key):
+    """Per-round target[key] - direct[key], medianed."""
+    out = []
+    for d, t in zip(runs["direct"], runs.get(target, [])):
+        if d and t and d.get(key) is not None and t.get(key) is not None and d[key] >= 0 and t[key] >= 0:
+            out.append(t[key] - d[key])
+    return med(out)
+
+
+def fig(runs, target, key):
+    return med([r.get(key) for r in runs.get(target, []) if r])
+
+
+def ratio(pm, ng):
+    if pm is None or ng is None or ng == 0:
+        return None
+    return pm / ng
+
+
+def row(scenario, figure, unit, direct, nginx, pinmeter, target, ok, rat="auto", fmt="{:.3f}"):
+    if rat == "auto":
+        rat = ratio(pinmeter, nginx)
+    ROWS.append({"scenario": scenario, "figure": figure, "unit": unit, "direct": direct,
+                 "nginx": nginx, "pinmeter": pinmeter, "ratio": rat, "target": target,
+                 "result": "n/a" if ok is None else ("PASS" if ok else "MISS"), "fmt": fmt})
+
+
+def fmtv(v, f):
+    if v is None:
+        return "–"
+    if isinstance(v, str):
+        return v
+    return f.format(v)
+
+
+def print_table():
+    head = ["scenario", "figure", "direct", "nginx", "pinmeter", "pm/nginx", "target", "result"]
+    lines = []
+    for r in ROWS:
+        lines.append([r["scenario"], f"{r['figure']} ({r['unit']})" if r["unit"] else r["figure"],
+                      fmtv(r["direct"], r["fmt"]), fmtv(r["nginx"], r["fmt"]),
+                      fmtv(r["pinmeter"], r["fmt"]),
+                      fmtv(r["ratio"], "{:.2f}×") if r["ratio"] is not None else "–",
+                      r["target"], r["result"]])
+    widths = [max(len(head[i]), *(len(l[i]) for l in lines)) if lines else len(head[i])
+              for i in range(len(head))]
+    def fmt_line(cells):
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+    out = [fmt_line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [fmt_line(l) for l in lines]
+    return "\n".join(out)
+
+
+# ---- scenarios ----------------------------------------------------------------
+
+def targets_for(mock, with_direct=True, with_nginx=True):
+    ts = [Direct(mock)] if with_direct else []
+    if with_nginx and Nginx.available():
+        ts.append(Nginx(mock))
+    ts.append(Pinmeter(mock))
+    return ts
+
+
+def check_after(t, scen, rnd, summary):
+    """Notes a crash or unexpected log lines of a proxy run."""
+    if summary is None:
+        return
+    if isinstance(t, Pinmeter):
+        rc = summary.get("rc")
+        if rc not in (0, None):
+            note(f"{scen} round {rnd}: pinmeter exited with status {rc}")
+        bad = {k: v for k, v in summary["statuses"].items() if " 200 settled" not in k}
+        if bad:
+            note(f"{scen} round {rnd}: pinmeter records other than 200/settled: {bad}")
+        if summary["others"]:
+            note(f"{scen} round {rnd}: pinmeter logged {len(summary['others'])} other line(s), "
+                 f"e.g. {summary['others'][:3]}")
+    elif isinstance(t, Nginx) and summary:
+        note(f"{scen} round {rnd}: nginx logged {len(summary)} error line(s), e.g. "
+             f"{[s.strip()[:160] for s in summary[:2]]}")
+
+
+def run_rounds(scen, mock, targets, one_run, max_conns=1024):
+    """one_run(target) -> dict of figures, called with the target started."""
+    runs = {t.name: [] for t in targets}
+    for rnd in range(1, ROUNDS + 1):
+        for t in targets:
+            tag = f"{scen}-{rnd}"
+            if not (t.start(max_conns=max_conns, tag=tag) if not isinstance(t, Direct) else True):
+                runs[t.name].append(None)
+                continue
+            res = None
+            try:
+                res = one_run(t)
+            except Exception as e:       # a failed run is a figure too
+                note(f"{scen} round {rnd} {t.name}: run failed: {e}")
+            if res is not None and not t.alive():
+                note(f"{scen} round {rnd}: {t.name} died during the run "
+                     f"(exit {t.proc.returncode}); last log: "
+                     f"{t.tail() if hasattr(t, 'tail') else ''}")
+                res["died"] = 1
+            summary = t.stop()
+            check_after(t, scen, rnd, summary)
+            runs[t.name].append(res)
+            log(f"  {scen} round {rnd} {t.name:8s} " +
+                (" ".join(f"{k}={v:.6g}" for k, v in res.items() if isinstance(v, (int, float)))
+                 if res else "FAILED"))
+    RAW[scen] = runs
+    return runs
+
+
+def measure(t, fn):
+    """Runs fn() while counting the proxy's CPU; adds cpu_s and hwm_kib."""
+    pids = t.pids if not isinstance(t, Direct) else []
+    if isinstance(t, Nginx):
+        pids = [t.proc.pid] + children(t.proc.pid)
+    c0 = cpu_ticks(pids)
+    t0 = time.monotonic()
+    res = fn()
+    res["wall_s"] = time.monotonic() - t0
+    if pids:
+        res["cpu_s"] = (cpu_ticks(pids) - c0) / CLK_TCK
+        res["hwm_kib"] = hwm_kib(pids)
+    return res
+
+
+def scen_c1(mock):
+    log(f"== non-streaming, concurrency 1 ({ROUNDS} rounds x {SECONDS} s)")
+
+    def one(t):
+        wrk(t.port, 1, 1)                              # warm-up
+        return measure(t, lambda: wrk(t.port, 1, SECONDS))
+    runs = run_rounds("c1", mock, targets_for(mock), one)
+    for key, label in (("p50_us", "added latency p50"), ("p99_us", "added latency p99")):
+        d = fig(runs, "direct", key)
+        ng, pm = added(runs, "nginx", key), added(runs, "pinmeter", key)
+        to_ms = lambda v: None if v is None else v / 1000
+        rat = ratio(pm, ng)
+        row("non-stream c=1", label, "ms", to_ms(d), to_ms(ng), to_ms(pm),
+            "≤ 1.25× nginx", None if rat is None else rat <= 1.25)
+    check_errors("c1", runs, "errors")
+
+
+def check_errors(scen, runs, key):
+    for name, rs in runs.items():
+        errs = sum(r.get(key, 0) for r in rs if r)
+        if errs:
+            note(f"{scen}: {name} had {int(errs)} error(s) over {len(rs)} run(s)")
+
+
+def ledger_settled(path):
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        try:
+            return con.execute("SELECT count(*) FROM requests WHERE state = 'settled'").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error as e:
+        note(f"ledger count failed: {e}")
+        return None
+
+
+def wait_backlog(t, limit_s):
+    """Waits until pinmeter's ledger backlog (from /healthz) is 0; seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit_s and (t.backlog() or 0) > 0:
+        time.sleep(0.01)
+    return time.monotonic() - t0
+
+
+def scen_c64(mock, do_c64, do_ledger):
+    log(f"== non-streaming, concurrency 64 ({ROUNDS} rounds x {SECONDS} s)"
+        + ("" if do_c64 else " (pinmeter only, for the ledger figure)"))
+
+    def one(t):
+        wrk(t.port, 64, 1)                             # warm-up
+        before = None
+        if isinstance(t, Pinmeter) and do_ledger:
+            wait_backlog(t, 10)                        # warm-up rows settled first
+            before = ledger_settled(t.ledger)
+        res = measure(t, lambda: wrk(t.port, 64, SECONDS))
+        if res["requests"] > 0 and "cpu_s" in res:
+            res["cpu_us_per_req"] = res["cpu_s"] * 1e6 / res["requests"]
+        if before is not None:
+            after = ledger_settled(t.ledger)
+            if after is not None:
+                res["ledger_rows"] = after - before
+                res["ledger_rows_per_s"] = (after - before) / (res["duration_us"] / 1e6)
+                # wrk does not count replies in flight when it stops, so the
+                # rows can outnumber its requests by up to 64
+                res["ledger_lag_rows"] = max(0, res["requests"] - (after - before))
+                res["ledger_drain_s"] = wait_backlog(t, 20)
+        return res
+    targets = targets_for(mock, with_direct=do_c64, with_nginx=do_c64)
+    runs = run_rounds("c64", mock, targets, one)
+    if do_c64:
+        d_rps, ng_rps, pm_rps = (fig(runs, n, "rps") for n in ("direct", "nginx", "pinmeter"))
+        rat = ratio(pm_rps, ng_rps)
+        row("non-stream c=64", "throughput", "req/s", d_rps, ng_rps, pm_rps, "≥ 0.8× nginx",
+            None if rat is None else rat >= 0.8, fmt="{:,.0f}")
+        ng, pm = added(runs, "nginx", "p99_us"), added(runs, "pinmeter", "p99_us")
+        d = fig(runs, "direct", "p99_us")
+        rat = ratio(pm, ng)
+        row("non-stream c=64", "added latency p99", "ms", d and d / 1000, ng and ng / 1000,
+            pm and pm / 1000, "≤ 1.5× nginx", None if rat is None else rat <= 1.5)
+        ng, pm = fig(runs, "nginx", "cpu_us_per_req"), fig(runs, "pinmeter", "cpu_us_per_req")
+        row("non-stream c=64", "proxy CPU per request", "µs", None, ng, pm, "(reported)", None,
+            fmt="{:.1f}")
+        check_errors("c64", runs, "errors")
+    if do_ledger:
+        lr = fig(runs, "pinmeter", "ledger_rows_per_s")
+        lag = fig(runs, "pinmeter", "ledger_lag_rows")
+        drain = fig(runs, "pinmeter", "ledger_drain_s")
+        micro = ledger_micro_bench()
+        if micro is not None:
+            row("ledger", "settled rows/s, writer thread (make ledger-bench)", "rows/s", None,
+                None, micro, "≥ 20,000/s", micro >= 20000, rat=None, fmt="{:,.0f}")
+        row("ledger", "settled rows/s end to end during c=64", "rows/s", None, None, lr,
+            "≥ 20,000/s" if micro is None else "(capped by c=64 req/s)",
+            (None if lr is None else lr >= 20000) if micro is None else None,
+            rat=None, fmt="{:,.0f}")
+        sync = ledger_sync_policy()
+        note(f"ledger: WAL, {sync} (no fsync per commit). End to end: rows settled per second "
+             f"while c=64 ran; at the end of a run a median of {fmt0(lag)} requests were "
+             f"answered but not yet settled, and the writer's backlog drained in {fmt3(drain)} s; "
+             f"this figure cannot exceed pinmeter's own c=64 request rate."
+             + ("" if micro is None else " The writer thread alone: `make ledger-bench` "
+                "(200,000 settled records from 4 threads, median of the rounds)."))
+
+
+def ledger_micro_bench():
+    """The lead's writer-thread micro-benchmark (`make ledger-bench`), on the
+    proxy's core, median of the rounds; None when the target does not exist."""
+    probe = subprocess.run(["make", "-C", ROOT, "-n", "ledger-bench"], capture_output=True,
+                           text=True, timeout=60)
+    if probe.returncode != 0:
+        return None
+    vals = []
+    for rnd in range(ROUNDS):
+        r = subprocess.run(["taskset", "-c", str(PROXY_CPU), "make", "--no-print-directory",
+                            "-s", "-C", ROOT, "ledger-bench"], capture_output=True, text=True,
+                           timeout=600)
+        m = re.search(r"settled_per_s=([\d.]+)", r.stdout)
+        if r.returncode != 0 or not m:
+            note(f"ledger: make ledger-bench failed: {(r.stdout + r.stderr)[-200:]}")
+            return None
+        vals.append(float(m.group(1)))
+        log(f"  ledger-bench round {rnd + 1}: {r.stdout.strip().splitlines()[-1]}")
+    RAW["ledger_bench"] = vals
+    return med(vals)
+
+
+def fmt0(v):
+    return "–" if v is None else f"{v:,.0f}"
+
+
+def fmt3(v):
+    return "–" if v is None else f"{v:.3f}"
+
+
+def ledger_sync_policy():
+    try:
+        with open(os.path.join(ROOT, "src", "ledger.c")) as f:
+            m = re.search(r"synchronous\s*=\s*(\w+)", f.read())
+        return f"synchronous={m.group(1)} as src/ledger.c sets it" if m else "synchronous=?"
+    except OSError:
+        return "synchronous=?"
+
+
+def scen_stream64(mock):
+    log(f"== streaming, 64 concurrent x 50 chunks 2 ms apart ({ROUNDS} rounds x {SECONDS} s)")
+
+    def one(t):
+        streamload(t.port, 64, 2, 1, 0, 20)           # warm-up: connections, caches
+        return measure(t, lambda: streamload(t.port, 64, 50, 2, SECONDS, SECONDS + 20))
+    runs = run_rounds("stream64", mock, targets_for(mock), one)
+    d = fig(runs, "direct", "ttfb_p50_us")
+    ng, pm = added(runs, "nginx", "ttfb_p50_us"), added(runs, "pinmeter", "ttfb_p50_us")
+    row("stream 64×50×2ms", "added TTFB p50", "ms", d and d / 1000, ng and ng / 1000,
+        pm and pm / 1000, "≤ 0.3 ms", None if pm is None else pm <= 300)
+    # total time relative to direct, per round
+    def rel(name):
+        return med([t["total_p50_us"] / dd["total_p50_us"] - 1 for dd, t in
+                    zip(runs["direct"], runs.get(name, [])) if dd and t and dd["total_p50_us"] > 0
+                    and t["total_p50_us"] >= 0])
+    d_tot = fig(runs, "direct", "total_p50_us")
+    ng_rel, pm_rel = rel("nginx"), rel("pinmeter")
+    row("stream 64×50×2ms", "total time p50 vs direct", "%", d_tot and d_tot / 1000,
+        None if ng_rel is None else f"{100 * ng_rel:+.2f}%",
+        None if pm_rel is None else f"{100 * pm_rel:+.2f}%",
+        "within 2 % (direct in ms)", None if pm_rel is None else abs(pm_rel) <= 0.02, rat=None)
+    dc, ngc, pmc = (fig(runs, n, "coalesced_pct") for n in ("direct", "nginx", "pinmeter"))
+    row("stream 64×50×2ms", "chunk gaps < ½ms (coalesced)", "%", dc, ngc, pmc,
+        "≤ direct + 1 pt", None if pmc is None or dc is None else pmc <= dc + 1.0, rat=None,
+        fmt="{:.2f}")
+    dg, ngg, pmg = (fig(runs, n, "gap_p50_us") for n in ("direct", "nginx", "pinmeter"))
+    row("stream 64×50×2ms", "chunk gap p50 (interval 2 ms)", "ms", dg and dg / 1000,
+        ngg and ngg / 1000, pmg and pmg / 1000, "(reported)", None, rat=None)
+    stream_errors("stream64", runs)
+
+
+def stream_errors(scen, runs):
+    for name, rs in runs.items():
+        errs = sum(r.get("errors", 0) for r in rs if r)
+        if errs:
+            kinds = {}
+            for r in rs:
+                if r:
+                    for k in ("e_connect", "e_status", "e_closed", "e_short", "e_unfinished", "e_proto"):
+                        kinds[k] = kinds.get(k, 0) + int(r.get(k, 0))
+            st = [int(r.get("first_status", 0)) for r in rs if r and r.get("first_status")]
+            note(f"{scen}: {name} had {int(errs)} failed stream(s): "
+                 f"{ {k: v for k, v in kinds.items() if v} }" + (f", status {st[0]}" if st else ""))
+
+
+def scen_stream1k(mock):
+    log(f"== streaming, 1,000 concurrent x 50 chunks 2 ms apart ({ROUNDS} rounds x {SECONDS} s)")
+
+    def one(t):
+        streamload(t.port, 1000, 2, 1, 0, 30)         # warm-up
+        res = measure(t, lambda: streamload(t.port, 1000, 50, 2, SECONDS, SECONDS + 30))
+        if res.get("ok", 0) > 0 and "cpu_s" in res:
+            res["cpu_us_per_stream"] = res["cpu_s"] * 1e6 / res["ok"]
+        return res
+    runs = run_rounds("stream1k", mock, targets_for(mock), one, max_conns=1000)
+    d = fig(runs, "direct", "ttfb_p50_us")
+    ng, pm = added(runs, "nginx", "ttfb_p50_us"), added(runs, "pinmeter", "ttfb_p50_us")
+    row("stream 1000×50×2ms", "added TTFB p50", "ms", d and d / 1000, ng and ng / 1000,
+        pm and pm / 1000, "≤ nginx", None if pm is None or ng is None else pm <= ng)
+    ng, pm = fig(runs, "nginx", "cpu_us_per_stream"), fig(runs, "pinmeter", "cpu_us_per_stream")
+    row("stream 1000×50×2ms", "proxy CPU per stream", "µs", None, ng, pm, "≤ nginx",
+        None if pm is None or ng is None else pm <= ng, fmt="{:,.0f}")
+    dt, ngt, pmt = (fig(runs, n, "total_p50_us") for n in ("direct", "nginx", "pinmeter"))
+    row("stream 1000×50×2ms", "total time p50 (ideal 98 ms)", "ms", dt and dt / 1000,
+        ngt and ngt / 1000, pmt and pmt / 1000, "(reported)", None)
+    ds, ngs, pms = (fig(runs, n, "ok") for n in ("direct", "nginx", "pinmeter"))
+    row("stream 1000×50×2ms", "streams completed per run", "", ds, ngs, pms, "(reported)", None,
+        fmt="{:,.0f}")
+    if dt and dt > 150000:
+        note(f"stream1k: direct streams take {dt / 1000:.0f} ms for 98 ms of chunks: the mock and "
+             f"load generator saturate CPU {LOAD_CPU} at 1,000 × 500 chunks/s, so this scenario "
+             f"compares proxies at the rate that core can drive, not at the nominal 500k chunks/s")
+    stream_errors("stream1k", runs)
+
+
+def scen_stream10k(mock):
+    n = SLOW_STREAMS
+    hard = fd_hard_limit()
+    spare = 1300              # nginx's idle upstream keep-alive pool (1,024) and the rest
+    need = 2 * n + spare
+    label = f"{n:,}"
+    if hard < need and os.environ.get("BENCH_SLOW_STRICT") != "1":
+        n = (hard - spare) // 2
+        label = f"{n:,} (fd limit)"
+        note(f"stream10k: RLIMIT_NOFILE hard limit is {hard}; a proxy needs a client and an "
+             f"upstream socket per stream plus spare (2 × {SLOW_STREAMS} + {spare}), so {n} "
+             f"streams were run. "
+             f"Raise the hard limit (e.g. `ulimit -Hn 65536` as root, or LimitNOFILE=) to run "
+             f"{SLOW_STREAMS}; BENCH_SLOW_STRICT=1 runs {SLOW_STREAMS} anyway.")
+    # every connection is open before the first stream ends: all n at once
+    ramp = max(SLOW_RAMP, int(2 * n / SLOW_SECONDS) + 1) if SLOW_RAMP else 0
+    ramp_s = n / ramp if ramp else 0
+    limit = int(SLOW_SECONDS + ramp_s + 30)
+    log(f"== streaming, {n} concurrent slow streams, a chunk a second for {SLOW_SECONDS} s "
+        f"({ROUNDS} rounds, up to {limit} s each)")
+
+    def one(t):
+        res = measure(t, lambda: streamload(t.port, n, SLOW_SECONDS, 1000, 0, limit, ramp))
+        if "cpu_s" in res:
+            res["cpu_cores"] = res["cpu_s"] / res["wall_s"]
+            res["hwm_mib"] = res["hwm_kib"] / 1024
+            res["kib_per_stream"] = res["hwm_kib"] / n
+        return res
+    runs = run_rounds("stream10k", mock, targets_for(mock), one, max_conns=n)
+    sc = f"stream {label} slow"
+    de, nge, pme = (fig(runs, x, "errors") for x in ("direct", "nginx", "pinmeter"))
+    row(sc, "failed streams", "", de, nge, pme, "0", None if pme is None else pme == 0,
+        rat=None, fmt="{:,.0f}")
+    dp, ngp, pmp = (fig(runs, x, "peak") for x in ("direct", "nginx", "pinmeter"))
+    row(sc, "peak concurrent streams", "", dp, ngp, pmp, f"{n:,}", None if pmp is None else pmp >= n,
+        rat=None, fmt="{:,.0f}")
+    ng, pm = fig(runs, "nginx", "hwm_mib"), fig(runs, "pinmeter", "hwm_mib")
+    row(sc, "proxy peak RSS (VmHWM)", "MiB", None, ng, pm, "< 400 MiB",
+        None if pm is None else pm < 400, fmt="{:.1f}")
+    ng, pm = fig(runs, "nginx", "kib_per_stream"), fig(runs, "pinmeter", "kib_per_stream")
+    row(sc, "proxy RSS per stream", "KiB", None, ng, pm, "< 40 KiB",
+        None if pm is None else pm < 40, fmt="{:.1f}")
+    d, ng, pm = (fig(runs, x, "ttfb_p50_us") for x in ("direct", "nginx", "pinmeter"))
+    row(sc, "TTFB p50", "ms", d and d / 1000, ng and ng / 1000, pm and pm / 1000, "(reported)", None)
+    d, ng, pm = (fig(runs, x, "total_p50_us") for x in ("direct", "nginx", "pinmeter"))
+    row(sc, f"stream duration p50 (nominal {SLOW_SECONDS - 1} s)", "s", d and d / 1e6,
+        ng and ng / 1e6, pm and pm / 1e6, "(reported)", None)
+    ng, pm = fig(runs, "nginx", "cpu_cores"), fig(runs, "pinmeter", "cpu_cores")
+    row(sc, "proxy CPU, mean over the run", "cores", None, ng, pm, "well under 1 (< 0.25)",
+        None if pm is None else pm < 0.25, fmt="{:.3f}")
+    stream_errors("stream10k", runs)
+
+
+# ---- start-up with a big ledger ------------------------------------------------------
+
+def make_big_ledger(mock):
+    """Creates (once) a LEDGER_ROWS-row ledger with pinmeter's own schema and
+    returns its path, or None with a note."""
+    pm = Pinmeter(mock)
+    if not pm.start(tag="schema"):
+        return None
+    empty = pm.ledger
+    stop(pm.proc)
+    con = sqlite3.connect(empty)
+    schema = "\n".join(r[0] for r in con.execute(
+        "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name"))
+    con.close()
+    h = hashlib.sha256(schema.encode()).hexdigest()[:12]
+    path = os.path.join(OUT, f"ledger-{LEDGER_ROWS}-{h}.db")
+    if os.path.exists(path):
+        shutil.rmtree(pm.dir, ignore_errors=True)
+        return path
+    log(f"  generating a {LEDGER_ROWS:,}-row ledger once (cached as {os.path.relpath(path, ROOT)})")
+    tmp = path + ".tmp"
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(tmp + suffix):
+            os.remove(tmp + suffix)
+    con = sqlite3.connect(empty)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    shutil.copy(empty, tmp)
+    shutil.rmtree(pm.dir, ignore_errors=True)
+    t0 = time.monotonic()
+    now_ms = int(time.time() * 1000)
+    span_ms = 90 * 86400 * 1000            # rows spread over the last 90 days
+    try:
+        con = sqlite3.connect(tmp, isolation_level=None)
+        con.execute("PRAGMA synchronous=OFF")
+        con.execute("PRAGMA cache_size=-262144")
+        con.execute("BEGIN")
+        con.execute(f"""
+            WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < {LEDGER_ROWS})
+            INSERT INTO requests(id, started_ms, ended_ms, team, key_id, model, stream, status,
+                                 prompt_tokens, completion_tokens, cached_tokens, reserved_nanos,
+                                 charged_nanos, state, upstream_id, latency_ms)
+            SELECT printf('bench-%012d', i),
+                   {now_ms - span_ms} + i * {span_ms // LEDGER_ROWS},
+                   {now_ms - span_ms} + i * {span_ms // LEDGER_ROWS} + 900,
+                   CASE i % 4 WHEN 0 THEN 'bench' WHEN 1 THEN 'research' WHEN 2 THEN 'support'
+                              ELSE 'ops' END,
+                   'k' || (i % 16), '{MODEL}', i % 3 = 0, 200, 1200, 300, 100, 20000000,
+                   1800000, 'settled', 'chatcmpl-bench-' || i, 900
+            FROM seq""")
+        con.execute("""
+            INSERT INTO spend_daily(team, day, nanos)
+            SELECT team, started_ms / 86400000, SUM(charged_nanos) FROM requests
+            GROUP BY team, started_ms / 86400000
+            ON CONFLICT(team, day) DO UPDATE SET nanos = nanos + excluded.nanos""")
+        con.execute("COMMIT")
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        con.close()
+    except sqlite3.Error as e:
+        note(f"startup: could not fill the ledger with pinmeter's schema ({e}); skipped")
+        return None
+    os.replace(tmp, path)
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(tmp + suffix):
+            os.remove(tmp + suffix)
+    log(f"  ledger generated in {time.monotonic() - t0:.0f} s "
+        f"({os.path.getsize(path) / 2**20:,.0f} MiB)")
+    return path
+
+
+def scen_startup(mock):
+    log(f"== start-up: time from exec to /healthz 200, {ROUNDS} rounds")
+    big = make_big_ledger(mock)
+    res = {"empty": [], "big": []}
+    for rnd in range(1, ROUNDS + 1):
+        for kind in ("empty", "big"):
+            if kind == "big" and not big:
+                continue
+            pm = Pinmeter(mock)
+            ok = pm.start(tag=f"startup-{kind}-{rnd}", ledger=big if kind == "big" else None,
+                          ready_timeout=60)
+            res[kind].append(pm.ready_s if ok else None)
+            if ok:
+                check_after(pm, "startup", rnd, pm.stop())
+            log(f"  startup round {rnd} {kind:5s} ready_s={pm.ready_s}")
+    RAW["startup"] = res
+    e, b = med(res["empty"]), med(res["big"])
+    row("start-up", f"time to ready, {LEDGER_ROWS:,}-row ledger", "ms", None, None,
+        b and b * 1000, "< 1000 ms", None if b is None else b < 1.0, rat=None, fmt="{:.1f}")
+    row("start-up", "time to ready, empty ledger", "ms", None, None, e and e * 1000,
+        "(reported)", None, rat=None, fmt="{:.1f}")
+
+
+# ---- instructions per request ----------------------------------------------------------
+
+def post_n(port, n, timeout=120):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    hdr = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    bad = 0
+    try:
+        for _ in range(n):
+            c.request("POST", "/v0/llm/chat/completions", CHAT_BODY, hdr)
+            r = c.getresponse()
+            r.read()
+            bad += r.status != 200
+    finally:
+        c.close()
+    return bad
+
+
+def callgrind_total(path):
+    with open(path) as f:
+        for line in f:
+            if line.startswith("summary:") or line.startswith("totals:"):
+                return int(line.split()[1])
+    return None
+
+
+def callgrind_instr(t, n, pid_of):
+    """Zeroes callgrind's counters, sends n requests, dumps; Ir per request."""
+    post_n(t.port, 100)                                   # warm-up
+    pid = pid_of()
+    r = subprocess.run(["callgrind_control", "-z", str(pid)], capture_output=True, text=True,
+                       timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError("callgrind_control -z failed: " + r.stdout + r.stderr)
+    bad = post_n(t.port, n)
+    before = set(os.listdir(t.dir))
+    r = subprocess.run(["callgrind_control", "-d", str(pid)], capture_output=True, text=True,
+                       timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError("callgrind_control -d failed: " + r.stdout + r.stderr)
+    dumps = sorted(f for f in set(os.listdir(t.dir)) - before if f.startswith("callgrind.out"))
+    if not dumps:
+        raise RuntimeError("no callgrind dump appeared")
+    total = callgrind_total(os.path.join(t.dir, dumps[-1]))
+    return total / n if total else None, bad, os.path.join(t.dir, dumps[-1])
+
+
+def perf_works():
+    if not shutil.which("perf"):
+        return False
+    r = subprocess.run(["perf", "stat", "-x,", "-e", "instructions", "true"],
+                       capture_output=True, text=True, timeout=30)
+    return r.returncode == 0 and re.search(r"^\d+,", r.stderr, re.M) is not None
+
+
+def perf_instr(t, n):
+    post_n(t.port, 100)
+    out = os.path.join(t.dir, "perf.txt")
+    p = subprocess.Popen(["perf", "stat", "-x,", "-e", "instructions", "-o", out, "-p",
+                          ",".join(str(x) for x in t.pids)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    time.sleep(0.2)
+    post_n(t.port, n)
+    os.kill(p.pid, signal.SIGINT)
+    p.wait(timeout=30)
+    with open(out) as f:
+        m = re.search(r"^(\d+),", f.read(), re.M)
+    return int(m.group(1)) / n if m else None
+
+
+def scen_instr(mock):
+    log(f"== instructions per request: callgrind over {INSTR_REQUESTS} non-streaming requests")
+    results = {}
+    if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
+        note("instr: valgrind is not installed (apt-get install valgrind); skipped")
+    else:
+        d = os.path.join(RUN, "pinmeter-instr-cg")
+        pm = Pinmeter(mock)
+        ok = pm.start(tag="instr-cg", ready_timeout=120,
+                      wrapper=["valgrind", "--tool=callgrind", "-q",
+                               f"--callgrind-out-file={d}/callgrind.out"])
+        if ok:
+            try:
+                ir, bad, dump = callgrind_instr(pm, INSTR_REQUESTS, lambda: pm.proc.pid)
+                results["pinmeter"] = ir
+                keep = os.path.join(OUT, "callgrind.pinmeter.out")
+                shutil.copy(dump, keep)
+                if bad:
+                    note(f"instr: {bad} of {INSTR_REQUESTS} pinmeter replies were not 200")
+            except Exception as e:
+                note(f"instr: pinmeter under callgrind failed: {e}")
+            pm.stop()
+        if Nginx.available():
+            ng = Nginx(mock, master_process=False)
+            ng.dir = os.path.join(RUN, "nginx-instr-cg")
+            shutil.rmtree(ng.dir, ignore_errors=True)
+            os.makedirs(ng.dir)
+            ng.port = free_port()
+            conf = ng.write_conf(ng.dir, 1024)
+            ng.proc = start(["valgrind", "--tool=callgrind", "-q",
+                             f"--callgrind-out-file={ng.dir}/callgrind.out"] + ng.argv(conf),
+                            PROXY_CPU, os.path.join(ng.dir, "stderr.log"))
+            if wait_http(ng.port, "/healthz", 120, ng.proc) is not None:
+                try:
+                    ir, bad, dump = callgrind_instr(ng, INSTR_REQUESTS, lambda: ng.proc.pid)
+                    results["nginx"] = ir
+                    shutil.copy(dump, os.path.join(OUT, "callgrind.nginx.out"))
+                except Exception as e:
+                    note(f"instr: nginx under callgrind failed: {e}")
+            else:
+                note("instr: nginx did not start under valgrind")
+            ng.stop()
+        row("instructions", "per non-stream request (callgrind)", "instr", None,
+            results.get("nginx"), results.get("pinmeter"), "(stable figure)", None, fmt="{:,.0f}")
+        if "pinmeter" in results:
+            note("instr: callgrind profile of pinmeter kept in build-bench/callgrind.pinmeter.out "
+                 "(callgrind_annotate --inclusive=yes build-bench/callgrind.pinmeter.out)")
+    if perf_works():
+        pres = {}
+        for t in (Nginx(mock) if Nginx.available() else None, Pinmeter(mock)):
+            if t is None or not t.start(tag="instr-perf"):
+                continue
+            try:
+                pres[t.name] = perf_instr(t, INSTR_REQUESTS * 5)
+            except Exception as e:
+                note(f"instr: perf stat on {t.name} failed: {e}")
+            t.stop()
+        row("instructions", "per non-stream request (perf stat)", "instr", None,
+            pres.get("nginx"), pres.get("pinmeter"), "(reported)", None, fmt="{:,.0f}")
+    else:
+        note("instr: `perf stat -e instructions` does not count here (no PMU access), "
+             "so only callgrind's count is shown")
+    RAW["instr"] = results
+
+
+# ---- main ---------------------------------------------------------------------
+
+REVISION = "?"
+
+
+def git_revision():
+    """The commit measured, with "-dirty" when src/ or include/ has changes."""
+    try:
+        rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "src",
+                                "include", "Makefile"], capture_output=True, text=True,
+                               timeout=10).stdout.strip()
+        return (rev or "?") + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def build():
+    if os.environ.get("BENCH_NO_BUILD") == "1":
+        return
+    r = subprocess.run(["make", "--no-print-directory", "-s", "-C", ROOT, "all", "bench-tools"],
+                       timeout=600)
+    if r.returncode != 0:
+        sys.exit("bench: make failed")
+
+
+def snapshot_binary():
+    """Runs a private copy of build/pinmeter, so that a rebuild while the
+    benchmark runs cannot mix two binaries in one table."""
+    global PINMETER
+    copy = os.path.join(RUN, "pinmeter.bin")
+    shutil.copy2(PINMETER, copy)
+    PINMETER = copy
+
+
+def preflight():
+    missing = [x for x in ("taskset", "wrk") if not shutil.which(x)]
+    for f in (PINMETER, MOCKUP, STREAMLOAD):
+        if not os.access(f, os.X_OK):
+            missing.append(f)
+    if missing:
+        sys.exit(f"bench: missing {', '.join(missing)} (see tests/bench/README.md)")
+    if len(CPUS) < 2:
+        note(f"only one CPU available ({CPUS}): the proxy shares it with the load generator")
+    if not Nginx.available():
+        note("nginx is not installed (apt-get install nginx-light): no baseline, ratios are n/a")
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    hard = raise_nofile()
+    global REVISION
+    REVISION = git_revision()          # before the build: what is measured
+    build()
+    preflight()
+    shutil.rmtree(RUN, ignore_errors=True)
+    os.makedirs(RUN)
+    snapshot_binary()
+    log(f"bench: load+mock on CPU {LOAD_CPU}, proxy on CPU {PROXY_CPU}; {ROUNDS} rounds of "
+        f"A direct / B nginx / C pinmeter; runs of {SECONDS} s; fd limit {hard}; "
+        f"scenarios {','.join(ONLY)}")
+    t_start = time.monotonic()
+    mock = Mock(lifetime_s=4 * 3600)
+    try:
+        if "c1" in ONLY:
+            scen_c1(mock)
+        if "c64" in ONLY or "ledger" in ONLY:
+            scen_c64(mock, "c64" in ONLY, "ledger" in ONLY)
+        if "stream64" in ONLY:
+            scen_stream64(mock)
+        if "stream1k" in ONLY:
+            scen_stream1k(mock)
+        if "stream10k" in ONLY:
+            scen_stream10k(mock)
+        if "startup" in ONLY:
+            scen_startup(mock)
+        if "instr" in ONLY:
+            scen_instr(mock)
+    except KeyboardInterrupt:
+        note("interrupted")
+    finally:
+        mock.stop()
+        stop_all()
+    table = print_table()
+    cmd = " ".join(f"{k}={os.environ[k]}" for k in sorted(os.environ) if k.startswith("BENCH_")
+                   and k != "BENCH_NO_BUILD")
+    head = (f"pinmeter bench, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+            f"source {REVISION}, {os.cpu_count()} CPUs, {ROUNDS} rounds × {SECONDS} s, medians"
+            + (f" ({cmd})" if cmd else ""))
+    print()
+    print(head)
+    print()
+    print(table)
+    if NOTES:
+        print()
+        for n in NOTES:
+            print(f"- {n}")
+    print(f"\n(total {time.monotonic() - t_start:.0f} s; per-run figures in build-bench/results.json)")
+    with open(os.path.join(OUT, "results.json"), "w") as f:
+        json.dump({"header": head, "rows": ROWS, "notes": NOTES, "runs": RAW}, f, indent=1,
+                  default=str)
+    with open(os.path.join(OUT, "bench-table.md"), "w") as f:
+        f.write(head + "\n\n" + table + "\n" + "".join(f"\n- {n}" for n in NOTES) + "\n")
+    if not KEEP:
+        shutil.rmtree(RUN, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
