@@ -41,8 +41,9 @@ typedef void (*ledger_done_fn)(void *ud, int ok);
  * the parent directory if missing. NULL + reason in err on failure. */
 ledger_t *ledger_open(const char *path, char *err, size_t errlen);
 
-/* Turns leftover inflight rows into interrupted, charged at their
- * reservation. Call before ledger_writer_start. Returns rows changed, or -1. */
+/* Turns leftover inflight rows, and journaled begins with no row, into
+ * interrupted rows charged at their reservation, then empties the journal.
+ * Call before ledger_writer_start. Returns rows changed, or -1. */
 int64_t ledger_recover(ledger_t *l, int64_t now_ms);
 
 /* Sum of charges for team in requests started on or after unix day
@@ -62,6 +63,15 @@ int ledger_submit(ledger_t *l, const ledger_rec_t *rec, ledger_done_fn done, voi
 
 /* 1 while the writer's last commit failed (disk full, read-only file). */
 int ledger_failing(ledger_t *l);
+
+/* Records an admitted request before it goes upstream: one write() of a
+ * line to the begin journal beside the database (durable against process
+ * death; no fsync, no wait for the writer thread), then the inflight row is
+ * queued for the writer. A journaled begin whose row never reached the
+ * database is inserted as interrupted by the next ledger_recover. Returns 0,
+ * or -1 (nothing recorded: refuse the request) when the ledger is failing,
+ * the journal cannot be written, or the ledger is closing. */
+int ledger_begin(ledger_t *l, const ledger_rec_t *rec);
 
 /* Records waiting for the writer (for health/metrics). */
 size_t ledger_backlog(ledger_t *l);

@@ -7,6 +7,7 @@
  * through a partial index. */
 #include "ledger.h"
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sqlite3.h>
@@ -24,7 +25,10 @@ typedef struct op {
     ledger_rec_t rec;
     ledger_done_fn done;
     void *ud;
+    int jseg;                         /* journal segment of a journaled begin, else -1 */
 } op_t;
+
+#define JOURNAL_ROTATE_BYTES (1 << 20)
 
 struct ledger {
     sqlite3 *db;
@@ -41,6 +45,18 @@ struct ledger {
     int stopping;
     int64_t stop_deadline_ms;
     atomic_int failing;               /* the last commit failed */
+    atomic_int jfail;                 /* the last journal write failed */
+    /* Begin journal: two append-only segments beside the database. A begin
+     * is one write() to the active segment (durable against process death,
+     * no fsync) before the request goes upstream; the writer inserts its
+     * inflight row later. A segment is emptied and reused once every begin
+     * in it has its row committed. [jmu] */
+    pthread_mutex_t jmu;
+    int jfd[2];
+    int jactive;
+    off_t jsize[2];
+    long jopen[2];                    /* begins not yet committed to SQLite */
+    char jpath[2][1100];
 };
 
 static const char *SCHEMA =
@@ -133,7 +149,27 @@ ledger_t *ledger_open(const char *path, char *err, size_t errlen)
     }
     pthread_mutex_init(&l->mu, NULL);
     pthread_mutex_init(&l->rmu, NULL);
+    pthread_mutex_init(&l->jmu, NULL);
     pthread_cond_init(&l->cv, NULL);
+    l->jfd[0] = l->jfd[1] = -1;
+    if (strcmp(path, ":memory:") != 0) {
+        for (int i = 0; i < 2; i++) {
+            snprintf(l->jpath[i], sizeof l->jpath[i], "%s-begins.%d", path, i);
+            l->jfd[i] = open(l->jpath[i], O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+            if (l->jfd[i] < 0) {
+                snprintf(err, errlen, "%s: cannot open the begin journal: %s", l->jpath[i],
+                         strerror(errno));
+                if (i == 1) close(l->jfd[0]);
+                sqlite3_finalize(l->ins);
+                sqlite3_finalize(l->upd);
+                sqlite3_finalize(l->daily);
+                sqlite3_close(l->db);
+                free(l);
+                return NULL;
+            }
+            l->jsize[i] = lseek(l->jfd[i], 0, SEEK_END);
+        }
+    }
     return l;
 fail:
     sqlite3_finalize(l->ins);
@@ -144,12 +180,167 @@ fail:
     return NULL;
 }
 
+/* Writes s into buf with bytes < 0x20, '%', '\t' and 0x7f as %XX, so a
+ * journal line has exactly its tab-separated fields. */
+static void jescape(char *buf, size_t cap, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (; *s && o + 4 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c < 0x20 || c == '%' || c == 0x7f) {
+            buf[o++] = '%';
+            buf[o++] = hex[c >> 4];
+            buf[o++] = hex[c & 15];
+        } else {
+            buf[o++] = (char)c;
+        }
+    }
+    buf[o] = '\0';
+}
+
+static void junescape(char *s)
+{
+    char *w = s;
+    for (char *r = s; *r; r++) {
+        if (*r == '%' && r[1] && r[2]) {
+            char h[3] = {r[1], r[2], 0};
+            *w++ = (char)strtol(h, NULL, 16);
+            r += 2;
+        } else {
+            *w++ = *r;
+        }
+    }
+    *w = '\0';
+}
+
+#ifdef PINMETER_TEST_HOOKS
+static int fault_injected(void);
+#else
+static int fault_injected(void) { return 0; }
+#endif
+
+static op_t *op_new(const ledger_rec_t *rec, ledger_done_fn done, void *ud)
+{
+    op_t *o = malloc(sizeof *o);
+    if (!o) return NULL;
+    o->next = NULL;
+    o->rec = *rec;
+    o->done = done;
+    o->ud = ud;
+    o->jseg = -1;
+    return o;
+}
+
+static int enqueue(ledger_t *l, op_t *o);
+
+int ledger_begin(ledger_t *l, const ledger_rec_t *rec)
+{
+    if (atomic_load(&l->failing)) return -1;     /* rows cannot be committed */
+    if (fault_injected()) {
+        atomic_store(&l->jfail, 1);
+        return -1;
+    }
+    op_t *o = op_new(rec, NULL, NULL);
+    if (!o) return -1;
+    if (l->jfd[0] >= 0) {
+        char team[200], key[200], model[800], line[1400];
+        jescape(team, sizeof team, rec->team);
+        jescape(key, sizeof key, rec->key_id);
+        jescape(model, sizeof model, rec->model);
+        int n = snprintf(line, sizeof line, "B\t%s\t%lld\t%s\t%s\t%s\t%d\t%lld\n", rec->id,
+                         (long long)rec->started_ms, team, key, model, rec->stream,
+                         (long long)rec->reserved);
+        pthread_mutex_lock(&l->jmu);
+        int a = l->jactive;
+        if (l->jsize[a] > JOURNAL_ROTATE_BYTES && l->jopen[1 - a] == 0 &&
+            ftruncate(l->jfd[1 - a], 0) == 0) {
+            l->jsize[1 - a] = 0;
+            a = l->jactive = 1 - a;
+        }
+        ssize_t w = write(l->jfd[a], line, (size_t)n);
+        if (w != n) {
+            /* a short write leaves a partial line, which replay ignores */
+            pthread_mutex_unlock(&l->jmu);
+            atomic_store(&l->jfail, 1);
+            free(o);
+            return -1;
+        }
+        atomic_store(&l->jfail, 0);
+        l->jsize[a] += n;
+        l->jopen[a]++;
+        o->jseg = a;
+        pthread_mutex_unlock(&l->jmu);
+    }
+    if (enqueue(l, o) != 0) {
+        /* closing: the journal line stays and is replayed as interrupted */
+        free(o);
+        return -1;
+    }
+    return 0;
+}
+
+/* Inserts rows for journaled begins that never reached the database:
+ * interrupted, charged at their reservation. Inside recover's transaction. */
+static int replay_journal(ledger_t *l, int64_t at_ms, int64_t *n)
+{
+    sqlite3_stmt *ins = NULL;
+    if (sqlite3_prepare_v2(l->db,
+            "INSERT OR IGNORE INTO requests(id, started_ms, ended_ms, team, key_id, model,"
+            " stream, reserved_nanos, charged_nanos, state)"
+            " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?8,'interrupted')", -1, &ins, NULL) != SQLITE_OK)
+        return -1;
+    for (int i = 0; i < 2 && l->jfd[i] >= 0; i++) {
+        FILE *f = fopen(l->jpath[i], "r");
+        if (!f) continue;
+        char line[1600];
+        while (fgets(line, sizeof line, f)) {
+            size_t len = strlen(line);
+            if (len == 0 || line[len - 1] != '\n') break;     /* torn last line */
+            line[len - 1] = '\0';
+            char *fld[8], *save = NULL;
+            int k = 0;
+            for (char *t = strtok_r(line, "\t", &save); t && k < 8; t = strtok_r(NULL, "\t", &save))
+                fld[k++] = t;
+            if (k != 8 || strcmp(fld[0], "B") != 0) continue;
+            for (int j = 3; j <= 5; j++) junescape(fld[j]);
+            int64_t started = strtoll(fld[2], NULL, 10), reserved = strtoll(fld[7], NULL, 10);
+            sqlite3_bind_text(ins, 1, fld[1], -1, SQLITE_TRANSIENT);
+            sqlite3_bind_int64(ins, 2, started);
+            sqlite3_bind_int64(ins, 3, at_ms);
+            sqlite3_bind_text(ins, 4, fld[3], -1, SQLITE_TRANSIENT);
+            sqlite3_bind_text(ins, 5, fld[4], -1, SQLITE_TRANSIENT);
+            sqlite3_bind_text(ins, 6, fld[5], -1, SQLITE_TRANSIENT);
+            sqlite3_bind_int(ins, 7, atoi(fld[6]));
+            sqlite3_bind_int64(ins, 8, reserved);
+            int rc = sqlite3_step(ins);
+            int added = sqlite3_changes(l->db);
+            sqlite3_reset(ins);
+            if (rc != SQLITE_DONE) { fclose(f); sqlite3_finalize(ins); return -1; }
+            if (!added || reserved == 0) continue;
+            (*n)++;
+            sqlite3_bind_text(l->daily, 1, fld[3], -1, SQLITE_TRANSIENT);
+            sqlite3_bind_int64(l->daily, 2, started / 86400000);
+            sqlite3_bind_int64(l->daily, 3, reserved);
+            rc = sqlite3_step(l->daily);
+            sqlite3_reset(l->daily);
+            sqlite3_clear_bindings(l->daily);
+            if (rc != SQLITE_DONE) { fclose(f); sqlite3_finalize(ins); return -1; }
+        }
+        fclose(f);
+    }
+    sqlite3_finalize(ins);
+    return 0;
+}
+
 int64_t ledger_recover(ledger_t *l, int64_t at_ms)
 {
     sqlite3_stmt *st = NULL;
     int64_t n = -1;
     if (sqlite3_exec(l->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
         return -1;
+    int64_t replayed = 0;
+    if (replay_journal(l, at_ms, &replayed) != 0) goto fail;
     /* Never undercount: an interrupted request is charged its reservation. */
     if (sqlite3_exec(l->db,
             "INSERT INTO spend_daily(team, day, nanos)"
@@ -164,11 +355,17 @@ int64_t ledger_recover(ledger_t *l, int64_t at_ms)
         goto fail;
     sqlite3_bind_int64(st, 1, at_ms);
     if (sqlite3_step(st) != SQLITE_DONE) goto fail;
-    n = sqlite3_changes(l->db);
+    n = sqlite3_changes(l->db) + replayed;
     sqlite3_finalize(st);
     if (sqlite3_exec(l->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
         sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
         return -1;
+    }
+    /* every journaled begin now has its row: start the journal afresh */
+    for (int i = 0; i < 2 && l->jfd[i] >= 0; i++) {
+        if (ftruncate(l->jfd[i], 0) != 0) return -1;
+        l->jsize[i] = 0;
+        l->jopen[i] = 0;
     }
     return n;
 fail:
@@ -271,14 +468,12 @@ static int apply(ledger_t *l, const ledger_rec_t *r)
  * completions are returned to the front of the queue for a later retry. */
 #ifdef PINMETER_TEST_HOOKS
 /* Test builds only: while the file named by PINMETER_TEST_LEDGER_FAULT
- * exists, every commit fails as if the disk were full. */
+ * exists, every commit and journal write fails as if the disk were full. */
 static int fault_injected(void)
 {
     const char *p = getenv("PINMETER_TEST_LEDGER_FAULT");
     return p && *p && access(p, F_OK) == 0;
 }
-#else
-static int fault_injected(void) { return 0; }
 #endif
 
 static int try_commit(ledger_t *l, op_t *batch)
@@ -313,10 +508,18 @@ static int commit_batch(ledger_t *l, op_t *batch)
         op_t *o = batch;
         batch = o->next;
         o->next = NULL;
-        if (!ok && o->rec.state != LEDGER_INFLIGHT) {
+        /* Completions, and begins already journaled (their request went
+         * upstream), wait and retry; a begin that is not journaled fails
+         * back to its caller. */
+        if (!ok && (o->rec.state != LEDGER_INFLIGHT || o->jseg >= 0)) {
             if (rlast) rlast->next = o; else retry = o;
             rlast = o;
             continue;
+        }
+        if (ok && o->jseg >= 0) {
+            pthread_mutex_lock(&l->jmu);
+            l->jopen[o->jseg]--;
+            pthread_mutex_unlock(&l->jmu);
         }
         if (o->done) o->done(o->ud, ok);
         free(o);
@@ -381,16 +584,20 @@ int ledger_writer_start(ledger_t *l)
 
 int ledger_submit(ledger_t *l, const ledger_rec_t *rec, ledger_done_fn done, void *ud)
 {
-    op_t *o = malloc(sizeof *o);
+    op_t *o = op_new(rec, done, ud);
     if (!o) return -1;
-    o->next = NULL;
-    o->rec = *rec;
-    o->done = done;
-    o->ud = ud;
-    pthread_mutex_lock(&l->mu);
-    if (l->stopping && rec->state == LEDGER_INFLIGHT) {
-        pthread_mutex_unlock(&l->mu);
+    if (enqueue(l, o) != 0) {
         free(o);
+        return -1;
+    }
+    return 0;
+}
+
+static int enqueue(ledger_t *l, op_t *o)
+{
+    pthread_mutex_lock(&l->mu);
+    if (l->stopping && o->rec.state == LEDGER_INFLIGHT) {
+        pthread_mutex_unlock(&l->mu);
         return -1;
     }
     if (l->tail) l->tail->next = o; else l->head = o;
@@ -403,7 +610,16 @@ int ledger_submit(ledger_t *l, const ledger_rec_t *rec, ledger_done_fn done, voi
 
 int ledger_failing(ledger_t *l)
 {
-    return atomic_load(&l->failing);
+    if (atomic_load(&l->jfail) && !fault_injected()) {
+        /* The last begin could not be journaled. A zero-length write shows
+         * only that the file is open and writable again, not that there is
+         * space; the next begin finds that out and sets the flag again. */
+        pthread_mutex_lock(&l->jmu);
+        int ok = l->jfd[0] < 0 || write(l->jfd[l->jactive], "", 0) == 0;
+        pthread_mutex_unlock(&l->jmu);
+        if (ok) atomic_store(&l->jfail, 0);
+    }
+    return atomic_load(&l->failing) || atomic_load(&l->jfail);
 }
 
 size_t ledger_backlog(ledger_t *l)
@@ -440,8 +656,15 @@ void ledger_close(ledger_t *l, int timeout_ms)
     sqlite3_finalize(l->daily);
     sqlite3_close(l->db);
     sqlite3_close(l->rdb);
+    /* a clean stop has every begin in the database: empty the journal */
+    for (int i = 0; i < 2; i++) {
+        if (l->jfd[i] < 0) continue;
+        if (l->jopen[i] == 0 && ftruncate(l->jfd[i], 0) != 0) { /* replayed next start */ }
+        close(l->jfd[i]);
+    }
     pthread_mutex_destroy(&l->mu);
     pthread_mutex_destroy(&l->rmu);
+    pthread_mutex_destroy(&l->jmu);
     pthread_cond_destroy(&l->cv);
     free(l);
 }

@@ -234,7 +234,6 @@ static enum MHD_Result serve_balance(app_t *app, const snap_t *sn, struct MHD_Co
     return queue_balance(c, &v);
 }
 
-static void on_ledger_begin(void *ud, int ok);
 static void conn_mark(app_t *app, struct MHD_Connection *c, int in_request);
 static void conn_set_req(app_t *app, struct MHD_Connection *c, req_t *r);
 
@@ -322,38 +321,24 @@ static enum MHD_Result admit_chat(app_t *app, req_t *r, struct MHD_Connection *c
     r->rec.reserved = need;
     r->rec.state = LEDGER_INFLIGHT;
 
+    /* Durable before anything goes upstream (one journal write on this
+     * thread); fail closed when the ledger cannot take it. */
+    if (ledger_begin(app->ledger, &r->rec) != 0) {
+        budget_release(app->budget, &r->hold);
+        r->metered = 0;
+        app_log("ledger cannot be written: refusing request %s (503)", r->rec.id);
+        return queue_error(c, 503, "the ledger cannot be written, so pinmeter refuses to "
+                           "serve unmetered requests; check the ledger's disk",
+                           "ledger_unavailable", "ledger_unavailable", NULL);
+    }
     conn_set_req(app, c, r);
     pthread_mutex_lock(&r->mu);
-    r->refs++;                     /* for the writer/upstream side */
+    r->refs++;                     /* for the upstream side */
     r->dispatched = 1;
     suspend_locked(r);
     pthread_mutex_unlock(&r->mu);
-    if (ledger_submit(app->ledger, &r->rec, on_ledger_begin, r) != 0)
-        on_ledger_begin(r, 0);
+    upstream_submit(app->up, r);
     return MHD_YES;
-}
-
-/* Writer thread: the inflight row is in the file (or could not be written). */
-static void on_ledger_begin(void *ud, int ok)
-{
-    req_t *r = ud;
-    if (ok) {
-        upstream_submit(r->app->up, r);
-        return;
-    }
-    budget_release(r->app->budget, &r->hold);
-    pthread_mutex_lock(&r->mu);
-    r->resp_status = 503;
-    r->resp_body = req_error_json("the ledger cannot be written, so pinmeter refuses to "
-                                  "serve unmetered requests; check the ledger's disk",
-                                  "ledger_unavailable", "ledger_unavailable");
-    r->resp_len = r->resp_body ? strlen(r->resp_body) : 0;
-    r->resp_kind = RESP_BUFFER;
-    r->upstream_done = 1;
-    req_resume_locked(r);
-    pthread_mutex_unlock(&r->mu);
-    app_log("ledger write failed: refusing request %s (503)", r->rec.id);
-    req_unref(r);
 }
 
 /* MHD thread: relays stream bytes; suspends when there are none yet. */

@@ -658,12 +658,56 @@ static void test_refused_completion_without_writer(void)
     remove_ledger(path);
 }
 
+
+/* A begin is journaled before the request goes upstream: if the process dies
+ * before the writer commits its row, the next recover inserts it as
+ * interrupted at its reservation. A begin whose row did get in is not added
+ * twice, and a model with tabs/newlines survives the journal's escaping. */
+static void test_journal_replay(void)
+{
+    char path[256];
+    path_in_tmp(path, sizeof path, "journal.db");
+    ledger_t *dead = open_ok(path);          /* never closed: "killed" */
+    if (!dead) { T_CHECK(0); return; }
+    ledger_rec_t a = begin_rec("j1", "a", "m\tx\n%y", D1 + HOUR_MS, 3 * C);
+    ledger_rec_t b = begin_rec("j2", "a", "m1", D1 + 2 * HOUR_MS, 4 * C);
+    T_EQ_INT(ledger_begin(dead, &a), 0);     /* writer not started: journal only */
+    T_EQ_INT(ledger_begin(dead, &b), 0);
+    T_EQ_INT(sql_int(path, "SELECT COUNT(*) FROM requests"), 0);
+
+    ledger_t *l = open_ok(path);             /* the restart */
+    if (!l) { T_CHECK(0); return; }
+    T_EQ_INT(ledger_recover(l, D1 + DAY_MS), 2);
+    T_EQ_INT(sql_int(path, "SELECT COUNT(*) FROM requests WHERE state='interrupted'"), 2);
+    T_EQ_INT(sql_int(path, "SELECT charged_nanos FROM requests WHERE id='j1'"), 3 * C);
+    T_EQ_INT(sql_int(path, "SELECT model = 'm' || char(9) || 'x' || char(10) || '%y' "
+                           "FROM requests WHERE id='j1'"), 1);
+    T_EQ_INT(spent(l, "a", D1_DAY), 7 * C);
+    /* replayed once: a second recover finds an empty journal */
+    T_EQ_INT(ledger_recover(l, D1 + DAY_MS), 0);
+    T_EQ_INT(spent(l, "a", D1_DAY), 7 * C);
+
+    /* a begin committed by the writer is recovered from its row, once */
+    T_EQ_INT(ledger_writer_start(l), 0);
+    ledger_rec_t c3 = begin_rec("j3", "a", "m1", D1 + 3 * HOUR_MS, 5 * C);
+    T_EQ_INT(ledger_begin(l, &c3), 0);
+    for (int i = 0; i < 2000 && ledger_backlog(l) > 0; i++) usleep(1000);
+    ledger_t *again = open_ok(path);
+    T_EQ_INT(ledger_recover(again, D1 + DAY_MS), 1);
+    T_EQ_INT(sql_int(path, "SELECT COUNT(*) FROM requests WHERE id='j3'"), 1);
+    T_EQ_INT(spent(again, "a", D1_DAY), 12 * C);
+    ledger_close(again, 1000);
+    ledger_close(l, 1000);
+    ledger_close(dead, 0);
+}
+
 int main(void)
 {
     /* line-buffered, so the summary survives LeakSanitizer's exit */
     setvbuf(stdout, NULL, _IOLBF, 0);
     snprintf(tmpdir, sizeof tmpdir, "/tmp/pinmeter-ledger-XXXXXX");
     if (!mkdtemp(tmpdir)) { perror("mkdtemp"); return 1; }
+    T_RUN(test_journal_replay);
     T_RUN(test_settle_and_report_memory);
     T_RUN(test_done_callback);
     T_RUN(test_completion_applied_once);
