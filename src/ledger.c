@@ -26,7 +26,12 @@ typedef struct op {
     ledger_done_fn done;
     void *ud;
     int jseg;                         /* journal segment of a journaled begin, else -1 */
+    int merged;                       /* begin: its completion is in the same batch;
+                                       * completion: insert the whole row */
 } op_t;
+
+#define MERGE_MAX 64                  /* batches up to this size pair begins with ends */
+#define GATHER_NS (1000 * 1000)       /* a small batch waits 1 ms for more (off the request path) */
 
 #define JOURNAL_ROTATE_BYTES (1 << 20)
 
@@ -35,7 +40,7 @@ struct ledger {
     sqlite3 *rdb;                     /* reads while the writer runs (own connection) */
     pthread_mutex_t rmu;
     char path[1024];
-    sqlite3_stmt *ins, *upd, *daily;
+    sqlite3_stmt *ins, *upd, *daily, *full;
     pthread_t thread;
     int started;
     pthread_mutex_t mu;
@@ -140,6 +145,12 @@ ledger_t *ledger_open(const char *path, char *err, size_t errlen)
             " upstream_id=?9, latency_ms=?10 WHERE id=?1 AND state='inflight'",
             -1, &l->upd, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(l->db,
+            "INSERT INTO requests(id, started_ms, team, key_id, model, stream, reserved_nanos,"
+            " ended_ms, status, prompt_tokens, completion_tokens, cached_tokens, charged_nanos,"
+            " state, upstream_id, latency_ms)"
+            " VALUES(?1,?11,?12,?13,?14,?15,?16,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+            -1, &l->full, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(l->db,
             "INSERT INTO spend_daily(team, day, nanos) VALUES(?1,?2,?3)"
             " ON CONFLICT(team, day) DO UPDATE SET nanos = nanos + excluded.nanos",
             -1, &l->daily, NULL) != SQLITE_OK) {
@@ -175,6 +186,8 @@ fail:
     sqlite3_finalize(l->ins);
     sqlite3_finalize(l->upd);
     sqlite3_finalize(l->daily);
+    sqlite3_finalize(l->full);
+    sqlite3_finalize(l->full);
     sqlite3_close(l->db);
     free(l);
     return NULL;
@@ -229,6 +242,7 @@ static op_t *op_new(const ledger_rec_t *rec, ledger_done_fn done, void *ud)
     o->done = done;
     o->ud = ud;
     o->jseg = -1;
+    o->merged = 0;
     return o;
 }
 
@@ -405,9 +419,11 @@ out:
 }
 
 /* Applies one record inside the open transaction. 0 or -1. */
-static int apply(ledger_t *l, const ledger_rec_t *r)
+static int apply(ledger_t *l, const op_t *o)
 {
+    const ledger_rec_t *r = &o->rec;
     sqlite3_stmt *st;
+    if (r->state == LEDGER_INFLIGHT && o->merged) return 0;   /* its completion inserts */
     if (r->state == LEDGER_INFLIGHT) {
         st = l->ins;
         sqlite3_bind_text(st, 1, r->id, -1, SQLITE_STATIC);
@@ -418,7 +434,15 @@ static int apply(ledger_t *l, const ledger_rec_t *r)
         sqlite3_bind_int(st, 6, r->stream);
         sqlite3_bind_int64(st, 7, r->reserved);
     } else {
-        st = l->upd;
+        st = o->merged ? l->full : l->upd;
+        if (o->merged) {
+            sqlite3_bind_int64(st, 11, r->started_ms);
+            sqlite3_bind_text(st, 12, r->team, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 13, r->key_id, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 14, r->model, -1, SQLITE_STATIC);
+            sqlite3_bind_int(st, 15, r->stream);
+            sqlite3_bind_int64(st, 16, r->reserved);
+        }
         sqlite3_bind_text(st, 1, r->id, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 2, r->ended_ms);
         sqlite3_bind_int(st, 3, r->status);
@@ -476,12 +500,36 @@ static int fault_injected(void)
 }
 #endif
 
+/* In a small batch, a begin whose completion follows in the same batch is
+ * written as one whole row (one statement instead of two). */
+static void pair_up(op_t *batch)
+{
+    op_t *v[MERGE_MAX];
+    size_t n = 0;
+    for (op_t *o = batch; o; o = o->next) o->merged = 0;   /* a retried batch pairs anew */
+    for (op_t *o = batch; o; o = o->next) {
+        if (n == MERGE_MAX) return;
+        v[n++] = o;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (v[i]->rec.state != LEDGER_INFLIGHT) continue;
+        for (size_t j = i + 1; j < n; j++) {
+            if (v[j]->rec.state != LEDGER_INFLIGHT && !v[j]->merged &&
+                strcmp(v[j]->rec.id, v[i]->rec.id) == 0) {
+                v[i]->merged = v[j]->merged = 1;
+                break;
+            }
+        }
+    }
+}
+
 static int try_commit(ledger_t *l, op_t *batch)
 {
     if (fault_injected()) return 0;
+    pair_up(batch);
     int ok = sqlite3_exec(l->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK;
     for (op_t *o = batch; ok && o; o = o->next)
-        ok = apply(l, &o->rec) == 0;
+        ok = apply(l, o) == 0;
     if (ok) ok = sqlite3_exec(l->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK;
     if (!ok) sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
     return ok;
@@ -547,6 +595,15 @@ static void *writer_main(void *arg)
         if (!l->head || (l->stopping && failing && now_ms() > l->stop_deadline_ms)) {
             pthread_mutex_unlock(&l->mu);
             break;
+        }
+        if (!l->stopping && !failing && l->backlog < MERGE_MAX / 2) {
+            /* A small batch waits a moment: its requests' completions often
+             * arrive meanwhile, and pair with their begins. Nothing waits on
+             * this: begins are already journaled. */
+            pthread_mutex_unlock(&l->mu);
+            struct timespec ts = {0, GATHER_NS};
+            nanosleep(&ts, NULL);
+            pthread_mutex_lock(&l->mu);
         }
         op_t *batch = l->head, *last = batch;
         for (int n = 1; n < BATCH_MAX && last->next; n++) last = last->next;
@@ -654,6 +711,7 @@ void ledger_close(ledger_t *l, int timeout_ms)
     sqlite3_finalize(l->ins);
     sqlite3_finalize(l->upd);
     sqlite3_finalize(l->daily);
+    sqlite3_finalize(l->full);
     sqlite3_close(l->db);
     sqlite3_close(l->rdb);
     /* a clean stop has every begin in the database: empty the journal */

@@ -701,12 +701,45 @@ static void test_journal_replay(void)
     ledger_close(dead, 0);
 }
 
+
+/* A begin and its completion in one batch become one whole row, exact. */
+static void test_begin_and_end_paired(void)
+{
+    char path[256];
+    path_in_tmp(path, sizeof path, "paired.db");
+    ledger_t *l = open_ok(path);
+    if (!l) { T_CHECK(0); return; }
+    ledger_rec_t r = begin_rec("p1", "a", "m1", D1 + HOUR_MS, 9 * C);
+    T_EQ_INT(ledger_begin(l, &r), 0);
+    r.state = LEDGER_SETTLED;
+    r.ended_ms = r.started_ms + 40;
+    r.status = 200;
+    r.prompt = 30;
+    r.completion = 5;
+    r.cached = 10;
+    r.charged = 2 * C + 1;
+    snprintf(r.upstream_id, sizeof r.upstream_id, "up-p1");
+    r.latency_ms = 40;
+    T_EQ_INT(ledger_submit(l, &r, NULL, NULL), 0);
+    T_EQ_INT(ledger_writer_start(l), 0);      /* both are in its first batch */
+    for (int i = 0; i < 2000 && ledger_backlog(l) > 0; i++) usleep(1000);
+    T_EQ_INT(sql_int(path, "SELECT COUNT(*) FROM requests"), 1);
+    T_EQ_INT(sql_int(path, "SELECT state = 'settled' AND charged_nanos = 2000000001 AND "
+                           "reserved_nanos = 9000000000 AND prompt_tokens = 30 AND "
+                           "completion_tokens = 5 AND cached_tokens = 10 AND status = 200 AND "
+                           "upstream_id = 'up-p1' AND ended_ms - started_ms = 40 "
+                           "FROM requests WHERE id = 'p1'"), 1);
+    T_EQ_INT(spent(l, "a", D1_DAY), 2 * C + 1);
+    ledger_close(l, 1000);
+}
+
 int main(void)
 {
     /* line-buffered, so the summary survives LeakSanitizer's exit */
     setvbuf(stdout, NULL, _IOLBF, 0);
     snprintf(tmpdir, sizeof tmpdir, "/tmp/pinmeter-ledger-XXXXXX");
     if (!mkdtemp(tmpdir)) { perror("mkdtemp"); return 1; }
+    T_RUN(test_begin_and_end_paired);
     T_RUN(test_journal_replay);
     T_RUN(test_settle_and_report_memory);
     T_RUN(test_done_callback);
