@@ -118,6 +118,7 @@ ledger_t *ledger_open(const char *path, char *err, size_t errlen)
 {
     ledger_t *l = calloc(1, sizeof *l);
     if (!l) { snprintf(err, errlen, "out of memory"); return NULL; }
+    l->jfd[0] = l->jfd[1] = -1;
     snprintf(l->path, sizeof l->path, "%s", path);
     if (strcmp(path, ":memory:") != 0) mkparents(path);
     /* FULLMUTEX: a ":memory:" ledger has no second connection, so reads
@@ -158,35 +159,27 @@ ledger_t *ledger_open(const char *path, char *err, size_t errlen)
                  sqlite3_errmsg(l->db));
         goto fail;
     }
+    for (int i = 0; i < 2 && strcmp(path, ":memory:") != 0; i++) {
+        snprintf(l->jpath[i], sizeof l->jpath[i], "%s-begins.%d", path, i);
+        l->jfd[i] = open(l->jpath[i], O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (l->jfd[i] < 0) {
+            snprintf(err, errlen, "%s: cannot open the begin journal: %s", l->jpath[i],
+                     strerror(errno));
+            goto fail;
+        }
+        l->jsize[i] = lseek(l->jfd[i], 0, SEEK_END);
+    }
     pthread_mutex_init(&l->mu, NULL);
     pthread_mutex_init(&l->rmu, NULL);
     pthread_mutex_init(&l->jmu, NULL);
     pthread_cond_init(&l->cv, NULL);
-    l->jfd[0] = l->jfd[1] = -1;
-    if (strcmp(path, ":memory:") != 0) {
-        for (int i = 0; i < 2; i++) {
-            snprintf(l->jpath[i], sizeof l->jpath[i], "%s-begins.%d", path, i);
-            l->jfd[i] = open(l->jpath[i], O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-            if (l->jfd[i] < 0) {
-                snprintf(err, errlen, "%s: cannot open the begin journal: %s", l->jpath[i],
-                         strerror(errno));
-                if (i == 1) close(l->jfd[0]);
-                sqlite3_finalize(l->ins);
-                sqlite3_finalize(l->upd);
-                sqlite3_finalize(l->daily);
-                sqlite3_close(l->db);
-                free(l);
-                return NULL;
-            }
-            l->jsize[i] = lseek(l->jfd[i], 0, SEEK_END);
-        }
-    }
     return l;
 fail:
+    for (int i = 0; i < 2; i++)
+        if (l->jfd[i] >= 0) close(l->jfd[i]);
     sqlite3_finalize(l->ins);
     sqlite3_finalize(l->upd);
     sqlite3_finalize(l->daily);
-    sqlite3_finalize(l->full);
     sqlite3_finalize(l->full);
     sqlite3_close(l->db);
     free(l);
