@@ -1,11 +1,11 @@
 /* app: the serving process's context and the request record shared by the
  * listener (server.c, libmicrohttpd's thread), the upstream thread
- * (upstream.c, a curl multi handle) and the ledger's writer thread.
+ * (upstream.c, a curl multi handle) and the sweep in server_run.
  *
  * Ownership: a req is created by the listener and reference-counted: one
- * reference for the MHD connection (dropped in the completion callback) and
- * one while the request is with the ledger writer/upstream thread (dropped
- * when the transfer is finished). Fields marked [mu] are guarded by req->mu. */
+ * reference for the MHD connection (dropped in the completion callback), one
+ * while the request is with the upstream thread (dropped when the transfer is
+ * finished), and one per queued unpause/abort. Fields marked [mu] are guarded by req->mu. */
 #ifndef PINMETER_APP_H
 #define PINMETER_APP_H
 #include <pthread.h>

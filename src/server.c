@@ -1,9 +1,9 @@
 /* server: the listener. libmicrohttpd runs its own epoll thread; this file
  * routes requests, authenticates them, admits chat completions against the
- * budget (402 before anything goes upstream), hands admitted ones to the
- * ledger writer and from there to the upstream thread, and relays responses.
- * A connection waiting on the ledger or the upstream is suspended; the other
- * threads resume it. */
+ * budget (402 before anything goes upstream), records each admitted one in
+ * the ledger's begin journal, hands it to the upstream thread, and relays
+ * responses. A connection waiting on the upstream is suspended; the upstream
+ * thread resumes it. */
 #include "app.h"
 #include "keys.h"
 #include <arpa/inet.h>
