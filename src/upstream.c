@@ -172,10 +172,12 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
             r->sse = sse_new(SSE_LINE_MAX, on_event, r);
             if (!r->sse) return 0;
             r->stream_mode = 1;
+            /* The connection is resumed with the first event (or the end),
+             * so the client's headers and first event leave in one wake-up
+             * of the listener rather than two. */
             pthread_mutex_lock(&r->mu);
             r->resp_kind = RESP_STREAM;
             r->resp_status = 200;
-            req_resume_locked(r);
             pthread_mutex_unlock(&r->mu);
         }
     }
@@ -299,8 +301,6 @@ static void finish(struct upstream *u, req_t *r, CURLcode res)
     if (r->route == ROUTE_CHAT) {
         judge_chat(r, res, &o);
         int64_t now = app_now_ms();
-        budget_settle(app->budget, &r->hold, o.charge, now / 1000);
-        if (o.status == 402 && !r->stream_mode) budget_account_exhausted(app->budget);
         r->rec.ended_ms = now;
         r->rec.status = r->client_gone && !r->stream_mode ? 499 : o.status;
         r->rec.prompt = o.usage.prompt;
@@ -312,6 +312,10 @@ static void finish(struct upstream *u, req_t *r, CURLcode res)
         r->rec.latency_ms = now - r->t_start_ms;
         if (ledger_submit(app->ledger, &r->rec, NULL, NULL) != 0)
             app_log("ledger closed: completion of %s not recorded", r->rec.id);
+        /* Queued for the ledger first, then settled: once loaned is back to
+         * 0 and the ledger's backlog is empty, every row is in the file. */
+        budget_settle(app->budget, &r->hold, o.charge, now / 1000);
+        if (o.status == 402 && !r->stream_mode) budget_account_exhausted(app->budget);
         char ch[MONEY_FMT_MAX];
         if (r->snap->cfg->log_requests || o.state != LEDGER_SETTLED || r->rec.status >= 500)
             app_log("%s team=%s key=%s model=%s stream=%d status=%d state=%s charged=%s ms=%lld",

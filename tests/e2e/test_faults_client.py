@@ -66,13 +66,15 @@ class ClientFaultsTest(FaultTest):
         body = chat_body(SONNET, stream=True, max_tokens=200,
                          mock={"delay_ms": 700, "chunks": 20, "chunk_delay_ms": 20,
                                "client_may_abort": True})
+        before = len(self.pm.ledger_rows())
         s = raw_socket(self.pm.port)
         s.sendall(raw_request("POST", CHAT, body, hdrs(self.team.key)))
         deadline = time.time() + 3
         while self.mock.chat_count() == 0 and time.time() < deadline:
             time.sleep(0.02)
         s.close()
-        rows = self.pm.wait_rows(lambda rs: rs and rs[-1]["state"] != "inflight")
+        # its row (the begin may still be on its way from the journal)
+        rows = self.pm.wait_rows(lambda rs: len(rs) > before and rs[-1]["state"] != "inflight")
         row = rows[-1]
         self.assertEqual(row["state"], "estimated", row)
         up = self.wait_record(timeout=5)
