@@ -93,7 +93,6 @@ typedef struct req {
     char *client_auth;             /* passthrough only: forwarded Authorization value */
 
     /* admission */
-    int metered;                   /* a chat request with a hold and ledger row */
     int team;                      /* budget slot */
     const team_conf_t *tconf;      /* NULL in passthrough */
     admit_req_t adm;

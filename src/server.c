@@ -312,7 +312,6 @@ static enum MHD_Result admit_chat(app_t *app, req_t *r, struct MHD_Connection *c
     if (budget_reserve(app->budget, r->team, need, r->t_start_ms / 1000, &r->hold, &why) != 0)
         return queue_402(c, r, &why);
 
-    r->metered = 1;
     snprintf(r->rec.id, sizeof r->rec.id, "%s-%06llx", app->instance,
              (unsigned long long)atomic_fetch_add(&app->seq, 1));
     r->rec.started_ms = r->t_start_ms;
@@ -325,7 +324,6 @@ static enum MHD_Result admit_chat(app_t *app, req_t *r, struct MHD_Connection *c
      * thread); fail closed when the ledger cannot take it. */
     if (ledger_begin(app->ledger, &r->rec) != 0) {
         budget_release(app->budget, &r->hold);
-        r->metered = 0;
         app_log("ledger cannot be written: refusing request %s (503)", r->rec.id);
         return queue_error(c, 503, "the ledger cannot be written, so pinmeter refuses to "
                            "serve unmetered requests; check the ledger's disk",
