@@ -2,14 +2,15 @@
 # Entry points: make (build/pinmeter), make run, make test, make asan, make clean.
 
 CC      ?= cc
-PKGS    := libmicrohttpd libcurl libcjson sqlite3 openssl
+PKGS    := libmicrohttpd libcurl libcjson sqlite3 openssl hiredis
 CFLAGS  ?= -O2 -g
 override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -MMD -MP $(EXTRA_CFLAGS)
-override LDLIBS += -lmicrohttpd -lcurl -lcjson -lsqlite3 -lssl -lcrypto -lpthread -lm
+override LDLIBS += -lmicrohttpd -lcurl -lcjson -lsqlite3 -lhiredis -lssl -lcrypto -lpthread -lm
 BUILD   ?= build
 
 SRC       := $(wildcard src/*.c)
-OBJ       := $(SRC:src/%.c=$(BUILD)/obj/%.o)
+LUA       := $(filter-out src/lua/prelude.lua,$(wildcard src/lua/*.lua))
+OBJ       := $(SRC:src/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/lua_scripts.o
 LIBOBJ    := $(filter-out $(BUILD)/obj/main.o,$(OBJ))
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -21,6 +22,17 @@ all: $(BUILD)/pinmeter
 $(BUILD)/pinmeter: $(OBJ)
 	@echo "  LINK  $@"
 	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The Redis budget scripts, compiled in as C strings (src/lua/README).
+$(BUILD)/gen/lua_scripts.c: src/lua/prelude.lua $(LUA) scripts/lua2c.sh
+	@mkdir -p $(dir $@)
+	@echo "  GEN   $@"
+	@./scripts/lua2c.sh src/lua/prelude.lua $(LUA) > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/obj/lua_scripts.o: $(BUILD)/gen/lua_scripts.c
+	@mkdir -p $(dir $@)
+	@echo "  CC    $<"
+	@$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/obj/%.o: src/%.c
 	@mkdir -p $(dir $@)

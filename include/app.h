@@ -97,7 +97,7 @@ typedef struct req {
     const team_conf_t *tconf;      /* NULL in passthrough */
     admit_req_t adm;
     rate_t rate;
-    book_hold_t hold;
+    budget_hold_t hold;
     ledger_rec_t rec;
 
     /* upstream (touched only by the upstream thread unless noted) */

@@ -1,30 +1,80 @@
-/* budget: the budget store behind which reservations are made. Today it is
- * the in-process book behind a mutex; the interface is small (reserve,
- * settle, release, views) so a shared store (Redis) can implement it too.
- * Thread-safe: every call may come from any thread. */
+/* budget: the budget store behind which reservations are made. Either the
+ * in-process book behind a mutex, or the shared store on Redis (store.h) so
+ * a team's cap holds across several pinmeter instances. Thread-safe: every
+ * call may come from any thread. */
 #ifndef PINMETER_BUDGET_H
 #define PINMETER_BUDGET_H
 #include "book.h"
 
 typedef struct budget budget_t;  /* opaque */
 
+/* A reservation in flight, owned by the request. Filled by budget_reserve;
+ * pass back exactly once to budget_settle or budget_release, and keep it at
+ * the same address until then (the shared store links it into its list of
+ * live holds, to renew their leases). */
+typedef struct budget_hold {
+    book_hold_t acct;              /* local book: the team's cap (in-process store)
+                                    * or only the account projection (shared store) */
+    book_hold_t fb;                /* the local share while the shared store is down */
+    int in_fb;
+    int team;
+    nanos_t amount;
+    period_t period;
+    int64_t period_start;          /* period the hold (and its charge) belongs to */
+    char rid[48];                  /* request id: the hold's name in the shared store */
+    struct budget_hold *prev, *next;
+} budget_hold_t;
+
+/* What budget_reserve answers. */
+enum { BUDGET_OK = 0, BUDGET_REFUSED = -1, BUDGET_UNAVAILABLE = -2 };
+
+/* Settings of the shared store (strings are copied). */
+typedef struct budget_store_conf {
+    const char *host;
+    int port, db;
+    const char *password;          /* NULL: no AUTH */
+    const char *instance;          /* stable id of this instance (its ledger's) */
+    int lease_ms;                  /* a hold's lease; renewed every third of it */
+    int down_local;                /* on_store_down "local" (else "closed") */
+} budget_store_conf_t;
+
 /* In-process store for n_teams teams; NULL on OOM. Free with budget_free. */
 budget_t *budget_local_new(size_t n_teams);
+/* Shared store on Redis; NULL with err on failure. Serves nothing until
+ * budget_start; start it after the teams are set up and seeded. */
+budget_t *budget_redis_new(size_t n_teams, const budget_store_conf_t *c,
+                           char *err, size_t errlen);
+/* Starts the shared store's worker and waits up to wait_ms for its first
+ * sync with Redis. Returns 1 when synced, 0 when not (yet); the in-process
+ * store returns 1. */
+int budget_start(budget_t *bg, int wait_ms);
+/* Stops (the shared store first writes queued settlements, up to 3 s) and
+ * frees. */
 void budget_free(budget_t *bg);
 /* Makes room for n teams. 0 or -1. */
 int budget_grow(budget_t *bg, size_t n);
 
+/* Names a team slot (the shared store's keys carry the name). */
+void budget_team_name(budget_t *bg, int team, const char *name);
 void budget_team_set(budget_t *bg, int team, nanos_t cap, period_t period);
-void budget_team_seed(budget_t *bg, int team, int64_t period_start, nanos_t spent);
-/* budget_team_set then budget_team_seed as one step (no reserve between). */
+/* Sets a team's cap and period and what this instance's ledger says it
+ * spent in the period starting at period_start, as one step. */
 void budget_team_reset(budget_t *bg, int team, nanos_t cap, period_t period,
                        int64_t period_start, nanos_t spent);
 
-int budget_reserve(budget_t *bg, int team, nanos_t amount, int64_t now,
-                   book_hold_t *hold, book_refusal_t *why);
-void budget_settle(budget_t *bg, const book_hold_t *hold, nanos_t charge, int64_t now);
-void budget_release(budget_t *bg, const book_hold_t *hold);
-void budget_team_view(budget_t *bg, int team, int64_t now, book_view_t *out);
+/* BUDGET_OK with *hold filled; BUDGET_REFUSED with *why filled;
+ * BUDGET_UNAVAILABLE when the shared store is down and the policy (or a
+ * missing local share) refuses. rid names the hold (the request id). */
+int budget_reserve(budget_t *bg, int team, nanos_t amount, int64_t now, const char *rid,
+                   budget_hold_t *hold, book_refusal_t *why);
+void budget_settle(budget_t *bg, budget_hold_t *hold, nanos_t charge, int64_t now);
+void budget_release(budget_t *bg, budget_hold_t *hold);
+/* 0 with *out filled (fleet-wide for the shared store), -1 when the shared
+ * store cannot be reached. */
+int budget_team_view(budget_t *bg, int team, int64_t now, book_view_t *out);
+
+/* "local", or for the shared store "redis" / "redis-down". */
+const char *budget_store_state(budget_t *bg);
 
 void budget_account_sync(budget_t *bg, nanos_t total, nanos_t available);
 void budget_account_exhausted(budget_t *bg);

@@ -47,6 +47,15 @@ typedef struct config {
     int client_timeout_s;          /* idle client connection cut after this, default 30 */
     int log_requests;              /* a log line per request (default false: only
                                     * requests not settled normally are logged) */
+    /* Shared budget store (issue 5). store_url "" = the in-process book. */
+    char store_url[512];           /* budget_store: redis://HOST[:PORT][/DB] */
+    char store_host[256];
+    int store_port;                /* default 6379 */
+    int store_db;                  /* default 0 */
+    char store_password_env[128];  /* budget_store_password_env; "" = no AUTH */
+    int store_down_local;          /* on_store_down: 0 "closed" (default), 1 "local" */
+    int lease_s;                   /* budget_lease_s; 0 = upstream.timeout_s + 30 */
+    char instance_id[64];          /* instance_id; "" = the one kept in the ledger */
     team_conf_t *teams;            /* empty = passthrough mode */
     size_t n_teams;
 } config_t;

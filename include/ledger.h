@@ -50,6 +50,10 @@ int64_t ledger_recover(ledger_t *l, int64_t now_ms);
  * since_day (days since 1970-01-01, UTC). 0 or -1. Uses the daily table: no
  * scan of the requests. Thread-safe; once the writer runs it reads through a
  * second connection (so for ":memory:" only before ledger_writer_start). */
+/* The ledger's instance id (kept in its meta table; fresh is stored the
+ * first time). The shared budget store counts each ledger's share under it.
+ * Only before ledger_writer_start. 0 or -1. */
+int ledger_instance_id(ledger_t *l, const char *fresh, char *out, size_t outlen);
 int ledger_spent_since(ledger_t *l, const char *team, int64_t since_day, nanos_t *out);
 
 /* Starts the writer thread. 0 or -1. */

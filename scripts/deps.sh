@@ -3,7 +3,7 @@
 # default those pinmeter needs to build and run. Used by `make run` (and by
 # tests/bench/deps.sh); .ci/run installs the build and test tools itself.
 set -euo pipefail
-pkgs=(build-essential pkg-config libmicrohttpd-dev libcurl4-openssl-dev libcjson-dev libssl-dev libsqlite3-dev)
+pkgs=(build-essential pkg-config libmicrohttpd-dev libcurl4-openssl-dev libcjson-dev libssl-dev libsqlite3-dev libhiredis-dev)
 [ $# -gt 0 ] && pkgs=("$@")
 missing=()
 for p in "${pkgs[@]}"; do

@@ -272,6 +272,80 @@ static int parse_base_url(pctx_t *x, const cJSON *v, const char *path, void *bas
     return 0;
 }
 
+/* redis://HOST[:PORT][/DB]; no credentials in the URL (the password comes
+ * from the environment variable budget_store_password_env names). */
+static int parse_store(pctx_t *x, const cJSON *v, const char *path, void *base)
+{
+    config_t *c = base;
+    const char *s, *h, *end;
+    long port = 6379, db = 0;
+
+    if (!cJSON_IsString(v))
+        return fail(x, path, "must be a string \"redis://HOST:PORT/DB\"");
+    s = v->valuestring;
+    if (!*s)
+        return 0;                     /* "" = the in-process book */
+    if (strncmp(s, "rediss://", 9) == 0)
+        return fail(x, path, "rediss:// (TLS) needs hiredis built with TLS, which this build "
+                    "(Debian 12's hiredis 0.14) lacks; use redis:// on a private network "
+                    "or a TLS tunnel");
+    if (strncmp(s, "redis://", 8) != 0)
+        return fail(x, path, "must start with redis:// (e.g. redis://127.0.0.1:6379/0)");
+    if (strlen(s) >= sizeof c->store_url)
+        return fail(x, path, "too long");
+    h = s + 8;
+    if (strchr(h, '@'))
+        return fail(x, path, "must not contain credentials; put the password in the "
+                    "environment variable named by budget_store_password_env");
+    if (*h == '[') {
+        if (!(end = strchr(h, ']')))
+            return fail(x, path, "an IPv6 host must be written [ADDR]");
+        h++;
+    } else {
+        end = h + strcspn(h, ":/");
+    }
+    if (end == h || (size_t)(end - h) >= sizeof c->store_host)
+        return fail(x, path, "needs a host, e.g. redis://127.0.0.1:6379/0");
+    memcpy(c->store_host, h, (size_t)(end - h));
+    c->store_host[end - h] = '\0';
+    if (*end == ']')
+        end++;
+    if (*end == ':') {
+        char *e;
+        port = strtol(end + 1, &e, 10);
+        if (e == end + 1 || port < 1 || port > 65535)
+            return fail(x, path, "port must be a number from 1 to 65535");
+        end = e;
+    }
+    if (*end == '/' && end[1]) {
+        char *e;
+        db = strtol(end + 1, &e, 10);
+        if (e == end + 1 || *e || db < 0 || db > 1000000)
+            return fail(x, path, "database must be a number, e.g. redis://127.0.0.1:6379/0");
+        end = e;
+    } else if (*end == '/') {
+        end++;
+    }
+    if (*end)
+        return fail(x, path, "unexpected \"%.40s\" (want redis://HOST[:PORT][/DB])", end);
+    memcpy(c->store_url, s, strlen(s) + 1);
+    c->store_port = (int)port;
+    c->store_db = (int)db;
+    return 0;
+}
+
+static int parse_store_down(pctx_t *x, const cJSON *v, const char *path, void *base)
+{
+    config_t *c = base;
+    if (cJSON_IsString(v) && strcmp(v->valuestring, "closed") == 0)
+        c->store_down_local = 0;
+    else if (cJSON_IsString(v) && strcmp(v->valuestring, "local") == 0)
+        c->store_down_local = 1;
+    else
+        return fail(x, path, "must be \"closed\" or \"local\"");
+    return 0;
+}
+
 static const row_t price_rows[] = {
     { .key = "input_usd_per_1m_tokens", .kind = K_USD, .flags = F_REQUIRED,
       .off = offsetof(usd3_t, in) },
@@ -451,6 +525,11 @@ static const row_t top_rows[] = {
     CNUM("drain_s", K_INT, drain_s, 0, 86400),
     CNUM("client_timeout_s", K_INT, client_timeout_s, 1, 86400),
     CNUM("log_requests", K_BOOL, log_requests, 0, 1),
+    { .key = "budget_store", .kind = K_CUSTOM, .fn = parse_store },
+    CSTR("budget_store_password_env", store_password_env, F_ENV | F_EMPTY_OK),
+    { .key = "on_store_down", .kind = K_CUSTOM, .fn = parse_store_down },
+    CNUM("budget_lease_s", K_INT, lease_s, 1, 86400 * 2),
+    CSTR("instance_id", instance_id, F_NAME),
     { .key = "teams", .kind = K_CUSTOM, .fn = parse_teams },
     { .key = NULL },
 };

@@ -84,7 +84,8 @@ static const char *SCHEMA =
     " WHERE upstream_id IS NOT NULL;"
     "CREATE TABLE IF NOT EXISTS spend_daily("
     " team TEXT NOT NULL, day INTEGER NOT NULL, nanos INTEGER NOT NULL,"
-    " PRIMARY KEY(team, day)) WITHOUT ROWID;";
+    " PRIMARY KEY(team, day)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;";
 
 static const char *STATE_NAMES[] = {
     "inflight", "settled", "estimated", "failed", "interrupted"
@@ -379,6 +380,29 @@ fail:
     sqlite3_finalize(st);
     sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
     return -1;
+}
+
+int ledger_instance_id(ledger_t *l, const char *fresh, char *out, size_t outlen)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = -1;
+    if (l->started || outlen == 0) return -1;
+    if (sqlite3_prepare_v2(l->db, "INSERT OR IGNORE INTO meta(k, v) VALUES('instance_id', ?1)",
+                           -1, &st, NULL) != SQLITE_OK)
+        goto out;
+    sqlite3_bind_text(st, 1, fresh, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE) goto out;
+    sqlite3_finalize(st);
+    if (sqlite3_prepare_v2(l->db, "SELECT v FROM meta WHERE k = 'instance_id'",
+                           -1, &st, NULL) != SQLITE_OK)
+        goto out;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        snprintf(out, outlen, "%s", (const char *)sqlite3_column_text(st, 0));
+        rc = 0;
+    }
+out:
+    sqlite3_finalize(st);
+    return rc;
 }
 
 int ledger_spent_since(ledger_t *l, const char *team, int64_t since_day, nanos_t *out)

@@ -166,6 +166,7 @@ static int slot_for(app_t *app, const char *name)
     app->slot_names = nn;
     if (!(nn[app->n_slots] = strdup(name))) return -1;
     if (budget_grow(app->budget, app->n_slots + 1) != 0) return -1;
+    budget_team_name(app->budget, (int)app->n_slots, name);
     budget_team_set(app->budget, (int)app->n_slots, -1, (period_t)-1);
     return (int)app->n_slots++;
 }
@@ -281,9 +282,12 @@ static void reload(app_t *app)
     const config_t *old = app_snap(app)->cfg;
     if (strcmp(cfg->listen_host, old->listen_host) != 0 || cfg->listen_port != old->listen_port ||
         strcmp(cfg->ledger, old->ledger) != 0 || cfg->max_connections != old->max_connections ||
-        cfg->client_timeout_s != old->client_timeout_s)
-        app_log("reload: listen, ledger, max_connections and client_timeout_s changes take "
-                "effect only at the next start");
+        cfg->client_timeout_s != old->client_timeout_s ||
+        strcmp(cfg->store_url, old->store_url) != 0 || cfg->lease_s != old->lease_s ||
+        cfg->store_down_local != old->store_down_local ||
+        strcmp(cfg->instance_id, old->instance_id) != 0)
+        app_log("reload: listen, ledger, max_connections, client_timeout_s and budget store "
+                "changes take effect only at the next start");
     size_t n_teams = cfg->n_teams, n_rates = rates_count(rates);
     snap_t *sn = snap_build(app, cfg, rates, err, sizeof err);
     if (!sn) {
@@ -293,6 +297,41 @@ static void reload(app_t *app)
     sn->older = app_snap(app);
     atomic_store(&app->snap, sn);
     app_log("reloaded %s: %zu team(s), %zu priced model(s)", g_args->config, n_teams, n_rates);
+}
+
+/* The in-process book, or the shared store on Redis when budget_store is
+ * set (its instance id is the ledger's, so a restart keeps its share). */
+static int make_budget(app_t *app, const config_t *cfg, char *err, size_t errlen)
+{
+    if (!cfg->store_url[0]) {
+        app->budget = budget_local_new(0);
+        if (!app->budget) snprintf(err, errlen, "out of memory");
+        return app->budget ? 0 : -1;
+    }
+    char id[64];
+    if (cfg->instance_id[0]) {
+        snprintf(id, sizeof id, "%s", cfg->instance_id);
+    } else if (ledger_instance_id(app->ledger, app->instance, id, sizeof id) != 0) {
+        snprintf(err, errlen, "%.400s: cannot read or store the instance id", cfg->ledger);
+        return -1;
+    }
+    const char *pw = NULL;
+    if (cfg->store_password_env[0]) {
+        pw = getenv(cfg->store_password_env);
+        if (!pw || !*pw) {
+            snprintf(err, errlen, "%.400s: budget_store_password_env names %.100s, which is "
+                     "not set", cfg->path, cfg->store_password_env);
+            return -1;
+        }
+    }
+    budget_store_conf_t sc = {
+        .host = cfg->store_host, .port = cfg->store_port, .db = cfg->store_db,
+        .password = pw, .instance = id,
+        .lease_ms = (cfg->lease_s ? cfg->lease_s : cfg->timeout_s + 30) * 1000,
+        .down_local = cfg->store_down_local,
+    };
+    app->budget = budget_redis_new(0, &sc, err, errlen);
+    return app->budget ? 0 : -1;
 }
 
 static int cmd_serve(const args_t *a)
@@ -324,10 +363,9 @@ static int cmd_serve(const args_t *a)
     RAND_bytes(rnd, sizeof rnd);
     for (int i = 0; i < 8; i++) snprintf(app.instance + 2 * i, 3, "%02x", rnd[i]);
 
-    app.budget = budget_local_new(0);
     app.ledger = ledger_open(cfg->ledger, err, sizeof err);
-    if (!app.budget || !app.ledger) {
-        fprintf(stderr, "pinmeter: %s\n", app.ledger ? "out of memory" : err);
+    if (!app.ledger || make_budget(&app, cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "pinmeter: %s\n", err);
         config_free(cfg);
         rates_free(rates);
         goto out;
@@ -345,6 +383,7 @@ static int cmd_serve(const args_t *a)
     snap_t *sn = snap_build(&app, cfg, rates, err, sizeof err);
     if (!sn) { fprintf(stderr, "pinmeter: %s\n", err); goto out; }
     atomic_store(&app.snap, sn);
+    budget_start(app.budget, 3000);    /* the shared store: first sync, or say why not */
     if (ledger_writer_start(app.ledger) != 0) {
         fprintf(stderr, "pinmeter: cannot start the ledger writer\n");
         goto out;

@@ -230,7 +230,10 @@ static enum MHD_Result serve_balance(app_t *app, const snap_t *sn, struct MHD_Co
     if (team < 0)
         return queue_error(c, 401, "invalid API key", "authentication_error",
                            "invalid_api_key", NULL);
-    budget_team_view(app->budget, sn->slot[team], app_now_ms() / 1000, &v);
+    if (budget_team_view(app->budget, sn->slot[team], app_now_ms() / 1000, &v) != 0)
+        return queue_error(c, 503, "the shared budget store (Redis) cannot be reached, so the "
+                           "team's fleet-wide balance is not available", "budget_store_unavailable",
+                           "budget_store_unavailable", NULL);
     return queue_balance(c, &v);
 }
 
@@ -309,11 +312,22 @@ static enum MHD_Result admit_chat(app_t *app, req_t *r, struct MHD_Connection *c
     int64_t max_out = r->adm.max_tokens > 0 ? r->adm.max_tokens : cfg->default_max_tokens;
     nanos_t need = cost_reservation(&r->rate, r->adm.est_prompt_tokens, max_out * r->adm.n);
     book_refusal_t why;
-    if (budget_reserve(app->budget, r->team, need, r->t_start_ms / 1000, &r->hold, &why) != 0)
-        return queue_402(c, r, &why);
-
     snprintf(r->rec.id, sizeof r->rec.id, "%s-%06llx", app->instance,
              (unsigned long long)atomic_fetch_add(&app->seq, 1));
+    int brc = budget_reserve(app->budget, r->team, need, r->t_start_ms / 1000, r->rec.id,
+                             &r->hold, &why);
+    if (brc == BUDGET_UNAVAILABLE) {
+        r->rec.id[0] = '\0';
+        return queue_error(c, 503, "the shared budget store (Redis) cannot be reached, so "
+                           "pinmeter cannot check the team's cap across instances and refuses "
+                           "new requests (on_store_down); requests already admitted are "
+                           "unaffected", "budget_store_unavailable",
+                           "budget_store_unavailable", NULL);
+    }
+    if (brc != BUDGET_OK) {
+        r->rec.id[0] = '\0';
+        return queue_402(c, r, &why);
+    }
     r->rec.started_ms = r->t_start_ms;
     snprintf(r->rec.model, sizeof r->rec.model, "%s", r->adm.model);
     r->rec.stream = r->adm.stream;
@@ -421,11 +435,16 @@ static enum MHD_Result first_call(app_t *app, struct MHD_Connection *c, const ch
     if (strcmp(url, "/healthz") == 0) {
         if (!get) return queue_error(c, 405, "use GET", "invalid_request_error",
                                      "method_not_allowed", NULL);
-        char buf[128];
+        char buf[192];
         int failing = ledger_failing(app->ledger);
-        snprintf(buf, sizeof buf, "{\"status\":\"%s\",\"ledger_backlog\":%zu}",
-                 failing ? "ledger_unavailable" : "ok", ledger_backlog(app->ledger));
-        return queue_body(c, failing ? 503 : 200, strdup(buf), strlen(buf),
+        const char *store = budget_store_state(app->budget);
+        /* down under "closed": this instance cannot serve (take it out of rotation) */
+        int store_down = strcmp(store, "redis-down") == 0 && !sn->cfg->store_down_local;
+        snprintf(buf, sizeof buf, "{\"status\":\"%s\",\"ledger_backlog\":%zu,"
+                 "\"budget_store\":\"%s\"}",
+                 failing ? "ledger_unavailable" : store_down ? "budget_store_unavailable" : "ok",
+                 ledger_backlog(app->ledger), store);
+        return queue_body(c, failing || store_down ? 503 : 200, strdup(buf), strlen(buf),
                           "application/json", NULL, NULL);
     } else if (is_chat_path(url)) {
         if (!post) return queue_error(c, 405, "use POST", "invalid_request_error",

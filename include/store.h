@@ -1,0 +1,37 @@
+/* store: the shared budget store on Redis (hiredis). budget.c forwards to it
+ * when "budget_store" is configured; see budget.h for each call's contract.
+ *
+ * Layout (one hash tag per team, so every key a script touches is in one
+ * Redis Cluster slot): pm:{TEAM}:<k><START>:spent|loaned|holds|lease|by,
+ * where k is the period (d, w, m, n) and START its first second; plus
+ * pm:{TEAM}:done:<request id> (settled marks, 2 days) and pm:instances.
+ * The scripts are in src/lua. Reserve and view run on the caller's thread
+ * (the listener) over one connection; settle, release, lease renewal,
+ * re-adding this instance's share and the liveness beat run on a worker
+ * thread over another, in order, each retried until Redis acknowledges it. */
+#ifndef PINMETER_STORE_H
+#define PINMETER_STORE_H
+#include "budget.h"
+
+typedef struct store store_t;
+
+store_t *store_new(size_t n_teams, const budget_store_conf_t *c, char *err, size_t errlen);
+int store_start(store_t *s, int wait_ms);
+void store_free(store_t *s);
+int store_grow(store_t *s, size_t n);
+void store_team_name(store_t *s, int team, const char *name);
+void store_team_set(store_t *s, int team, nanos_t cap, period_t period);
+void store_team_reset(store_t *s, int team, nanos_t cap, period_t period,
+                      int64_t period_start, nanos_t spent);
+int store_reserve(store_t *s, int team, nanos_t amount, int64_t now, const char *rid,
+                  budget_hold_t *hold, book_refusal_t *why);
+void store_settle(store_t *s, budget_hold_t *hold, nanos_t charge, int64_t now);
+void store_release(store_t *s, budget_hold_t *hold);
+int store_team_view(store_t *s, int team, int64_t now, book_view_t *out);
+const char *store_state(store_t *s);
+/* The account projection stays per instance (a local book). */
+void store_account_sync(store_t *s, nanos_t total, nanos_t available);
+void store_account_exhausted(store_t *s);
+int store_account_view(store_t *s, book_view_t *out);
+
+#endif
