@@ -84,6 +84,7 @@ struct store {
     int64_t down_since_ms;            /* 0: not down (or never up yet) */
     int ever_up;
     int announce;                     /* say so when first reachable after start */
+    int kick;                         /* reconnect now, not at the next tick */
 
     char host[256], password[256], instance[64];
     int port, db, has_password, lease_ms, down_local;
@@ -239,6 +240,8 @@ static void mark_down_locked(store_t *s, const char *why)
     if (!atomic_load(&s->up) && s->down_since_ms) return;
     atomic_store(&s->up, 0);
     s->down_since_ms = mono_ms();
+    s->kick = 1;                       /* the worker reconnects and re-syncs at once */
+    pthread_cond_signal(&s->cv);
     if (!s->ever_up) return;           /* logged by store_start */
     app_log("budget store: Redis at %s:%d is unreachable (%s); %s; requests already "
             "admitted are unaffected and their settlements are queued until it is back",
@@ -682,12 +685,13 @@ static int sync_all(store_t *s)
         s->teams[i].fig_loaned = elem_ll(r, 3);
         pthread_mutex_unlock(&s->mu);
         freeReplyObject(r);
-        if (!had && mine > 0)
-            app_log("budget store: Redis had no record of this instance's spend for team %s "
-                    "this period: re-added %lld nanos from the ledger; the team's fleet totals "
-                    "are incomplete until every instance has re-added its own", name,
+        if (mine > prev)
+            app_log("budget store: Redis had %s of this instance's spend for team %s this "
+                    "period (%lld of %lld nanos; it lost data?): re-added the rest from the "
+                    "ledger; the team's fleet totals are incomplete until every instance has "
+                    "re-added its own", had ? "only part" : "no record", name, prev,
                     (long long)mine);
-        else if (had && prev != mine)
+        else if (mine < prev)
             app_log("budget store: team %s: this instance's share in Redis was %lld nanos, "
                     "its ledger says %lld; set to the ledger's", name, prev, (long long)mine);
     }
@@ -792,6 +796,10 @@ static int reconnect(store_t *s)
     if (send_head(s) == RUN_IO || sync_all(s) == RUN_IO || adopt_local(s) == RUN_IO ||
         beat(s) == RUN_IO)
         return RUN_IO;
+    /* The caller side's connection may predate a Redis restart: dial anew. */
+    pthread_mutex_lock(&s->fmu);
+    if (s->fc) { redisFree(s->fc); s->fc = NULL; }
+    pthread_mutex_unlock(&s->fmu);
     pthread_mutex_lock(&s->mu);
     int64_t was = s->down_since_ms;
     size_t queued = s->qlen;
@@ -826,7 +834,7 @@ static void *worker(void *arg)
         int up0 = atomic_load(&s->up);
         int stopping = s->stop && (!s->qhead || !up0 || now >= stop_by);
         int64_t until = up0 && next_renew < next_tick ? next_renew : next_tick;
-        if (!stopping && now < until && (!up0 || !s->qhead)) {
+        if (!stopping && now < until && !s->kick && (!up0 || !s->qhead)) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             int64_t wait = until - now;
@@ -840,7 +848,11 @@ static void *worker(void *arg)
         if (stopping) break;
         now = mono_ms();
         if (!up || !s->wc) {
-            if (now < next_tick) continue;
+            pthread_mutex_lock(&s->mu);
+            int kick = s->kick;
+            s->kick = 0;
+            pthread_mutex_unlock(&s->mu);
+            if (now < next_tick && !kick) continue;
             next_tick = now + TICK_MS;
             if (reconnect(s) == RUN_IO) drop_worker_conn(s, "cannot connect");
             continue;

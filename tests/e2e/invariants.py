@@ -122,7 +122,7 @@ def _team_keys(proxy):
 # ---------------------------------------------------------------- the checker
 def check_invariants(test, proxies, mock, *, allow_interrupted=False, lenient_ids=(),
                      idle_timeout=10.0, fresh_ledger=False, rates=None, bodies=None,
-                     clear_bodies=True, mock_records=None):
+                     clear_bodies=True, mock_records=None, fleet=False):
     """Asserts (a)-(f) above with test's assertion methods; returns a summary
     dict {rows, matched, unmatched_served, states}.
 
@@ -137,6 +137,8 @@ def check_invariants(test, proxies, mock, *, allow_interrupted=False, lenient_id
     rates: {model: (in, out, cache_read) nanos per 1M} when not the harness's.
     bodies: extra response bodies (bytes/str) to grep for secrets, on top of
         everything harness.collect() gathered.
+    fleet: the proxies share one budget store (Redis), so each one's balance
+        is the fleet's: compared with the sum over all their ledgers.
     """
     if not isinstance(proxies, (list, tuple)):
         proxies = [proxies]
@@ -292,7 +294,7 @@ def check_invariants(test, proxies, mock, *, allow_interrupted=False, lenient_id
                 continue
             spent = b["total"] - b["available"] - b["loaned"]
             since = period_start_ms(team.period)
-            ledger_sum = sum(r["charged_nanos"] for r in mine
+            ledger_sum = sum(r["charged_nanos"] for r in (rows if fleet else mine)
                              if r["team"] == team.name and r["started_ms"] >= since)
             test.assertEqual(spent, ledger_sum, where(p) + "(e) team %s: balance says spent %d, "
                              "ledger sums to %d" % (team.name, spent, ledger_sum))
