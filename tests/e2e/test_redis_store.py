@@ -350,6 +350,10 @@ class FleetKillTest(FleetBase):
             t.start()
         seen = a.wait_balance(self.team.key, lambda x: x["loaned"] == 3 * res, timeout=5)
         self.assertEqual(seen["loaned"], 3 * res, "the other instances see b's holds")
+        deadline = time.time() + 5             # journaled, then sent: all 3 at the upstream
+        while self.mock.chat_count() < 6 and time.time() < deadline:
+            time.sleep(0.02)
+        self.assertEqual(self.mock.chat_count(), 6)
         b.kill9()
         t0 = time.time()
         after = a.wait_balance(self.team.key, lambda x: x["loaned"] == 0, timeout=10)
