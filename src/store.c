@@ -277,6 +277,8 @@ static void shares_locked(store_t *s, int64_t now)
     s->fb_on = 1;
 }
 
+static void enqueue_locked(store_t *s, int kind, const budget_hold_t *h, nanos_t charge);
+
 /* ---- lifecycle and teams ---- */
 
 store_t *store_new(size_t n_teams, const budget_store_conf_t *c, char *err, size_t errlen)
@@ -473,6 +475,11 @@ int store_reserve(store_t *s, int team, nanos_t amount, int64_t now, const char 
     pthread_mutex_lock(&s->mu);
     if (rc != RUN_OK) {
         rc = reserve_down_locked(s, team, amount, now, h, why);
+        /* The script may have run with its reply lost: unless the request
+         * is admitted locally (its hold is adopted under the same id later),
+         * have the worker release whatever Redis holds under this id, so it
+         * does not sit in loaned until its lease runs out. */
+        if (rc != BUDGET_OK) enqueue_locked(s, OP_RELEASE, h, 0);
         pthread_mutex_unlock(&s->mu);
         return rc;
     }
@@ -532,7 +539,7 @@ int store_team_view(store_t *s, int team, int64_t now, book_view_t *out)
 
 /* ---- settle and release: queued for the worker ---- */
 
-static void enqueue_locked(store_t *s, op_kind_t kind, const budget_hold_t *h, nanos_t charge)
+static void enqueue_locked(store_t *s, int kind, const budget_hold_t *h, nanos_t charge)
 {
     op_t *o = calloc(1, sizeof *o);
     if (!o) {
@@ -540,7 +547,7 @@ static void enqueue_locked(store_t *s, op_kind_t kind, const budget_hold_t *h, n
                 "has it; the next sync re-adds this instance's share)", h->rid);
         return;
     }
-    o->kind = kind;
+    o->kind = (op_kind_t)kind;
     o->team = h->team;
     o->charge = charge;
     o->period = h->period;

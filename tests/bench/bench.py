@@ -5,6 +5,9 @@ Three targets serve the same load, interleaved A/B/C in every round:
   A direct    the load generator talks to the mock upstream itself
   B nginx     a do-nothing nginx proxy_pass in front of the mock (if installed)
   C pinmeter  build/pinmeter in team mode in front of the mock
+The redis scenario compares pinmeter with its in-process book (the default)
+against pinmeter with "budget_store" on a redis-server of its own (loopback,
+on the load CPU, stopped by its PID), interleaved the same way.
 The mock (build-bench/mockup) and the load generator (wrk, build-bench/streamload)
 run on the first CPU, the proxy under test on the second (taskset), so the
 proxy's own CPU cost shows. Each proxy run starts a fresh proxy (fresh ledger),
@@ -13,7 +16,7 @@ figures are proxy minus direct within the same round. Prints one table.
 
 Environment (all optional):
   BENCH_ONLY=c1,c64,...   scenarios: c1 c64 ledger stream64 stream1k stream10k
-                          startup instr (default: all)
+                          startup instr redis (default: all)
   BENCH_SECONDS=10        length of one timed run (1..10)
   BENCH_ROUNDS=3          rounds of A/B/C (the issue asks for >= 3)
   BENCH_SLOW_STREAMS=10000  streams in stream10k (reduced to what the fd hard
@@ -62,7 +65,8 @@ RATES = [
     {"model_id": "anthropic/claude-sonnet-4-6", "input_usd_per_1m_tokens": 3.0,
      "output_usd_per_1m_tokens": 15.0, "cache_read_usd_per_1m_tokens": 0.3},
 ]
-ALL_SCENARIOS = ["c1", "c64", "ledger", "stream64", "stream1k", "stream10k", "startup", "instr"]
+ALL_SCENARIOS = ["c1", "c64", "ledger", "stream64", "stream1k", "stream10k", "startup", "instr",
+                 "redis"]
 CHAT_BODY = json.dumps({"model": MODEL, "messages": [
     {"role": "system", "content": "You are a terse assistant."},
     {"role": "user", "content": "Say hello in five words."}],
@@ -351,6 +355,9 @@ class Nginx:
 
 REQ_LINE = re.compile(r" stream=(\d) status=(\d+) state=(\w+) ")
 BORING = ("listening on", "account sync off", "stopping: draining", "pinmeter: stopped")
+# with "budget_store": the start-up lines of a healthy store
+BORING_RE = re.compile(r"budget store: Redis at \S+ db \d+, instance \S+, lease \d+ ms"
+                       r"|budget store: Redis at \S+ reachable; serving")
 
 
 class Pinmeter:
@@ -359,6 +366,7 @@ class Pinmeter:
     def __init__(self, mock):
         self.mock = mock
         self.proc = None
+        self.extra = {}               # config keys added to (or replacing) the defaults
 
     def write_conf(self, d, max_conns, ledger=None, listen_port=None):
         with open(os.path.join(d, "rates.json"), "w") as f:
@@ -380,6 +388,7 @@ class Pinmeter:
             "teams": [{"name": "bench", "cap": 1000000000, "period": "month",
                        "keys": [{"id": "bench", "sha256": hashlib.sha256(KEY.encode()).hexdigest()}]}],
         }
+        cfg.update(self.extra)
         path = os.path.join(d, "pinmeter.json")
         with open(path, "w") as f:
             json.dump(cfg, f, indent=1)
@@ -440,7 +449,7 @@ class Pinmeter:
                     if m:
                         k = f"{'stream' if m.group(1) == '1' else 'plain'} {m.group(2)} {m.group(3)}"
                         statuses[k] = statuses.get(k, 0) + 1
-                    elif not any(b in line for b in BORING):
+                    elif not any(b in line for b in BORING) and not BORING_RE.search(line):
                         others.append(line.strip())
         except OSError:
             pass

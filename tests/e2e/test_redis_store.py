@@ -7,6 +7,7 @@ one Redis and one mock upstream.
 """
 import json
 import os
+import signal
 import sqlite3
 import threading
 import time
@@ -433,6 +434,40 @@ class StoreDownClosedTest(FleetBase):
             self.assertIn("re-added", log)
             self.assertIn("incomplete", log)
         self.assertEqual(a.chat(ok, key=self.team.key).status, 200)
+        self.check(fleet=True)
+
+
+class StoreStallTest(FleetBase):
+    N = 2
+    POLICY = "closed"
+    LEASE_S = 30
+
+    def test_redis_stalls_a_reserve_that_times_out_leaves_no_hold(self):
+        a, b = self.fleet
+        ok = chat_body(SONNET, max_tokens=50, mock={"usage": {"prompt_tokens": 20,
+                                                              "completion_tokens": 9}})
+        self.assertEqual(a.chat(ok, key=self.team.key).status, 200)
+        self.wait_fleet_idle()
+        os.kill(self.redis.proc.pid, signal.SIGSTOP)       # Redis hangs, sockets stay open
+        try:
+            t0 = time.time()
+            r = a.chat(ok, key=self.team.key)
+            self.assertJSONError(r, 503, code="budget_store_unavailable")
+            self.assertLess(time.time() - t0, 2.0, "a stalled Redis delays admission boundedly")
+        finally:
+            os.kill(self.redis.proc.pid, signal.SIGCONT)
+        # Redis now runs the reserve it had queued: the hold appears, and the
+        # instance releases it (long before its 30 s lease would end).
+        for p in self.fleet:
+            self.wait_store_up(p)
+        t0 = time.time()
+        b_ = b.wait_balance(self.team.key, lambda x: x["loaned"] == 0, timeout=5)
+        self.assertEqual(b_["loaned"], 0, "the timed-out reserve's hold was released")
+        self.assertLess(time.time() - t0, 5)
+        self.assertEqual(self.mock.chat_count(), 1, "the refused request never went upstream")
+        self.assertEqual(a.chat(ok, key=self.team.key).status, 200)
+        self.wait_fleet_idle()
+        self.assert_redis_matches_ledgers()
         self.check(fleet=True)
 
 
