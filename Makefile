@@ -78,7 +78,8 @@ ledger-bench: $(BUILD)/perf/ledger_bench
 
 # The core end-to-end tests with pinmeter under valgrind memcheck: any memory
 # error or definite leak makes pinmeter exit 99 at stop, which fails the test.
-VALGRIND_TESTS ?= -k test_metering -k test_errors -k test_account -k test_restart -k test_faults_upstream
+VALGRIND_TESTS ?= -k test_metering -k test_errors -k test_account -k test_restart -k test_faults_upstream \
+                  -k StoreDownClosed -k StoreRestart -k FleetKill -k StoreStall
 valgrind: $(BUILD)/pinmeter
 	PINMETER_E2E_WRAPPER="valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite --quiet" \
 	  python3 tests/e2e/run.py --bin $(BUILD)/pinmeter $(VALGRIND_TESTS)

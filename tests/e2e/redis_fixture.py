@@ -20,13 +20,14 @@ def have_redis():
 
 
 class Redis:
-    def __init__(self, tmpdir, port=None, persist=False):
+    def __init__(self, tmpdir, port=None, persist=False, password=None):
         if not have_redis():
             raise unittest.SkipTest("redis-server / redis-cli not installed")
         self.port = port or free_port()
         self.dir = os.path.join(tmpdir, "redis-%d" % self.port)
         os.makedirs(self.dir, exist_ok=True)
         self.persist = persist
+        self.password = password
         self.proc = None
         self.start()
 
@@ -40,6 +41,8 @@ class Redis:
                 "--daemonize", "no", "--loglevel", "warning"]
         args += ["--appendonly", "yes", "--appendfsync", "always"] if self.persist \
             else ["--appendonly", "no"]
+        if self.password:
+            args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
         deadline = time.time() + 10
@@ -67,8 +70,12 @@ class Redis:
         self.start()
 
     def cli(self, *args, raw=False):
+        env = dict(os.environ)
+        if self.password:
+            env["REDISCLI_AUTH"] = self.password
         p = subprocess.run(["redis-cli", "-p", str(self.port), "--no-raw" if raw else "--raw"]
-                           + [str(a) for a in args], capture_output=True, text=True, timeout=10)
+                           + [str(a) for a in args], capture_output=True, text=True, timeout=10,
+                           env=env)
         if p.returncode != 0:
             raise OSError("redis-cli %s: %s" % (args[:1], p.stderr.strip()))
         return p.stdout.rstrip("\n")

@@ -202,15 +202,19 @@ class FleetBase(FaultTest):
     POLICY = "closed"
     LEASE_S = 5
     CAP = 1.0
+    PASSWORD = None
 
     @classmethod
     def setup_proxies(cls):
-        cls.redis = Redis(cls.tmp, persist=cls.PERSIST)
+        cls.redis = Redis(cls.tmp, persist=cls.PERSIST, password=cls.PASSWORD)
         cls.team = Team("fleet", cls.CAP, period="month", key_ids=["f"])
-        cls.fleet = [cls.add_proxy([cls.team], name="inst%d" % i,
-                                   overrides={"budget_store": cls.redis.url,
-                                              "budget_lease_s": cls.LEASE_S,
-                                              "on_store_down": cls.POLICY})
+        over = {"budget_store": cls.redis.url, "budget_lease_s": cls.LEASE_S,
+                "on_store_down": cls.POLICY}
+        env = {}
+        if cls.PASSWORD:
+            over["budget_store_password_env"] = "PM_TEST_REDIS_PW"
+            env["PM_TEST_REDIS_PW"] = cls.PASSWORD
+        cls.fleet = [cls.add_proxy([cls.team], name="inst%d" % i, overrides=over, env=env)
                      for i in range(cls.N)]
 
     @classmethod
@@ -541,6 +545,32 @@ class StoreDownLocalTest(FleetBase):
         self.assertEqual(total, before + sum(during.values()) * c)
         self.assertLessEqual(total, cap)
         self.check(fleet=True)
+
+
+class StorePasswordTest(FleetBase):
+    N = 2
+    PASSWORD = "redis-pw-" + os.urandom(8).hex()
+
+    def test_password_from_the_environment_and_never_logged(self):
+        ok = chat_body(SONNET, max_tokens=50, mock={"usage": {"prompt_tokens": 5,
+                                                              "completion_tokens": 5}})
+        for p in self.fleet:
+            self.assertEqual(p.chat(ok, key=self.team.key).status, 200)
+        self.wait_fleet_idle()
+        self.assertEqual(self.assert_redis_matches_ledgers(), 2 * cost(SONNET, 5, 5))
+        for p in self.fleet:
+            self.assertNotIn(self.PASSWORD, p.logs_text())
+        # a wrong password: the store stays down and says so, closed policy -> 503
+        bad = self.add_proxy([self.team], name="badpw", start=False,
+                             overrides={"budget_store": self.redis.url,
+                                        "budget_store_password_env": "PM_TEST_REDIS_PW"},
+                             env={"PM_TEST_REDIS_PW": "wrong-" + self.PASSWORD})
+        bad.start(wait=False)
+        self.assertTrue(bad.wait_log("is not reachable yet", timeout=10), bad.logs_text())
+        r = bad.chat(ok, key=self.team.key)
+        self.assertJSONError(r, 503, code="budget_store_unavailable")
+        self.assertNotIn(self.PASSWORD, bad.logs_text())
+        bad.stop()
 
 
 class StoreConfigTest(unittest.TestCase):
