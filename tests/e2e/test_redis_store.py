@@ -380,11 +380,20 @@ class FleetKillTest(FleetBase):
         self.check(fleet=True, allow_interrupted=True)
 
 
+def take_redis_down(test):
+    """Stops Redis the class's way: "stop" (SIGTERM, a clean restart) or "kill" (SIGKILL)."""
+    if test.HOW == "kill":
+        test.redis.kill9()
+    else:
+        test.redis.stop()
+
+
 class StoreDownClosedTest(FleetBase):
     N = 2
     POLICY = "closed"
+    HOW = "stop"
 
-    def test_redis_restarted_without_data_mid_load(self):
+    def test_redis_down_without_data_mid_load(self):
         a, b = self.fleet
         ok = chat_body(SONNET, max_tokens=50, mock={"usage": {"prompt_tokens": 20,
                                                               "completion_tokens": 9}})
@@ -407,7 +416,7 @@ class StoreDownClosedTest(FleetBase):
         while self.mock.chat_count() < served_before and time.time() < deadline:
             time.sleep(0.02)
         self.assertEqual(self.mock.chat_count(), served_before, "all 4 are at the upstream")
-        self.redis.stop()
+        take_redis_down(self)
         marks = [len(p.logs_text()) for p in self.fleet]
         # closed: new requests get a clear 503 and never reach the upstream
         for p in self.fleet:
@@ -439,6 +448,10 @@ class StoreDownClosedTest(FleetBase):
             self.assertIn("incomplete", log)
         self.assertEqual(a.chat(ok, key=self.team.key).status, 200)
         self.check(fleet=True)
+
+
+class StoreKilledClosedTest(StoreDownClosedTest):
+    HOW = "kill"
 
 
 class StoreStallTest(FleetBase):
@@ -504,8 +517,9 @@ class StoreDownLocalTest(FleetBase):
     N = 2
     POLICY = "local"
     CAP = 0.02
+    HOW = "kill"
 
-    def test_redis_killed_local_share_then_reconciled(self):
+    def test_redis_down_local_share_then_reconciled(self):
         a, b = self.fleet
         ok = chat_body(SONNET, max_tokens=60, mock={"usage": {"prompt_tokens": 50,
                                                               "completion_tokens": 40}})
@@ -517,7 +531,7 @@ class StoreDownLocalTest(FleetBase):
         self.wait_fleet_idle()
         before = self.assert_redis_matches_ledgers()
         time.sleep(1.2)                     # a beat: both instances counted
-        self.redis.kill9()
+        take_redis_down(self)
         share = (cap - before) // 2
         during = {}
         for p in self.fleet:
@@ -571,6 +585,10 @@ class StorePasswordTest(FleetBase):
         self.assertJSONError(r, 503, code="budget_store_unavailable")
         self.assertNotIn(self.PASSWORD, bad.logs_text())
         bad.stop()
+
+
+class StoreStoppedLocalTest(StoreDownLocalTest):
+    HOW = "stop"
 
 
 class StoreConfigTest(unittest.TestCase):
