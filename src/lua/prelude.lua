@@ -2,6 +2,9 @@
 -- Money is integer nano-credits kept as decimal strings and changed only
 -- with INCRBY/DECRBY/HINCRBY (exact int64). Lua numbers are doubles, so a
 -- cap comparison splits each amount into 9-digit halves, which stay exact.
+-- Scripts read the server's clock (TIME) and then write: Redis 7 replicates
+-- scripts by their effects; Redis 5 and 6 must be asked to.
+if redis.replicate_commands then redis.replicate_commands() end
 local function split(s)
   s = tostring(s or "0")
   if string.sub(s, 1, 1) == "-" then return 0, 0 end
@@ -24,18 +27,22 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+-- Ends one hold: out of holds and lease, its amount out of loaned.
+-- Returns the amount it held, or nil when there was no such hold.
+local function drop_hold(holds_k, lease_k, loaned_k, rid)
+  local amt = redis.call('HGET', holds_k, rid)
+  redis.call('ZREM', lease_k, rid)
+  if amt then
+    redis.call('DECRBY', loaned_k, amt)
+    redis.call('HDEL', holds_k, rid)
+  end
+  return amt
+end
 -- Drops holds whose lease ran out (their instance died or stopped renewing):
 -- loaned goes down by exactly what they held.
 local function reap(holds_k, lease_k, loaned_k, now)
   local gone = redis.call('ZRANGEBYSCORE', lease_k, '-inf', now, 'LIMIT', 0, 512)
-  for _, rid in ipairs(gone) do
-    local amt = redis.call('HGET', holds_k, rid)
-    if amt then
-      redis.call('DECRBY', loaned_k, amt)
-      redis.call('HDEL', holds_k, rid)
-    end
-    redis.call('ZREM', lease_k, rid)
-  end
+  for _, rid in ipairs(gone) do drop_hold(holds_k, lease_k, loaned_k, rid) end
   return #gone
 end
 -- Period keys live until their period has ended plus a grace (ARGV expat,

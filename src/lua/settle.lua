@@ -9,12 +9,7 @@ local spent_k, loaned_k, holds_k, lease_k, by_k, done_k =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local rid, charge, inst, expat, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 if redis.call('EXISTS', done_k) == 1 then return {0} end
-local amt = redis.call('HGET', holds_k, rid)
-if amt then
-  redis.call('DECRBY', loaned_k, amt)
-  redis.call('HDEL', holds_k, rid)
-end
-redis.call('ZREM', lease_k, rid)
+drop_hold(holds_k, lease_k, loaned_k, rid)
 redis.call('INCRBY', spent_k, charge)
 redis.call('HINCRBY', by_k, inst, charge)
 redis.call('SET', done_k, "1", 'EX', ttl)
