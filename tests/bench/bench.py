@@ -1119,6 +1119,368 @@ def scen_instr(mock):
     RAW["instr"] = results
 
 
+# ---- the shared budget store on Redis ----------------------------------------------
+
+class Resp:
+    """A minimal RESP2 client (standard library only) for the bench's own redis-server."""
+
+    def __init__(self, port, timeout=5.0):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.f = self.sock.makefile("rb")
+
+    def cmd(self, *args):
+        out = [b"*%d\r\n" % len(args)]
+        for a in args:
+            a = a if isinstance(a, bytes) else str(a).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        self.sock.sendall(b"".join(out))
+        return self._read()
+
+    def _read(self):
+        line = self.f.readline()
+        if not line.endswith(b"\r\n"):
+            raise OSError("redis closed the connection")
+        t, rest = line[:1], line[1:-2]
+        if t == b"+":
+            return rest.decode()
+        if t == b"-":
+            raise RuntimeError("redis: " + rest.decode())
+        if t == b":":
+            return int(rest)
+        if t == b"$":
+            n = int(rest)
+            return None if n < 0 else self.f.read(n + 2)[:-2].decode()
+        if t == b"*":
+            n = int(rest)
+            return None if n < 0 else [self._read() for _ in range(n)]
+        raise OSError(f"redis: unexpected reply {line[:40]!r}")
+
+    def close(self):
+        try:
+            self.f.close()
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class RedisServer:
+    """A redis-server of the bench's own: loopback, a free port, no persistence,
+    pinned to the load CPU (with the mock and wrk, not the proxy's CPU); stopped
+    by its PID (taskset execs it, so Popen's pid is redis-server's)."""
+
+    def __init__(self):
+        self.dir = os.path.join(RUN, "redis")
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = free_port()
+        self.conn = None
+        self.proc = start(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                           "--save", "", "--appendonly", "no", "--daemonize", "no",
+                           "--protected-mode", "yes", "--dir", self.dir, "--loglevel", "warning"],
+                          LOAD_CPU, os.path.join(self.dir, "redis.log"))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                self.conn = Resp(self.port)
+                if self.conn.cmd("PING") == "PONG":
+                    break
+            except (OSError, RuntimeError):
+                if self.conn:
+                    self.conn.close()
+                self.conn = None
+            time.sleep(0.05)
+        if self.conn is None:
+            stop(self.proc)
+            raise RuntimeError(f"redis-server did not answer PING on port {self.port}")
+        self.version = self.conn.cmd("INFO", "server")
+        m = re.search(r"redis_version:(\S+)", self.version or "")
+        self.version = m.group(1) if m else "?"
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def cmd(self, *args):
+        return self.conn.cmd(*args)
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self):
+        if self.conn:
+            self.conn.close()
+        rc = stop(self.proc)
+        if not KEEP:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        return rc
+
+
+class StorePinmeter(Pinmeter):
+    """pinmeter with its in-process book (redis None, the default) or with
+    "budget_store" on the bench's redis-server, flushed before every start so
+    that each run's Redis figures are that run's alone."""
+
+    def __init__(self, mock, name, redis=None):
+        super().__init__(mock)
+        self.name = name
+        self.redis = redis
+        if redis:
+            self.extra = {"budget_store": redis.url}
+
+    def start(self, max_conns=1024, tag="run", **kw):
+        if self.redis:
+            self.redis.cmd("FLUSHALL")
+        if not super().start(max_conns=max_conns, tag=f"{self.name}-{tag}", **kw):
+            return False
+        if self.redis:
+            try:
+                st = json.loads(http_get(self.port, "/healthz")[1]).get("budget_store")
+            except (OSError, ValueError):
+                st = None
+            if st != "redis":
+                note(f"redis: pinmeter with budget_store reports budget_store={st!r}, not 'redis'")
+                self.stop()
+                return False
+        return True
+
+    def ledger_team(self):
+        """(settled rows, SUM(charged_nanos)) of the bench team in the ledger."""
+        try:
+            con = sqlite3.connect(f"file:{self.ledger}?mode=ro", uri=True, timeout=10)
+            try:
+                return con.execute("SELECT count(*), COALESCE(SUM(charged_nanos), 0) FROM requests "
+                                   "WHERE team = 'bench' AND state = 'settled'").fetchone()
+            finally:
+                con.close()
+        except sqlite3.Error as e:
+            note(f"redis: ledger read failed: {e}")
+            return None, None
+
+    def redis_team(self):
+        """(spent, loaned) of the bench team's current period in Redis."""
+        keys = self.redis.cmd("KEYS", "pm:{bench}:*:spent")
+        if len(keys or []) != 1:
+            return None, None
+        base = keys[0][:-len("spent")]
+        return int(self.redis.cmd("GET", base + "spent") or 0), \
+            int(self.redis.cmd("GET", base + "loaned") or 0)
+
+    def settled(self, limit_s):
+        """Waits until the ledger's backlog is 0 and, with Redis, until nothing is
+        loaned and Redis spent equals the ledger's charged sum (the store's worker
+        has had every settle acknowledged). Returns (ok, seconds, figures)."""
+        t0 = time.monotonic()
+        while True:
+            backlog = self.backlog()
+            rows, lsum = self.ledger_team()
+            spent = loaned = None
+            if self.redis:
+                spent, loaned = self.redis_team()
+            ok = backlog == 0 and lsum is not None and (
+                not self.redis or (loaned == 0 and spent == lsum))
+            if ok or time.monotonic() - t0 > limit_s:
+                return ok, time.monotonic() - t0, {"ledger_rows": rows, "ledger_nanos": lsum,
+                                                   "redis_spent": spent, "redis_loaned": loaned,
+                                                   "backlog": backlog}
+            time.sleep(0.02)
+
+
+def thread_ticks(pid, prefix):
+    """utime + stime of pid's threads whose name starts with prefix."""
+    total = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                st = f.read()
+            if st[st.index("(") + 1:st.rindex(")")].startswith(prefix):
+                v = st.rsplit(")", 1)[1].split()
+                total += int(v[11]) + int(v[12])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
+def cpu_jiffies():
+    """{cpu number: (total, idle + iowait)} from /proc/stat."""
+    out = {}
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("cpu") and line[3].isdigit():
+                    v = line.split()
+                    out[int(v[0][3:])] = (sum(int(x) for x in v[1:8]), int(v[4]) + int(v[5]))
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def cpu_busy_pct(j0, j1, cpu):
+    if cpu not in j0 or cpu not in j1 or j1[cpu][0] <= j0[cpu][0]:
+        return None
+    return 100.0 * (1 - (j1[cpu][1] - j0[cpu][1]) / (j1[cpu][0] - j0[cpu][0]))
+
+
+def redis_evalsha_stats(redis):
+    """(EVALSHA calls, µs inside Redis per call) since the last CONFIG RESETSTAT."""
+    m = re.search(r"^cmdstat_evalsha:calls=(\d+),usec=\d+,usec_per_call=([\d.]+)",
+                  redis.cmd("INFO", "commandstats") or "", re.M)
+    return (int(m.group(1)), float(m.group(2))) if m else (None, None)
+
+
+def scen_redis(mock):
+    if not shutil.which("redis-server"):
+        note("redis: redis-server is not installed (apt-get install redis-server); skipped")
+        return
+    try:
+        redis = RedisServer()
+    except Exception as e:
+        note(f"redis: {e}; skipped")
+        return
+    log(f"== Redis budget store: pinmeter with its in-process book vs budget_store = "
+        f"redis-server {redis.version} on 127.0.0.1:{redis.port} (CPU {LOAD_CPU}); c=1 and c=64, "
+        f"{ROUNDS} rounds x {SECONDS} s each")
+    checks = []
+
+    def one(t):
+        wrk(t.port, 1, 1)                              # warm-up
+        c1 = measure(t, lambda: wrk(t.port, 1, SECONDS))
+        res = {"c1_p50_us": c1["p50_us"], "c1_p99_us": c1["p99_us"], "c1_errors": c1["errors"]}
+        if isinstance(t, Direct):
+            return res
+        wrk(t.port, 64, 1)                             # warm-up
+        t.settled(20)                                  # start from nothing pending
+        lrows0 = t.ledger_team()[0]
+        rpid = [redis.proc.pid]
+        redis.cmd("CONFIG", "RESETSTAT")
+        r0, p0, j0 = cpu_ticks(rpid), cpu_ticks(t.pids), cpu_jiffies()
+        l0 = thread_ticks(t.proc.pid, "MHD")           # libmicrohttpd's listener thread
+        c64 = measure(t, lambda: wrk(t.port, 64, SECONDS))
+        r1, j1 = cpu_ticks(rpid), cpu_jiffies()
+        l1 = thread_ticks(t.proc.pid, "MHD")
+        ok, drain_s, f = t.settled(30)
+        calls, usec = redis_evalsha_stats(redis)
+        r2, p2 = cpu_ticks(rpid), cpu_ticks(t.pids)
+        n = c64["requests"]
+        res.update({"c64_rps": c64["rps"], "c64_p99_us": c64["p99_us"], "c64_requests": n,
+                    "c64_errors": c64["errors"], "drain_s": drain_s,
+                    "load_cpu_busy_pct": cpu_busy_pct(j0, j1, LOAD_CPU),
+                    "proxy_cpu_busy_pct": cpu_busy_pct(j0, j1, PROXY_CPU)})
+        rows = (f["ledger_rows"] - lrows0) if f["ledger_rows"] is not None and lrows0 is not None \
+            else None
+        if n > 0:
+            # during wrk only (as the c64 scenario counts it)
+            res["cpu_us_per_req"] = c64["cpu_s"] * 1e6 / n
+            res["redis_cpu_us_per_req"] = (r1 - r0) / CLK_TCK * 1e6 / n
+            if l0 is not None and l1 is not None:
+                res["listener_cpu_us_per_req"] = (l1 - l0) / CLK_TCK * 1e6 / n
+            res["listener_wall_us_per_req"] = 1e6 / c64["rps"] if c64["rps"] > 0 else None
+        if rows:
+            # from the start of wrk until every request is settled everywhere, per settled row
+            res["settled_rows"] = rows
+            res["cpu_us_per_row_drained"] = (p2 - p0) / CLK_TCK * 1e6 / rows
+            res["redis_cpu_us_per_row_drained"] = (r2 - r0) / CLK_TCK * 1e6 / rows
+            if calls is not None:
+                res["evalsha_per_row"] = calls / rows
+                res["evalsha_us_in_redis"] = usec
+        if t.redis:
+            checks.append({"ok": ok, "drain_s": drain_s, **f})
+            res["redis_ok"] = 1 if ok else 0
+        return res
+
+    ts = [Direct(mock), StorePinmeter(mock, "book"), StorePinmeter(mock, "redis", redis)]
+    try:
+        runs = run_rounds("redis", mock, ts, one)
+    finally:
+        alive = redis.alive()
+        rc = redis.stop()
+        if not alive:
+            note(f"redis: redis-server died during the scenario (exit {rc})")
+    sc = "redis store"
+    tgt = "measured (no target)"
+    for key, label in (("c1_p50_us", "c=1 added latency p50"), ("c1_p99_us", "c=1 added latency p99")):
+        d = fig(runs, "direct", key)
+        b, r = added(runs, "book", key), added(runs, "redis", key)
+        row_store(sc, label, "ms", d and d / 1000, b and b / 1000, r and r / 1000, tgt)
+    row_store(sc, "c=64 throughput", "req/s", None, fig(runs, "book", "c64_rps"),
+              fig(runs, "redis", "c64_rps"), tgt, fmt="{:,.0f}")
+    row_store(sc, "c=64 latency p99 (not added)", "ms", None,
+              *(v and v / 1000 for v in (fig(runs, n, "c64_p99_us") for n in ("book", "redis"))), tgt)
+    row_store(sc, "c=64 CPU per request, proxy", "µs", None, fig(runs, "book", "cpu_us_per_req"),
+              fig(runs, "redis", "cpu_us_per_req"), tgt, fmt="{:.1f}")
+    row_store(sc, "c=64 CPU per request, redis-server", "µs", None,
+              fig(runs, "book", "redis_cpu_us_per_req"), fig(runs, "redis", "redis_cpu_us_per_req"),
+              tgt, fmt="{:.1f}", rat=None)      # the book does not use it: idle redis-server
+    tot = {n: med([r["cpu_us_per_req"] + r["redis_cpu_us_per_req"] for r in runs.get(n, [])
+                   if r and "cpu_us_per_req" in r]) for n in ("book", "redis")}
+    row_store(sc, "c=64 CPU per request, proxy + redis-server", "µs", None, tot["book"],
+              tot["redis"], tgt, fmt="{:.1f}")
+    check_errors("redis", {n: [{"errors": r.get("c1_errors", 0) + r.get("c64_errors", 0)}
+                               for r in rs if r] for n, rs in runs.items()}, "errors")
+    dr = {n: (fig(runs, n, "cpu_us_per_row_drained"), fig(runs, n, "redis_cpu_us_per_row_drained"),
+              fig(runs, n, "drain_s")) for n in ("book", "redis")}
+    note("redis store rows: the nginx column is pinmeter with its in-process book (the default), "
+         f"the pinmeter column pinmeter with budget_store = a redis-server {redis.version} of the "
+         f"bench's own on CPU {LOAD_CPU} (with the mock and wrk), the ratio redis/book; the same "
+         "binary, team and key, one fresh proxy and ledger per run (Redis flushed before each), "
+         "c=1 then c=64 on the same start. CPU per request is counted while wrk runs, as in c=64; "
+         "counted instead from the start of wrk until every request was settled (ledger and "
+         f"Redis), per settled row: proxy {fmt1(dr['book'][0])} vs {fmt1(dr['redis'][0])} µs, "
+         f"redis-server {fmt1(dr['book'][1])} vs {fmt1(dr['redis'][1])} µs; the settles trailed "
+         f"wrk by a median {fmt3(dr['book'][2])} s (book) and {fmt3(dr['redis'][2])} s (redis)")
+    busy = {n: (fig(runs, n, "load_cpu_busy_pct"), fig(runs, n, "proxy_cpu_busy_pct"))
+            for n in ("book", "redis")}
+    note(f"redis: during c=64, CPU {LOAD_CPU} (mock, wrk, redis-server) was busy "
+         f"{fmt0(busy['book'][0])} % (book) vs {fmt0(busy['redis'][0])} % (redis), CPU {PROXY_CPU} "
+         f"(the proxy) {fmt0(busy['book'][1])} % vs {fmt0(busy['redis'][1])} %; Redis ran "
+         f"{fmt3(fig(runs, 'redis', 'evalsha_per_row'))} EVALSHA per settled request, "
+         f"{fmt1(fig(runs, 'redis', 'evalsha_us_in_redis'))} µs each inside Redis (INFO commandstats)")
+    lc = {n: fig(runs, n, "listener_cpu_us_per_req") for n in ("book", "redis")}
+    lw = {n: fig(runs, n, "listener_wall_us_per_req") for n in ("book", "redis")}
+    c1d = {n: added(runs, n, "c1_p50_us") for n in ("book", "redis")}
+    if all(v is not None for v in (*lc.values(), *lw.values(), *c1d.values())):
+        note(f"redis: at c=64 libmicrohttpd's listener thread (MHD-single, where the reserve runs) "
+             f"used {lc['book']:.1f} µs of CPU per request (book) vs {lc['redis']:.1f} µs (redis), "
+             f"out of the {lw['book']:.1f} vs {lw['redis']:.1f} µs per request that the rate "
+             f"leaves it; with Redis about {lw['redis'] - lc['redis']:.0f} µs a request is left "
+             f"over, close to what the reserve's round trip adds at c=1 "
+             f"({c1d['redis'] - c1d['book']:.0f} µs p50)"
+             + (": with neither core saturated, the rate is most likely bound by that one "
+                "synchronous round trip per request on the single listener thread, not by CPU"
+                if busy["redis"][0] is not None and busy["redis"][1] is not None
+                and max(busy["redis"]) < 90 else ""))
+    if checks:
+        good = [c for c in checks if c["ok"]]
+        detail = "; ".join(f"{fmt0(c['ledger_rows'])} rows, ledger {fmt0(c['ledger_nanos'])} nanos, "
+                           f"Redis spent {fmt0(c['redis_spent'])}, loaned {fmt0(c['redis_loaned'])}"
+                           for c in checks)
+        if len(good) == len(checks):
+            note(f"redis: metering check PASS: after each of the {len(checks)} Redis runs the team's "
+                 f"fleet spent in Redis (pm:{{bench}}:m<start>:spent) equalled the ledger's "
+                 f"SUM(charged_nanos) and nothing stayed loaned ({detail})")
+        else:
+            note(f"redis: metering check FAILED in {len(checks) - len(good)} of {len(checks)} "
+                 f"Redis runs: Redis spent vs the ledger's charged sum: {detail}")
+
+
+def row_store(scenario, figure, unit, direct, book, redis, target, fmt="{:.3f}", rat="auto"):
+    """A row of the redis scenario in the common table: the nginx column holds the
+    in-process book's figure, the pinmeter column the Redis store's, each labelled,
+    and the ratio is redis/book. results.json also gets the plain numbers."""
+    if rat == "auto":
+        rat = ratio(redis, book)
+    row(scenario, figure, unit, direct, None if book is None else "book " + fmtv(book, fmt),
+        None if redis is None else "redis " + fmtv(redis, fmt), target, None,
+        rat=None if rat is None else f"{rat:.2f}× r/b", fmt=fmt)
+    ROWS[-1].update({"book": book, "redis": redis, "redis_over_book": rat})
+
+
+def fmt1(v):
+    return "–" if v is None else f"{v:.1f}"
+
+
 # ---- main ---------------------------------------------------------------------
 
 REVISION = "?"
@@ -1201,6 +1563,8 @@ def main():
             scen_startup(mock)
         if "instr" in ONLY:
             scen_instr(mock)
+        if "redis" in ONLY:
+            scen_redis(mock)
     except KeyboardInterrupt:
         note("interrupted")
     finally:
