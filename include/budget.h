@@ -67,6 +67,18 @@ void budget_team_reset(budget_t *bg, int team, nanos_t cap, period_t period,
  * missing local share) refuses. rid names the hold (the request id). */
 int budget_reserve(budget_t *bg, int team, nanos_t amount, int64_t now, const char *rid,
                    budget_hold_t *hold, book_refusal_t *why);
+/* The answer of budget_reserve_async: rc as budget_reserve returns it, why
+ * filled when rc is BUDGET_REFUSED. */
+typedef void (*budget_reserved_fn)(void *arg, int rc, const book_refusal_t *why);
+/* 1 when reservations should go through budget_reserve_async: the shared
+ * store, reachable, pipelines them on its own thread (one Redis round trip
+ * for all the requests waiting) instead of blocking the caller. */
+int budget_async(budget_t *bg);
+/* budget_reserve, answered later through cb, exactly once, on the store's
+ * thread; *hold must stay put until then. 0, or -1 (out of memory: cb is
+ * not called). */
+int budget_reserve_async(budget_t *bg, int team, nanos_t amount, int64_t now, const char *rid,
+                         budget_hold_t *hold, budget_reserved_fn cb, void *arg);
 void budget_settle(budget_t *bg, budget_hold_t *hold, nanos_t charge, int64_t now);
 void budget_release(budget_t *bg, budget_hold_t *hold);
 /* 0 with *out filled (fleet-wide for the shared store), -1 when the shared

@@ -25,6 +25,9 @@ void store_team_reset(store_t *s, int team, nanos_t cap, period_t period,
                       int64_t period_start, nanos_t spent);
 int store_reserve(store_t *s, int team, nanos_t amount, int64_t now, const char *rid,
                   budget_hold_t *hold, book_refusal_t *why);
+int store_async(store_t *s);
+int store_reserve_async(store_t *s, int team, nanos_t amount, int64_t now, const char *rid,
+                        budget_hold_t *hold, budget_reserved_fn cb, void *arg);
 void store_settle(store_t *s, budget_hold_t *hold, nanos_t charge, int64_t now);
 void store_release(store_t *s, budget_hold_t *hold);
 int store_team_view(store_t *s, int team, int64_t now, book_view_t *out);

@@ -96,6 +96,18 @@ int budget_reserve(budget_t *bg, int team, nanos_t amount, int64_t now, const ch
     return rc == 0 ? BUDGET_OK : BUDGET_REFUSED;
 }
 
+int budget_async(budget_t *bg)
+{
+    return bg->store ? store_async(bg->store) : 0;
+}
+
+int budget_reserve_async(budget_t *bg, int team, nanos_t amount, int64_t now, const char *rid,
+                         budget_hold_t *hold, budget_reserved_fn cb, void *arg)
+{
+    if (!bg->store) return -1;
+    return store_reserve_async(bg->store, team, amount, now, rid, hold, cb, arg);
+}
+
 void budget_settle(budget_t *bg, budget_hold_t *hold, nanos_t charge, int64_t now)
 {
     if (bg->store) { store_settle(bg->store, hold, charge, now); return; }

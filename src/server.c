@@ -240,9 +240,8 @@ static enum MHD_Result serve_balance(app_t *app, const snap_t *sn, struct MHD_Co
 static void conn_mark(app_t *app, struct MHD_Connection *c, int in_request);
 static void conn_set_req(app_t *app, struct MHD_Connection *c, req_t *r);
 
-/* Builds and queues the 402 for a refused reservation. */
-static enum MHD_Result queue_402(struct MHD_Connection *c, const req_t *r,
-                                 const book_refusal_t *why)
+/* The 402 body for a refused reservation (malloc'd JSON). */
+static char *refusal_body(const req_t *r, const book_refusal_t *why)
 {
     char req_s[MONEY_FMT_MAX], av_s[MONEY_FMT_MAX], msg[512];
     int team_scope = why->scope == BOOK_SCOPE_TEAM;
@@ -265,8 +264,16 @@ static enum MHD_Result queue_402(struct MHD_Connection *c, const req_t *r,
     add_credits(e, "required", why->required);
     char *s = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
-    return queue_body(c, 402, s, strlen(s), "application/json", NULL, why->retry ? "1" : NULL);
+    return s;
 }
+
+static const char STORE_DOWN_MSG[] =
+    "the shared budget store (Redis) cannot be reached, so pinmeter cannot check the team's "
+    "cap across instances and refuses new requests (on_store_down); requests already "
+    "admitted are unaffected";
+static const char LEDGER_DOWN_MSG[] =
+    "the ledger cannot be written, so pinmeter refuses to serve unmetered requests; check "
+    "the ledger's disk";
 
 /* application/json, or any type/subtype+json, parameters allowed. */
 static int is_json_type(const char *ct)
@@ -275,6 +282,47 @@ static int is_json_type(const char *ct)
     size_t n = strcspn(ct, "; ");
     if (n == 16 && strncasecmp(ct, "application/json", 16) == 0) return 1;
     return n > 5 && strncasecmp(ct + n - 5, "+json", 5) == 0;
+}
+
+/* Prepares a buffered answer for a suspended request and wakes its
+ * connection (which queues it); takes ownership of body. */
+static void answer_later(req_t *r, int status, char *body, const char *retry_after)
+{
+    pthread_mutex_lock(&r->mu);
+    r->rec.id[0] = '\0';
+    r->resp_status = status;
+    r->resp_body = body;
+    r->resp_len = body ? strlen(body) : 0;
+    snprintf(r->resp_type, sizeof r->resp_type, "application/json");
+    snprintf(r->retry_after, sizeof r->retry_after, "%s", retry_after ? retry_after : "");
+    r->upstream_done = 1;
+    r->resp_kind = RESP_BUFFER;
+    req_resume_locked(r);
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* The shared store's answer to a reservation (on its thread): record and
+ * send upstream, or answer 402/503. Holds the reference admit_chat took. */
+static void on_reserved(void *arg, int rc, const book_refusal_t *why)
+{
+    req_t *r = arg;
+    app_t *app = r->app;
+    if (rc == BUDGET_OK) {
+        if (ledger_begin(app->ledger, &r->rec) == 0) {
+            upstream_submit(app->up, r);          /* the reference goes with it */
+            return;
+        }
+        budget_release(app->budget, &r->hold);
+        app_log("ledger cannot be written: refusing request %s (503)", r->rec.id);
+        answer_later(r, 503, req_error_json(LEDGER_DOWN_MSG, "ledger_unavailable",
+                                            "ledger_unavailable"), NULL);
+    } else if (rc == BUDGET_REFUSED) {
+        answer_later(r, 402, refusal_body(r, why), why->retry ? "1" : NULL);
+    } else {
+        answer_later(r, 503, req_error_json(STORE_DOWN_MSG, "budget_store_unavailable",
+                                            "budget_store_unavailable"), NULL);
+    }
+    req_unref(r);
 }
 
 /* Admits a complete chat request: validate, price, reserve, record. Queues
@@ -311,39 +359,49 @@ static enum MHD_Result admit_chat(app_t *app, req_t *r, struct MHD_Connection *c
     }
     int64_t max_out = r->adm.max_tokens > 0 ? r->adm.max_tokens : cfg->default_max_tokens;
     nanos_t need = cost_reservation(&r->rate, r->adm.est_prompt_tokens, max_out * r->adm.n);
-    book_refusal_t why;
     snprintf(r->rec.id, sizeof r->rec.id, "%s-%06llx", app->instance,
              (unsigned long long)atomic_fetch_add(&app->seq, 1));
-    int brc = budget_reserve(app->budget, r->team, need, r->t_start_ms / 1000, r->rec.id,
-                             &r->hold, &why);
-    if (brc == BUDGET_UNAVAILABLE) {
-        r->rec.id[0] = '\0';
-        return queue_error(c, 503, "the shared budget store (Redis) cannot be reached, so "
-                           "pinmeter cannot check the team's cap across instances and refuses "
-                           "new requests (on_store_down); requests already admitted are "
-                           "unaffected", "budget_store_unavailable",
-                           "budget_store_unavailable", NULL);
-    }
-    if (brc != BUDGET_OK) {
-        r->rec.id[0] = '\0';
-        return queue_402(c, r, &why);
-    }
     r->rec.started_ms = r->t_start_ms;
     snprintf(r->rec.model, sizeof r->rec.model, "%s", r->adm.model);
     r->rec.stream = r->adm.stream;
     r->rec.reserved = need;
     r->rec.state = LEDGER_INFLIGHT;
-
+    conn_set_req(app, c, r);
+    if (budget_async(app->budget)) {
+        /* The shared store answers on its own thread (pipelined with other
+         * requests); the connection waits suspended meanwhile. */
+        pthread_mutex_lock(&r->mu);
+        r->refs++;                 /* for the store's answer, then the upstream side */
+        r->dispatched = 1;
+        suspend_locked(r);
+        pthread_mutex_unlock(&r->mu);
+        if (budget_reserve_async(app->budget, r->team, need, r->t_start_ms / 1000, r->rec.id,
+                                 &r->hold, on_reserved, r) == 0)
+            return MHD_YES;
+        book_refusal_t none = {0};
+        on_reserved(r, BUDGET_UNAVAILABLE, &none);
+        return MHD_YES;
+    }
+    book_refusal_t why;
+    int brc = budget_reserve(app->budget, r->team, need, r->t_start_ms / 1000, r->rec.id,
+                             &r->hold, &why);
+    if (brc != BUDGET_OK) {
+        r->rec.id[0] = '\0';
+        if (brc == BUDGET_UNAVAILABLE)
+            return queue_error(c, 503, STORE_DOWN_MSG, "budget_store_unavailable",
+                               "budget_store_unavailable", NULL);
+        char *body = refusal_body(r, &why);
+        return queue_body(c, 402, body, body ? strlen(body) : 0, "application/json", NULL,
+                          why.retry ? "1" : NULL);
+    }
     /* Durable before anything goes upstream (one journal write on this
      * thread); fail closed when the ledger cannot take it. */
     if (ledger_begin(app->ledger, &r->rec) != 0) {
         budget_release(app->budget, &r->hold);
         app_log("ledger cannot be written: refusing request %s (503)", r->rec.id);
-        return queue_error(c, 503, "the ledger cannot be written, so pinmeter refuses to "
-                           "serve unmetered requests; check the ledger's disk",
-                           "ledger_unavailable", "ledger_unavailable", NULL);
+        return queue_error(c, 503, LEDGER_DOWN_MSG, "ledger_unavailable", "ledger_unavailable",
+                           NULL);
     }
-    conn_set_req(app, c, r);
     pthread_mutex_lock(&r->mu);
     r->refs++;                     /* for the upstream side */
     r->dispatched = 1;

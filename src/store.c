@@ -93,6 +93,12 @@ struct store {
 
     pthread_mutex_t fmu;              /* the caller-side connection */
     redisContext *fc;
+    pthread_mutex_t rmu;              /* reservations for the reserver thread */
+    pthread_cond_t rcv;
+    struct pend *rhead, *rtail;
+    int rstop, rredial;
+    pthread_t rth;
+    redisContext *rc;                 /* the reserver's connection */
     redisContext *wc;                 /* the worker's connection */
 };
 
@@ -319,7 +325,9 @@ store_t *store_new(size_t n_teams, const budget_store_conf_t *c, char *err, size
     s->live.next = s->live.prev = &s->live;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->fmu, NULL);
+    pthread_mutex_init(&s->rmu, NULL);
     pthread_cond_init(&s->cv, NULL);
+    pthread_cond_init(&s->rcv, NULL);
     return s;
 }
 
@@ -436,75 +444,237 @@ unavailable:
     return BUDGET_UNAVAILABLE;
 }
 
-int store_reserve(store_t *s, int team, nanos_t amount, int64_t now, const char *rid,
-                  budget_hold_t *h, book_refusal_t *why)
-{
-    memset(h, 0, sizeof *h);
-    pthread_mutex_lock(&s->mu);
-    if (team < 0 || (size_t)team >= s->n) { pthread_mutex_unlock(&s->mu); return BUDGET_REFUSED; }
-    rteam_t *t = &s->teams[team];
-    if (book_reserve(s->acct, team, amount, now, &h->acct, why) != 0) {
-        pthread_mutex_unlock(&s->mu);
-        return BUDGET_REFUSED;                /* the account projection */
-    }
-    h->team = team;
-    h->amount = amount;
-    h->period = t->period;
-    h->period_start = book_period_start(t->period, now);
-    snprintf(h->rid, sizeof h->rid, "%s", rid);
-    if (!atomic_load(&s->up)) {
-        int rc = reserve_down_locked(s, team, amount, now, h, why);
-        pthread_mutex_unlock(&s->mu);
-        return rc;
-    }
-    nanos_t cap = t->cap;
+/* One reservation on its way through Redis: prepared under mu (the account
+ * projection, the keys), sent (alone or pipelined with others), then
+ * applied under mu. */
+typedef struct pend {
+    struct pend *next;
+    int team;
+    nanos_t amount, cap;
+    int64_t now;
+    char rid[48];
+    budget_hold_t *h;
+    book_refusal_t why;
+    budget_reserved_fn cb;         /* NULL: a synchronous call */
+    void *arg;
+    int rc;                        /* BUDGET_* once decided */
+    int send;                      /* needs the script */
+    int run;                       /* RUN_* of the script */
+    long long ok, spent, loaned;
     pkeys_t k;
-    pkeys_of(&k, t->name, h->period, h->period_start);
-    pthread_mutex_unlock(&s->mu);
-
     char amt[24], caps[24], lease[24], expat[24];
-    snprintf(amt, sizeof amt, "%lld", (long long)amount);
-    snprintf(caps, sizeof caps, "%lld", (long long)(cap < 0 ? -1 : cap));
-    snprintf(lease, sizeof lease, "%d", s->lease_ms);
-    expat_of(expat, sizeof expat, h->period, h->period_start);
-    const char *keys[] = { k.spent, k.loaned, k.holds, k.lease };
-    const char *args[] = { rid, amt, caps, lease, expat };
-    redisReply *r = NULL;
-    int rc = run_fast(s, S_RESERVE, 4, keys, 5, args, &r);
+    const char *argv[12];
+} pend_t;
 
-    pthread_mutex_lock(&s->mu);
-    if (rc != RUN_OK) {
-        rc = reserve_down_locked(s, team, amount, now, h, why);
+/* Step 1, with mu held: the account projection, then either an answer
+ * without Redis (store down) or the script's arguments. */
+static void pend_prepare_locked(store_t *s, pend_t *p)
+{
+    budget_hold_t *h = p->h;
+    memset(h, 0, sizeof *h);
+    p->send = 0;
+    if (p->team < 0 || (size_t)p->team >= s->n) { p->rc = BUDGET_REFUSED; return; }
+    rteam_t *t = &s->teams[p->team];
+    if (book_reserve(s->acct, p->team, p->amount, p->now, &h->acct, &p->why) != 0) {
+        p->rc = BUDGET_REFUSED;           /* the account projection */
+        return;
+    }
+    h->team = p->team;
+    h->amount = p->amount;
+    h->period = t->period;
+    h->period_start = book_period_start(t->period, p->now);
+    snprintf(h->rid, sizeof h->rid, "%s", p->rid);
+    if (!atomic_load(&s->up)) {
+        p->rc = reserve_down_locked(s, p->team, p->amount, p->now, h, &p->why);
+        return;
+    }
+    p->cap = t->cap;
+    pkeys_of(&p->k, t->name, h->period, h->period_start);
+    snprintf(p->amt, sizeof p->amt, "%lld", (long long)p->amount);
+    snprintf(p->caps, sizeof p->caps, "%lld", (long long)(p->cap < 0 ? -1 : p->cap));
+    snprintf(p->lease, sizeof p->lease, "%d", s->lease_ms);
+    expat_of(p->expat, sizeof p->expat, h->period, h->period_start);
+    const char *argv[] = { "EVALSHA", s->sha[S_RESERVE], "4", p->k.spent, p->k.loaned,
+                           p->k.holds, p->k.lease, p->rid, p->amt, p->caps, p->lease,
+                           p->expat };
+    memcpy(p->argv, argv, sizeof argv);
+    p->send = 1;
+}
+
+static void pend_take_reply(pend_t *p, redisReply *r)
+{
+    p->run = RUN_OK;
+    p->ok = elem_ll(r, 0);
+    p->spent = elem_ll(r, 1);
+    p->loaned = elem_ll(r, 2);
+}
+
+/* Step 2, without mu: runs the reserve script of every pend that needs it
+ * on connection c, pipelined (all sent, then all replies read). RUN_IO when
+ * the connection failed (pends without a reply then have run = RUN_IO). */
+static int pend_send(store_t *s, redisContext *c, pend_t *list)
+{
+    int io = 0;
+    for (pend_t *p = list; p; p = p->next) {
+        p->run = RUN_IO;
+        if (p->send && redisAppendCommandArgv(c, 12, p->argv, NULL) != REDIS_OK) io = 1;
+    }
+    for (pend_t *p = list; p && !io; p = p->next) {
+        if (!p->send) continue;
+        redisReply *r = NULL;
+        if (redisGetReply(c, (void **)&r) != REDIS_OK || !r) { io = 1; break; }
+        if (r->type == REDIS_REPLY_ERROR) {
+            p->run = strncmp(r->str, "NOSCRIPT", 8) == 0 ? RUN_ERR - 1   /* again, by EVAL */
+                     : transient(r) ? RUN_IO : RUN_ERR;
+            if (p->run == RUN_ERR) app_log("budget store: script error: %.300s", r->str);
+        } else {
+            pend_take_reply(p, r);
+        }
+        freeReplyObject(r);
+    }
+    for (pend_t *p = list; p && !io; p = p->next) {
+        if (p->run != RUN_ERR - 1) continue;
+        redisReply *r = NULL;
+        int rc = run(s, c, S_RESERVE, 4, p->argv + 3, 5, p->argv + 7, &r);
+        if (rc == RUN_OK) { pend_take_reply(p, r); freeReplyObject(r); }
+        else p->run = rc;
+        if (rc == RUN_IO) io = 1;
+    }
+    return io ? RUN_IO : RUN_OK;
+}
+
+/* Step 3, with mu held: the answer. */
+static void pend_apply_locked(store_t *s, pend_t *p)
+{
+    if (!p->send) return;
+    budget_hold_t *h = p->h;
+    rteam_t *t = &s->teams[p->team];
+    if (p->run != RUN_OK) {
+        p->rc = reserve_down_locked(s, p->team, p->amount, p->now, h, &p->why);
         /* The script may have run with its reply lost: unless the request
          * is admitted locally (its hold is adopted under the same id later),
          * have the worker release whatever Redis holds under this id, so it
          * does not sit in loaned until its lease runs out. */
-        if (rc != BUDGET_OK) enqueue_locked(s, OP_RELEASE, h, 0);
-        pthread_mutex_unlock(&s->mu);
-        return rc;
+        if (p->rc != BUDGET_OK) enqueue_locked(s, OP_RELEASE, h, 0);
+        return;
     }
-    int ok = elem_ll(r, 0) == 1;
-    nanos_t spent = elem_ll(r, 1), loaned = elem_ll(r, 2);
-    freeReplyObject(r);
     t->fig_known = 1;
     t->fig_start = h->period_start;
-    t->fig_spent = spent;
-    t->fig_loaned = loaned;
-    if (ok) {
+    t->fig_spent = p->spent;
+    t->fig_loaned = p->loaned;
+    if (p->ok == 1) {
         live_add_locked(s, h);
-        pthread_mutex_unlock(&s->mu);
-        return BUDGET_OK;
+        p->rc = BUDGET_OK;
+        return;
     }
     book_release(s->acct, &h->acct);
+    p->why.scope = BOOK_SCOPE_TEAM;
+    p->why.cap = p->cap;
+    p->why.spent = p->spent;
+    p->why.loaned = p->loaned;
+    p->why.available = p->cap - p->spent - p->loaned;
+    p->why.required = p->amount;
+    p->why.retry = p->loaned > 0 && p->cap - p->spent >= p->amount;
+    p->rc = BUDGET_REFUSED;
+}
+
+int store_reserve(store_t *s, int team, nanos_t amount, int64_t now, const char *rid,
+                  budget_hold_t *h, book_refusal_t *why)
+{
+    pend_t p;
+    memset(&p, 0, sizeof p);
+    p.team = team;
+    p.amount = amount;
+    p.now = now;
+    p.h = h;
+    snprintf(p.rid, sizeof p.rid, "%s", rid);
+    pthread_mutex_lock(&s->mu);
+    pend_prepare_locked(s, &p);
     pthread_mutex_unlock(&s->mu);
-    why->scope = BOOK_SCOPE_TEAM;
-    why->cap = cap;
-    why->spent = spent;
-    why->loaned = loaned;
-    why->available = cap - spent - loaned;
-    why->required = amount;
-    why->retry = loaned > 0 && cap - spent >= amount;
-    return BUDGET_REFUSED;
+    if (p.send) {
+        int io = 0;
+        pthread_mutex_lock(&s->fmu);
+        if (!s->fc) s->fc = dial(s, FAST_TIMEOUT_MS);
+        if (!s->fc || pend_send(s, s->fc, &p) == RUN_IO) {
+            io = 1;
+            if (s->fc) { redisFree(s->fc); s->fc = NULL; }
+        }
+        pthread_mutex_unlock(&s->fmu);
+        if (io) mark_down(s, "no answer");
+        pthread_mutex_lock(&s->mu);
+        pend_apply_locked(s, &p);
+        pthread_mutex_unlock(&s->mu);
+    }
+    *why = p.why;
+    return p.rc;
+}
+
+int store_reserve_async(store_t *s, int team, nanos_t amount, int64_t now, const char *rid,
+                        budget_hold_t *h, budget_reserved_fn cb, void *arg)
+{
+    pend_t *p = calloc(1, sizeof *p);
+    if (!p) return -1;
+    p->team = team;
+    p->amount = amount;
+    p->now = now;
+    p->h = h;
+    p->cb = cb;
+    p->arg = arg;
+    snprintf(p->rid, sizeof p->rid, "%s", rid);
+    pthread_mutex_lock(&s->rmu);
+    if (s->rtail) s->rtail->next = p;
+    else s->rhead = p;
+    s->rtail = p;
+    pthread_cond_signal(&s->rcv);
+    pthread_mutex_unlock(&s->rmu);
+    return 0;
+}
+
+/* The reserver thread: takes every reservation waiting and sends their
+ * scripts in one pipeline, so one Redis round trip serves many requests. */
+static void *reserver(void *arg)
+{
+    store_t *s = arg;
+    for (;;) {
+        pthread_mutex_lock(&s->rmu);
+        while (!s->rhead && !s->rstop) pthread_cond_wait(&s->rcv, &s->rmu);
+        pend_t *list = s->rhead;
+        s->rhead = s->rtail = NULL;
+        int stop = s->rstop, redial = s->rredial;
+        s->rredial = 0;
+        pthread_mutex_unlock(&s->rmu);
+        if (redial && s->rc) { redisFree(s->rc); s->rc = NULL; }
+        if (!list && stop) break;
+        int any = 0;
+        pthread_mutex_lock(&s->mu);
+        for (pend_t *p = list; p; p = p->next) {
+            pend_prepare_locked(s, p);
+            any |= p->send;
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (any) {
+            if (!s->rc) s->rc = dial(s, FAST_TIMEOUT_MS);
+            if (!s->rc || pend_send(s, s->rc, list) == RUN_IO) {
+                if (s->rc) { redisFree(s->rc); s->rc = NULL; }
+                mark_down(s, "no answer");
+            }
+            pthread_mutex_lock(&s->mu);
+            for (pend_t *p = list; p; p = p->next) pend_apply_locked(s, p);
+            pthread_mutex_unlock(&s->mu);
+        }
+        while (list) {
+            pend_t *p = list;
+            list = p->next;
+            p->cb(p->arg, p->rc, &p->why);
+            free(p);
+        }
+    }
+    return NULL;
+}
+
+int store_async(store_t *s)
+{
+    return s->started && atomic_load(&s->up);
 }
 
 int store_team_view(store_t *s, int team, int64_t now, book_view_t *out)
@@ -803,10 +973,13 @@ static int reconnect(store_t *s)
     if (send_head(s) == RUN_IO || sync_all(s) == RUN_IO || adopt_local(s) == RUN_IO ||
         beat(s) == RUN_IO)
         return RUN_IO;
-    /* The caller side's connection may predate a Redis restart: dial anew. */
+    /* The callers' connections may predate a Redis restart: dial anew. */
     pthread_mutex_lock(&s->fmu);
     if (s->fc) { redisFree(s->fc); s->fc = NULL; }
     pthread_mutex_unlock(&s->fmu);
+    pthread_mutex_lock(&s->rmu);
+    s->rredial = 1;
+    pthread_mutex_unlock(&s->rmu);
     pthread_mutex_lock(&s->mu);
     int64_t was = s->down_since_ms;
     size_t queued = s->qlen;
@@ -887,6 +1060,14 @@ int store_start(store_t *s, int wait_ms)
     s->down_since_ms = mono_ms();      /* not up until the first sync */
     pthread_mutex_unlock(&s->mu);
     if (pthread_create(&s->th, NULL, worker, s) != 0) return 0;
+    if (pthread_create(&s->rth, NULL, reserver, s) != 0) {
+        pthread_mutex_lock(&s->mu);
+        s->stop = 1;
+        pthread_cond_signal(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->th, NULL);
+        return 0;
+    }
     s->started = 1;
     for (int waited = 0; waited < wait_ms && !atomic_load(&s->up); waited += 10) {
         struct timespec ts = { 0, 10 * 1000 * 1000 };
@@ -911,6 +1092,11 @@ void store_free(store_t *s)
 {
     if (!s) return;
     if (s->started) {
+        pthread_mutex_lock(&s->rmu);      /* the reserver answers what is waiting, then ends */
+        s->rstop = 1;
+        pthread_cond_signal(&s->rcv);
+        pthread_mutex_unlock(&s->rmu);
+        pthread_join(s->rth, NULL);
         pthread_mutex_lock(&s->mu);
         s->stop = 1;
         pthread_cond_signal(&s->cv);
@@ -927,12 +1113,15 @@ void store_free(store_t *s)
     }
     if (s->fc) redisFree(s->fc);
     if (s->wc) redisFree(s->wc);
+    if (s->rc) redisFree(s->rc);
     book_free(s->acct);
     book_free(s->fb);
     free(s->teams);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->fmu);
+    pthread_mutex_destroy(&s->rmu);
     pthread_cond_destroy(&s->cv);
+    pthread_cond_destroy(&s->rcv);
     memset(s->password, 0, sizeof s->password);
     free(s);
 }
