@@ -39,6 +39,7 @@ enum { S_RESERVE, S_SETTLE, S_RELEASE, S_RENEW, S_SYNC, S_VIEW, S_BEAT, S_N };
 #define WORK_TIMEOUT_MS 2000
 #define TICK_MS      250
 #define STALE_MS     15000            /* an instance not seen for this long is gone */
+#define OP_BATCH     256              /* settles and releases per pipeline */
 
 typedef struct rteam {
     char name[64];
@@ -64,6 +65,7 @@ typedef struct op {
     nanos_t charge;
     period_t period;
     int64_t start;
+    int acked;                        /* Redis answered (worker only) */
 } op_t;
 
 struct store {
@@ -100,6 +102,7 @@ struct store {
     pthread_t rth;
     redisContext *rc;                 /* the reserver's connection */
     redisContext *wc;                 /* the worker's connection */
+    struct opargs *batch;             /* the worker's pipeline buffers [OP_BATCH] */
 };
 
 static int64_t mono_ms(void)
@@ -284,6 +287,7 @@ static void shares_locked(store_t *s, int64_t now)
 }
 
 static void enqueue_locked(store_t *s, int kind, const budget_hold_t *h, nanos_t charge);
+static struct opargs *opargs_new(void);
 
 /* ---- lifecycle and teams ---- */
 
@@ -321,6 +325,15 @@ store_t *store_new(size_t n_teams, const budget_store_conf_t *c, char *err, size
         SHA1((const unsigned char *)texts[i], strlen(texts[i]), md);
         for (int j = 0; j < SHA_DIGEST_LENGTH; j++)
             snprintf(s->sha[i] + 2 * j, 3, "%02x", md[j]);
+    }
+    s->batch = opargs_new();
+    if (!s->batch) {
+        snprintf(err, errlen, "out of memory");
+        book_free(s->acct);
+        book_free(s->fb);
+        free(s->teams);
+        free(s);
+        return NULL;
     }
     s->live.next = s->live.prev = &s->live;
     pthread_mutex_init(&s->mu, NULL);
@@ -752,33 +765,44 @@ void store_release(store_t *s, budget_hold_t *h)
 
 /* ---- the worker ---- */
 
-/* Sends one queued op. RUN_OK also when Redis says it was already done. */
-static int send_op(store_t *s, const op_t *o)
-{
-    char name[64];
-    pthread_mutex_lock(&s->mu);
-    snprintf(name, sizeof name, "%s", s->teams[o->team].name);
-    pthread_mutex_unlock(&s->mu);
+/* The arguments of one queued op's script. */
+typedef struct opargs {
     pkeys_t k;
-    pkeys_of(&k, name, o->period, o->start);
-    redisReply *r = NULL;
-    int rc;
+    char done[160], charge[24], expat[24], ttl[24], nk[4];
+    const char *argv[16];
+    int argc;
+    int id;
+} opargs_t;
+
+static struct opargs *opargs_new(void)
+{
+    return calloc(OP_BATCH, sizeof(opargs_t));
+}
+
+static void op_args(store_t *s, const op_t *o, const char *team, opargs_t *a)
+{
+    pkeys_of(&a->k, team, o->period, o->start);
+    int n = 0;
+    a->argv[n++] = "EVALSHA";
     if (o->kind == OP_SETTLE) {
-        char done[160], charge[24], expat[24], ttl[24];
-        snprintf(done, sizeof done, "pm:{%s}:done:%s", name, o->rid);
-        snprintf(charge, sizeof charge, "%lld", (long long)o->charge);
-        expat_of(expat, sizeof expat, o->period, o->start);
-        snprintf(ttl, sizeof ttl, "%d", DONE_TTL_S);
-        const char *keys[] = { k.spent, k.loaned, k.holds, k.lease, k.by, done };
-        const char *args[] = { o->rid, charge, s->instance, expat, ttl };
-        rc = run(s, s->wc, S_SETTLE, 6, keys, 5, args, &r);
+        a->id = S_SETTLE;
+        snprintf(a->done, sizeof a->done, "pm:{%.63s}:done:%.47s", team, o->rid);
+        snprintf(a->charge, sizeof a->charge, "%lld", (long long)o->charge);
+        expat_of(a->expat, sizeof a->expat, o->period, o->start);
+        snprintf(a->ttl, sizeof a->ttl, "%d", DONE_TTL_S);
+        const char *v[] = { s->sha[S_SETTLE], "6", a->k.spent, a->k.loaned, a->k.holds,
+                            a->k.lease, a->k.by, a->done, o->rid, a->charge, s->instance,
+                            a->expat, a->ttl };
+        memcpy(a->argv + n, v, sizeof v);
+        n += (int)(sizeof v / sizeof v[0]);
     } else {
-        const char *keys[] = { k.loaned, k.holds, k.lease };
-        const char *args[] = { o->rid };
-        rc = run(s, s->wc, S_RELEASE, 3, keys, 1, args, &r);
+        a->id = S_RELEASE;
+        const char *v[] = { s->sha[S_RELEASE], "3", a->k.loaned, a->k.holds, a->k.lease,
+                            o->rid };
+        memcpy(a->argv + n, v, sizeof v);
+        n += (int)(sizeof v / sizeof v[0]);
     }
-    if (r) freeReplyObject(r);
-    return rc;
+    a->argc = n;
 }
 
 /* After an acknowledged settle: this instance's share grows by the charge. */
@@ -793,34 +817,71 @@ static void op_done(store_t *s, const op_t *o)
     pthread_mutex_unlock(&s->mu);
 }
 
-/* Drops the queue's head after it was sent (or failed for good). */
-static void pop_head(store_t *s)
+/* An op's outcome. RUN_OK also when Redis says it was already done. */
+static void op_outcome(store_t *s, op_t *o, int rc)
 {
-    pthread_mutex_lock(&s->mu);
-    op_t *o = s->qhead;
-    if (o) {
-        s->qhead = o->next;
-        if (!s->qhead) s->qtail = NULL;
-        s->qlen--;
-    }
-    pthread_mutex_unlock(&s->mu);
-    free(o);
-}
-
-/* Sends the queue's head. RUN_IO leaves it in place. */
-static int send_head(store_t *s)
-{
-    pthread_mutex_lock(&s->mu);
-    op_t *o = s->qhead;
-    pthread_mutex_unlock(&s->mu);
-    if (!o) return RUN_OK;
-    int rc = send_op(s, o);
-    if (rc == RUN_IO) return rc;
+    if (rc == RUN_IO) return;
     if (rc == RUN_OK) op_done(s, o);
     else app_log("budget store: %s of %s refused by Redis; dropped (the ledger has it)",
                  o->kind == OP_SETTLE ? "settlement" : "release", o->rid);
-    pop_head(s);
-    return RUN_OK;
+    o->acked = 1;
+}
+
+/* Sends the first OP_BATCH ops of the queue (those not yet acknowledged) in
+ * one pipeline and drops the acknowledged ones from the head. Each settle is
+ * idempotent, so ops whose reply was lost are simply sent again: after a
+ * reconnect this runs before the share sync, so every op that may have been
+ * applied is acknowledged (and counted in mine) before mine is compared. */
+static int send_batch(store_t *s)
+{
+    op_t *v[OP_BATCH];
+    char names[OP_BATCH][64];
+    int n = 0, io = 0;
+    pthread_mutex_lock(&s->mu);
+    for (op_t *o = s->qhead; o && n < OP_BATCH; o = o->next) {
+        if (o->acked) continue;
+        snprintf(names[n], sizeof names[n], "%s", s->teams[o->team].name);
+        v[n++] = o;
+    }
+    pthread_mutex_unlock(&s->mu);
+    opargs_t *a = s->batch;
+    for (int i = 0; i < n; i++) {
+        op_args(s, v[i], names[i], &a[i]);
+        if (redisAppendCommandArgv(s->wc, a[i].argc, a[i].argv, NULL) != REDIS_OK) io = 1;
+    }
+    int again[OP_BATCH];
+    for (int i = 0; i < n && !io; i++) {
+        redisReply *r = NULL;
+        again[i] = 0;
+        if (redisGetReply(s->wc, (void **)&r) != REDIS_OK || !r) { io = 1; break; }
+        if (r->type != REDIS_REPLY_ERROR) op_outcome(s, v[i], RUN_OK);
+        else if (strncmp(r->str, "NOSCRIPT", 8) == 0) again[i] = 1;
+        else if (transient(r)) io = 1;
+        else {
+            app_log("budget store: script error: %.300s", r->str);
+            op_outcome(s, v[i], RUN_ERR);
+        }
+        freeReplyObject(r);
+    }
+    for (int i = 0; i < n && !io; i++) {
+        if (!again[i]) continue;
+        redisReply *r = NULL;
+        int rc = run(s, s->wc, a[i].id, atoi(a[i].argv[2]), a[i].argv + 3,
+                     a[i].argc - 3 - atoi(a[i].argv[2]), a[i].argv + 3 + atoi(a[i].argv[2]), &r);
+        if (r) freeReplyObject(r);
+        if (rc == RUN_IO) io = 1;
+        else op_outcome(s, v[i], rc);
+    }
+    pthread_mutex_lock(&s->mu);
+    while (s->qhead && s->qhead->acked) {
+        op_t *o = s->qhead;
+        s->qhead = o->next;
+        if (!s->qhead) s->qtail = NULL;
+        s->qlen--;
+        free(o);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return io ? RUN_IO : RUN_OK;
 }
 
 /* Makes this instance's share of each team's current period equal to mine. */
@@ -970,7 +1031,7 @@ static int beat(store_t *s)
 static int reconnect(store_t *s)
 {
     if (!s->wc && !(s->wc = dial(s, WORK_TIMEOUT_MS))) return RUN_IO;
-    if (send_head(s) == RUN_IO || sync_all(s) == RUN_IO || adopt_local(s) == RUN_IO ||
+    if (send_batch(s) == RUN_IO || sync_all(s) == RUN_IO || adopt_local(s) == RUN_IO ||
         beat(s) == RUN_IO)
         return RUN_IO;
     /* The callers' connections may predate a Redis restart: dial anew. */
@@ -1037,7 +1098,7 @@ static void *worker(void *arg)
             if (reconnect(s) == RUN_IO) drop_worker_conn(s, "cannot connect");
             continue;
         }
-        if (send_head(s) == RUN_IO) { drop_worker_conn(s, "no answer"); continue; }
+        if (send_batch(s) == RUN_IO) { drop_worker_conn(s, "no answer"); continue; }
         if (now >= next_tick) {
             next_tick = now + 1000;      /* once a second: liveness and share check */
             if (beat(s) == RUN_IO || sync_all(s) == RUN_IO) {
@@ -1114,6 +1175,7 @@ void store_free(store_t *s)
     if (s->fc) redisFree(s->fc);
     if (s->wc) redisFree(s->wc);
     if (s->rc) redisFree(s->rc);
+    free(s->batch);
     book_free(s->acct);
     book_free(s->fb);
     free(s->teams);
