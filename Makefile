@@ -15,7 +15,7 @@ LIBOBJ    := $(filter-out $(BUILD)/obj/main.o,$(OBJ))
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all run test unit e2e asan valgrind ledger-bench clean deps FORCE
+.PHONY: all run test test-deps unit e2e asan valgrind ledger-bench clean deps FORCE
 
 all: $(BUILD)/pinmeter
 
@@ -65,7 +65,18 @@ unit: $(UNIT_BIN)
 e2e: $(BUILD)/pinmeter build-test/pinmeter
 	python3 tests/e2e/run.py --bin $(BUILD)/pinmeter
 
-test: all unit fuzz-regress e2e
+# What make test needs beyond the build (installed when missing, as make run
+# does): clang for the fuzz regressions, redis-server for the shared-budget
+# tests, sqlite3; the openai SDK for the client test when npm is there.
+TEST_PKGS := clang redis-server redis-tools sqlite3
+test-deps: deps
+	@./scripts/deps.sh $(TEST_PKGS)
+	@if command -v npm >/dev/null && [ ! -d tests/client/node_modules/openai ]; then \
+	  (cd tests/client && npm ci --no-audit --no-fund --loglevel=error) || \
+	  echo "  (npm ci failed: the openai client test will be skipped)"; fi
+
+test: test-deps
+	@$(MAKE) --no-print-directory all unit fuzz-regress e2e
 
 # Ledger throughput through the writer thread (part of make bench).
 $(BUILD)/perf/%: tests/perf/%.c $(LIBOBJ)
