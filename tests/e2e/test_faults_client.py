@@ -324,6 +324,14 @@ class ClientFaultsTest(FaultTest):
         self.nothing_happened(self.pm, self.team, rows_before)
         self.check([self.pm])
 
+    def test_8_kib_of_headers_are_accepted(self):
+        # The per-connection pool (12 KiB) holds the request's headers: 8 KiB
+        # of them (a long JWT, tracing headers) must still be served.
+        r = self.pm.chat(chat_body(SONNET, max_tokens=5), key=self.team.key,
+                         headers={"X-Trace": "t" * 4096, "X-Other": "o" * 4096})
+        self.assertEqual(r.status, 200, r)
+        self.check([self.pm])
+
     def test_body_over_limit(self):
         rows_before = len(self.lim.ledger_rows())
         big = chat_body(SONNET, content="x" * (self.MAX_BODY + 100))
