@@ -476,7 +476,7 @@ typedef struct pend {
     long long ok, spent, loaned;
     pkeys_t k;
     char amt[24], caps[24], lease[24], expat[24];
-    const char *argv[12];
+    const char *argv[13];
 } pend_t;
 
 /* Step 1, with mu held: the account projection, then either an answer
@@ -509,7 +509,7 @@ static void pend_prepare_locked(store_t *s, pend_t *p)
     expat_of(p->expat, sizeof p->expat, h->period, h->period_start);
     const char *argv[] = { "EVALSHA", s->sha[S_RESERVE], "4", p->k.spent, p->k.loaned,
                            p->k.holds, p->k.lease, p->rid, p->amt, p->caps, p->lease,
-                           p->expat };
+                           p->expat, s->instance };
     memcpy(p->argv, argv, sizeof argv);
     p->send = 1;
 }
@@ -530,7 +530,7 @@ static int pend_send(store_t *s, redisContext *c, pend_t *list)
     int io = 0;
     for (pend_t *p = list; p; p = p->next) {
         p->run = RUN_IO;
-        if (p->send && redisAppendCommandArgv(c, 12, p->argv, NULL) != REDIS_OK) io = 1;
+        if (p->send && redisAppendCommandArgv(c, 13, p->argv, NULL) != REDIS_OK) io = 1;
     }
     for (pend_t *p = list; p && !io; p = p->next) {
         if (!p->send) continue;
@@ -548,7 +548,7 @@ static int pend_send(store_t *s, redisContext *c, pend_t *list)
     for (pend_t *p = list; p && !io; p = p->next) {
         if (p->run != RUN_ERR - 1) continue;
         redisReply *r = NULL;
-        int rc = run(s, c, S_RESERVE, 4, p->argv + 3, 5, p->argv + 7, &r);
+        int rc = run(s, c, S_RESERVE, 4, p->argv + 3, 6, p->argv + 7, &r);
         if (rc == RUN_OK) { pend_take_reply(p, r); freeReplyObject(r); }
         else p->run = rc;
         if (rc == RUN_IO) io = 1;
@@ -960,9 +960,9 @@ static int adopt_local(store_t *s)
         snprintf(lease, sizeof lease, "%d", s->lease_ms);
         expat_of(expat, sizeof expat, p, start);
         const char *keys[] = { k.spent, k.loaned, k.holds, k.lease };
-        const char *args[] = { rid, amt, "-1", lease, expat };
+        const char *args[] = { rid, amt, "-1", lease, expat, s->instance };
         redisReply *r = NULL;
-        int rc = run(s, s->wc, S_RESERVE, 4, keys, 5, args, &r);
+        int rc = run(s, s->wc, S_RESERVE, 4, keys, 6, args, &r);
         if (r) freeReplyObject(r);
         if (rc == RUN_IO) return rc;
     }

@@ -29,13 +29,14 @@ local function now_ms()
 end
 -- Ends one hold: out of holds and lease, its amount out of loaned.
 -- Returns the amount it held, or nil when there was no such hold.
+-- A hold is stored as "<amount>@<instance>": the instance that holds it.
 local function drop_hold(holds_k, lease_k, loaned_k, rid)
-  local amt = redis.call('HGET', holds_k, rid)
+  local v = redis.call('HGET', holds_k, rid)
   redis.call('ZREM', lease_k, rid)
-  if amt then
-    redis.call('DECRBY', loaned_k, amt)
-    redis.call('HDEL', holds_k, rid)
-  end
+  if not v then return nil end
+  local amt = string.match(v, "^%d+")
+  redis.call('DECRBY', loaned_k, amt)
+  redis.call('HDEL', holds_k, rid)
   return amt
 end
 -- Drops holds whose lease ran out (their instance died or stopped renewing):

@@ -56,7 +56,7 @@ class LuaScriptsTest(unittest.TestCase):
     def reserve(self, rid, amount, cap, lease_ms=60000, expat="0"):
         k = self.k
         return self.ev("reserve", [k["spent"], k["loaned"], k["holds"], k["lease"]],
-                       [rid, amount, cap, lease_ms, expat])
+                       [rid, amount, cap, lease_ms, expat, "i1"])
 
     def settle(self, rid, charge, inst="i1"):
         k = self.k
@@ -76,6 +76,7 @@ class LuaScriptsTest(unittest.TestCase):
         self.assertEqual(self.reserve("c", 1, 1000), ["0", "0", "1000"], "one nano over the cap")
         self.assertEqual(self.get("loaned"), "1000")
         self.assertEqual(self.r.cli("HGET", self.k["holds"], "c"), "")
+        self.assertEqual(self.r.cli("HGET", self.k["holds"], "a"), "600@i1", "held by i1")
         self.assertEqual(self.reserve("d", 5, -1), ["1", "0", "1005"], "no cap admits")
 
     def test_reserve_is_exact_beyond_2_pow_53(self):
