@@ -298,14 +298,8 @@ store_t *store_new(size_t n_teams, const budget_store_conf_t *c, char *err, size
     s->acct = book_new(n_teams);
     s->fb = book_new(n_teams);
     s->teams = n_teams ? calloc(n_teams, sizeof *s->teams) : NULL;
-    if (!s->acct || !s->fb || (n_teams && !s->teams)) {
-        snprintf(err, errlen, "out of memory");
-        book_free(s->acct);
-        book_free(s->fb);
-        free(s->teams);
-        free(s);
-        return NULL;
-    }
+    s->batch = opargs_new();
+    if (!s->acct || !s->fb || (n_teams && !s->teams) || !s->batch) goto fail;
     s->n = n_teams;
     snprintf(s->host, sizeof s->host, "%s", c->host);
     s->port = c->port;
@@ -326,15 +320,6 @@ store_t *store_new(size_t n_teams, const budget_store_conf_t *c, char *err, size
         for (int j = 0; j < SHA_DIGEST_LENGTH; j++)
             snprintf(s->sha[i] + 2 * j, 3, "%02x", md[j]);
     }
-    s->batch = opargs_new();
-    if (!s->batch) {
-        snprintf(err, errlen, "out of memory");
-        book_free(s->acct);
-        book_free(s->fb);
-        free(s->teams);
-        free(s);
-        return NULL;
-    }
     s->live.next = s->live.prev = &s->live;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->fmu, NULL);
@@ -342,6 +327,14 @@ store_t *store_new(size_t n_teams, const budget_store_conf_t *c, char *err, size
     pthread_cond_init(&s->cv, NULL);
     pthread_cond_init(&s->rcv, NULL);
     return s;
+fail:
+    snprintf(err, errlen, "out of memory");
+    book_free(s->acct);
+    book_free(s->fb);
+    free(s->teams);
+    free(s->batch);
+    free(s);
+    return NULL;
 }
 
 int store_grow(store_t *s, size_t n)
