@@ -396,6 +396,13 @@ def _stop_pid(proc, timeout=5.0):
         proc.wait(timeout=5)
 
 
+def _kill_pid(proc):
+    """SIGKILL for our own child process, by PID, then reap it."""
+    if proc is not None and proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
 class Mock:
     """The mock Pinata upstream as a subprocess."""
 
@@ -613,9 +620,7 @@ class Proxy:
                                                    self.stderr_text()[-4000:]))
 
     def kill9(self):
-        if self.proc and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
+        _kill_pid(self.proc)
 
     def restart(self):
         self.stop()

@@ -6,13 +6,11 @@ redis-tools), so no Python client library is needed.
 """
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
 import unittest
 
-from harness import free_port, _stop_pid
+from harness import free_port, _stop_pid, _kill_pid
 
 
 def have_redis():
@@ -61,19 +59,17 @@ class Redis:
         _stop_pid(self.proc)
 
     def kill9(self):
-        if self.proc and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
+        _kill_pid(self.proc)
 
     def restart(self):
         self.stop()
         self.start()
 
-    def cli(self, *args, raw=False):
+    def cli(self, *args):
         env = dict(os.environ)
         if self.password:
             env["REDISCLI_AUTH"] = self.password
-        p = subprocess.run(["redis-cli", "-p", str(self.port), "--no-raw" if raw else "--raw"]
+        p = subprocess.run(["redis-cli", "-p", str(self.port), "--raw"]
                            + [str(a) for a in args], capture_output=True, text=True, timeout=10,
                            env=env)
         if p.returncode != 0:
@@ -88,11 +84,3 @@ class Redis:
         out = self.cli("KEYS", pattern)
         return sorted(out.split("\n")) if out else []
 
-
-def port_closed(port):
-    s = socket.socket()
-    try:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) != 0
-    finally:
-        s.close()

@@ -7,8 +7,10 @@ one Redis and one mock upstream.
 """
 import json
 import os
+import shutil
 import signal
 import sqlite3
+import tempfile
 import threading
 import time
 import unittest
@@ -17,8 +19,6 @@ from harness import (REPO, SONNET, Team, chat_body, body_len, cost, reservation,
                      run_bin)
 from invariants import FaultTest
 from redis_fixture import Redis, have_redis
-import tempfile
-import shutil
 
 LUA = os.path.join(REPO, "src", "lua")
 
