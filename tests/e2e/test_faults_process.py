@@ -375,6 +375,12 @@ class LedgerFaultTest(FaultTest):
         slow = chat_body(SONNET, max_tokens=100, mock={"delay_ms": 1500, "usage": usage})
         t = run_bg(self.pm.chat, slow, self.team.key, "/v0/llm/chat/completions", None, 10)
         self.assertTrue(wait_for(lambda: self.mock.chat_count() == 3, 5), "slow request not upstream")
+        # Its begin is durable in the journal before it goes upstream; the
+        # writer makes it a row a moment later. Fail the disk only after that,
+        # so the row below must stay exactly 'inflight' while it fails.
+        self.assertTrue(wait_for(lambda: [x["state"] for x in self.pm.ledger_rows()
+                                          if x["state"] != "settled"] == ["inflight"], 5),
+                        "the slow request's begin never became a row")
         open(self.fault, "w").close()                       # the disk is now "full"
         upstream_before = self.mock.chat_count()
         refused = [self.pm.chat(chat_body(SONNET), key=self.team.key),
