@@ -2,6 +2,10 @@
  * listener (server.c, libmicrohttpd's thread), the upstream thread
  * (upstream.c, a curl multi handle) and the sweep in server_run.
  *
+ * The listener's callbacks and the upstream transfers run on one thread (the
+ * upstream loop); other threads (Redis reserver, supervisor) reach a req
+ * through the loop's queues or req->mu.
+ *
  * Ownership: a req is created by the listener and reference-counted: one
  * reference for the MHD connection (dropped in the completion callback), one
  * while the request is with the upstream thread (dropped when the transfer is
@@ -151,8 +155,16 @@ void upstream_submit(struct upstream *u, req_t *r);
 /* Asks the thread to resume a paused transfer / abort one whose client left. */
 void upstream_unpause(struct upstream *u, req_t *r);
 void upstream_abort(struct upstream *u, req_t *r);
-/* Aborts everything in flight and joins the thread; later submits are
- * finished at once without going upstream. */
+/* Has the loop drive the listener (libmicrohttpd in external-epoll mode). */
+void upstream_attach(struct upstream *u, struct MHD_Daemon *d);
+/* Tells the loop a connection was resumed (from any thread): the listener
+ * must run to act on it. */
+void upstream_resumed(struct upstream *u);
+/* Has the loop stop the listener accepting (MHD_quiesce_daemon). */
+void upstream_quiesce(struct upstream *u);
+/* Aborts everything in flight, lets their answers go out (up to 2 s), and
+ * joins the thread; later submits are finished at once without going
+ * upstream. */
 void upstream_stop(struct upstream *u);
 /* Frees the stopped upstream (after nothing can submit any more). */
 void upstream_free(struct upstream *u);

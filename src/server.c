@@ -1,4 +1,5 @@
-/* server: the listener. libmicrohttpd runs its own epoll thread; this file
+/* server: the listener. libmicrohttpd runs in external-epoll mode, driven by
+ * the upstream thread's event loop (upstream.c); this file
  * routes requests, authenticates them, admits chat completions against the
  * budget (402 before anything goes upstream), records each admitted one in
  * the ledger's begin journal, hands it to the upstream thread, and relays
@@ -77,6 +78,8 @@ void req_resume_locked(req_t *r)
     if (r->suspended && !r->client_gone) {
         r->suspended = 0;
         MHD_resume_connection(r->conn);
+        /* libmicrohttpd without its own thread acts on it at its next run */
+        upstream_resumed(r->app->up);
     }
 }
 
@@ -754,7 +757,9 @@ int server_run(app_t *app, volatile sig_atomic_t *stop, volatile sig_atomic_t *h
     if (!is_loopback(ai->ai_addr))
         app_log("WARNING: listening on %s, which is not loopback: anyone who can reach it "
                 "and holds a key can spend credits", cfg->listen_host);
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
+    /* No thread of its own: the upstream loop runs it (one thread per request
+     * path, no hand-over). */
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ERROR_LOG | (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);
     app->mhd = MHD_start_daemon(flags, (uint16_t)cfg->listen_port, NULL, NULL,
                                 on_request, app,
@@ -783,6 +788,7 @@ int server_run(app_t *app, volatile sig_atomic_t *stop, volatile sig_atomic_t *h
                 cfg->listen_host, cfg->listen_port);
         return -1;
     }
+    upstream_attach(app->up, app->mhd);
     app_log("listening on %s:%d, upstream %s, ledger %s, %s mode", cfg->listen_host,
             cfg->listen_port, cfg->upstream_base, cfg->ledger,
             app_snap(app)->passthrough ? "passthrough" : "team");
@@ -800,8 +806,7 @@ int server_run(app_t *app, volatile sig_atomic_t *stop, volatile sig_atomic_t *h
     /* Drain: stop accepting, let requests in flight finish up to drain_s. */
     app_log("stopping: draining %d request(s) in flight (up to %d s)",
             (int)atomic_load(&app->active), cfg->drain_s);
-    MHD_socket lsock = MHD_quiesce_daemon(app->mhd);
-    if (lsock != MHD_INVALID_SOCKET) close(lsock);
+    upstream_quiesce(app->up);      /* on the loop's thread, which runs the listener */
     int64_t deadline = app_now_ms() + (int64_t)cfg->drain_s * 1000;
     while (atomic_load(&app->active) > 0 && app_now_ms() < deadline) {
         struct timespec ts = {0, 20 * 1000 * 1000};

@@ -1,7 +1,12 @@
-/* upstream: one thread driving a curl multi handle for every transfer to
- * Pinata, with epoll and curl_multi_socket_action (cost per event does not
- * grow with the number of transfers). Other threads hand it work through
- * three small queues (start, unpause, abort) and wake it with an eventfd. Response bytes go to
+/* upstream: the event loop. One thread drives, with one epoll set, both
+ * libmicrohttpd (the listener, run in its external-epoll mode: its epoll fd
+ * sits in this set) and a curl multi handle for every transfer to Pinata
+ * (curl_multi_socket_action: cost per event does not grow with the number of
+ * transfers). A request therefore goes from client to upstream and back on
+ * one thread, with no hand-over between threads on its path. Other threads
+ * (the Redis reserver, the supervisor) hand it work through three small
+ * queues (start, unpause, abort) and wake it with an eventfd; the loop's own
+ * submissions skip the eventfd. Response bytes go to
  * the request's bounded buffer; when the client is slow the transfer is
  * paused (backpressure) and resumed when the client has read enough.
  * When a transfer ends, this thread settles the metering exactly once:
@@ -17,10 +22,14 @@
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
+#include <openssl/crypto.h>
 
 #define OUT_HIGH_WATER (64 * 1024)
 #define UBODY_MAX (32u * 1024 * 1024)   /* non-stream reply cap */
 #define SSE_LINE_MAX (1024 * 1024)
+/* Easy handles kept for reuse: curl_easy_init and _cleanup cost a few dozen
+ * allocations each; a reset handle keeps its buffers. */
+#define EASY_POOL 256
 
 typedef struct vec { req_t **v; size_t n, cap; } vec_t;
 
@@ -34,8 +43,19 @@ struct upstream {
     int wake_pending;                 /* [mu] the eventfd was written */
     vec_t w_starts, w_unpauses, w_aborts;   /* being worked on (thread only) */
     vec_t active;                     /* upstream thread only */
+    CURL *idle[EASY_POOL];            /* finished easy handles, reset, for reuse */
+    size_t n_idle;
+    struct curl_slist *chat_hdrs;     /* headers of every metered chat request */
     int epfd, evfd;
     int64_t deadline;                 /* curl's timer, monotonic ms; -1 none */
+    struct MHD_Daemon *mhd_new;       /* [mu] a listener to drive, from upstream_attach */
+    int quiesce;                      /* [mu] stop accepting (upstream_quiesce) */
+    int local_work;                   /* [mu] the loop queued work for itself */
+    int poke;                         /* [mu] another thread resumed a connection */
+    int listener_due;                 /* the listener has resumed connections (thread only) */
+    struct MHD_Daemon *mhd;           /* the listener being driven (thread only) */
+    int mhd_fd;                       /* its epoll fd in our set; -1 none */
+    int64_t mhd_at;                   /* when the listener's own timer is due; -1 none */
 };
 
 static int vec_push(vec_t *v, req_t *r)
@@ -284,12 +304,33 @@ static void judge_chat(req_t *r, CURLcode res, outcome_t *o)
     }
 }
 
+/* A handle for a new transfer: a reset one from the pool, or a new one. */
+static CURL *easy_get(struct upstream *u)
+{
+    return u->n_idle ? u->idle[--u->n_idle] : curl_easy_init();
+}
+
+/* Only a handle whose transfer ended cleanly goes back: one cut or paused
+ * midway may hold state (held-back bytes) that must not meet a new one. */
+static void easy_put(struct upstream *u, CURL *e, int clean)
+{
+    if (!clean || u->n_idle == EASY_POOL) {
+        curl_easy_cleanup(e);
+        return;
+    }
+    curl_easy_reset(e);
+    u->idle[u->n_idle++] = e;
+}
+
 static void finish(struct upstream *u, req_t *r, CURLcode res)
 {
     app_t *app = u->app;
     if (r->easy) {
         curl_multi_remove_handle(u->multi, r->easy);
-        curl_easy_cleanup(r->easy);
+        pthread_mutex_lock(&r->mu);
+        int clean = res == CURLE_OK && !r->paused && !r->aborted;
+        pthread_mutex_unlock(&r->mu);
+        easy_put(u, r->easy, clean);
         r->easy = NULL;
         u->active.v[r->up_slot] = u->active.v[--u->active.n];
         u->active.v[r->up_slot]->up_slot = r->up_slot;
@@ -366,27 +407,35 @@ static int start_transfer(struct upstream *u, req_t *r)
     const char *path = r->route == ROUTE_CHAT ? "/v0/llm/chat/completions"
                      : r->route == ROUTE_MODELS ? "/v0/llm/models" : "/v0/credits/balance";
     snprintf(url, sizeof url, "%s%s", cfg->upstream_base, path);
-    CURL *e = curl_easy_init();
+    CURL *e = easy_get(u);
     if (!e) return -1;
     r->easy = e;
+    struct curl_slist *hdrs;
     if (r->route == ROUTE_CHAT) {
-        if (r->snap->passthrough) snprintf(hdr, sizeof hdr, "Authorization: %s",
-                                       r->client_auth ? r->client_auth : "");
-        else snprintf(hdr, sizeof hdr, "Authorization: Bearer %s", app->llm_key);
-        r->hdrs = curl_slist_append(r->hdrs, hdr);
-        r->hdrs = curl_slist_append(r->hdrs, "Content-Type: application/json");
-        r->hdrs = curl_slist_append(r->hdrs, "Expect:");
         const char *b = r->adm.upstream_body ? r->adm.upstream_body : r->body;
         size_t bl = r->adm.upstream_body ? r->adm.upstream_len : r->body_len;
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, b ? b : "");
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)bl);
-    } else if (r->route == ROUTE_BALANCE_PT && r->client_auth) {
-        snprintf(hdr, sizeof hdr, "Authorization: %s", r->client_auth);
-        r->hdrs = curl_slist_append(r->hdrs, hdr);
     }
-    r->hdrs = curl_slist_append(r->hdrs, "Accept: application/json, text/event-stream");
+    if (r->route == ROUTE_CHAT && !r->snap->passthrough && u->chat_hdrs) {
+        hdrs = u->chat_hdrs;           /* the same for every request: built once */
+    } else {
+        if (r->route == ROUTE_CHAT) {
+            if (r->snap->passthrough) snprintf(hdr, sizeof hdr, "Authorization: %s",
+                                           r->client_auth ? r->client_auth : "");
+            else snprintf(hdr, sizeof hdr, "Authorization: Bearer %s", app->llm_key);
+            r->hdrs = curl_slist_append(r->hdrs, hdr);
+            r->hdrs = curl_slist_append(r->hdrs, "Content-Type: application/json");
+            r->hdrs = curl_slist_append(r->hdrs, "Expect:");
+        } else if (r->route == ROUTE_BALANCE_PT && r->client_auth) {
+            snprintf(hdr, sizeof hdr, "Authorization: %s", r->client_auth);
+            r->hdrs = curl_slist_append(r->hdrs, hdr);
+        }
+        r->hdrs = curl_slist_append(r->hdrs, "Accept: application/json, text/event-stream");
+        hdrs = r->hdrs;
+    }
     curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
@@ -395,6 +444,7 @@ static int start_transfer(struct upstream *u, req_t *r)
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)cfg->timeout_s * 1000L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+    /* also has curl decode a reply compressed anyway */
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "identity");
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
@@ -403,6 +453,7 @@ static int start_transfer(struct upstream *u, req_t *r)
     if (r->route == ROUTE_CHAT && r->adm.stream)
         curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 4096L);
     if (curl_multi_add_handle(u->multi, e) != CURLM_OK || vec_push(&u->active, r) != 0) {
+        curl_multi_remove_handle(u->multi, e);   /* harmless when it was not added */
         curl_easy_cleanup(e);
         r->easy = NULL;
         return -1;
@@ -469,11 +520,18 @@ static void drain_done(struct upstream *u)
 
 /* Takes the queued work (swapping in empty vectors that keep their storage,
  * so a steady state allocates nothing) and does it. Returns stopping. */
-static int run_queues(struct upstream *u)
+static int run_queues(struct upstream *u, int woken)
 {
     uint64_t n;
-    if (read(u->evfd, &n, sizeof n) < 0) { /* nothing pending: fine */ }
+    if (woken && read(u->evfd, &n, sizeof n) < 0) { /* nothing pending: fine */ }
     pthread_mutex_lock(&u->mu);
+    struct MHD_Daemon *attach = u->mhd_new;
+    int quiesce = u->quiesce;
+    u->mhd_new = NULL;
+    u->quiesce = 0;
+    u->local_work = 0;
+    if (u->poke) u->listener_due = 1;
+    u->poke = 0;
     vec_t tmp;
     tmp = u->starts; u->starts = u->w_starts; u->w_starts = tmp;
     tmp = u->unpauses; u->unpauses = u->w_unpauses; u->w_unpauses = tmp;
@@ -482,6 +540,21 @@ static int run_queues(struct upstream *u)
     int stopping = u->stopping;
     pthread_mutex_unlock(&u->mu);
 
+    if (attach) {
+        const union MHD_DaemonInfo *di = MHD_get_daemon_info(attach, MHD_DAEMON_INFO_EPOLL_FD);
+        struct epoll_event ev = {.events = EPOLLIN};
+        ev.data.fd = di ? di->epoll_fd : -1;
+        if (di && epoll_ctl(u->epfd, EPOLL_CTL_ADD, di->epoll_fd, &ev) == 0) {
+            u->mhd = attach;
+            u->mhd_fd = di->epoll_fd;
+        } else {
+            app_log("cannot watch the listener's epoll set: %s", strerror(errno));
+        }
+    }
+    if (quiesce && u->mhd) {
+        MHD_socket ls = MHD_quiesce_daemon(u->mhd);
+        if (ls != MHD_INVALID_SOCKET) close(ls);
+    }
     for (size_t i = 0; i < u->w_starts.n; i++) {
         req_t *r = u->w_starts.v[i];
         pthread_mutex_lock(&r->mu);
@@ -512,23 +585,52 @@ static int run_queues(struct upstream *u)
     return stopping;
 }
 
+/* Runs the listener: accepts, reads requests (calling server.c's handlers,
+ * which may queue work for this loop), sends what is ready, and resumes
+ * connections other threads (or this one) woke. */
+static void run_listener(struct upstream *u)
+{
+    u->listener_due = 0;
+    if (u->mhd) MHD_run(u->mhd);
+}
+
+/* The loop's wait: curl's timer and libmicrohttpd's, whichever is first. */
+static int loop_timeout(struct upstream *u)
+{
+    if (u->listener_due) return 0;
+    int64_t t = -1;
+    if (u->deadline >= 0) {
+        int64_t left = u->deadline - mono_ms();
+        t = left < 0 ? 0 : left;
+    }
+    MHD_UNSIGNED_LONG_LONG mt;
+    u->mhd_at = -1;
+    if (u->mhd && MHD_get_timeout(u->mhd, &mt) == MHD_YES) {
+        if (mt > 1000) mt = 1000;
+        u->mhd_at = mono_ms() + (int64_t)mt;
+        if (t < 0 || (int64_t)mt < t) t = (int64_t)mt;
+    }
+    return t < 0 || t > 1000 ? 1000 : (int)t;
+}
+
 static void *upstream_main(void *arg)
 {
     struct upstream *u = arg;
     struct epoll_event evs[256];
-    int running;
+    int running, stopping = 0;
     for (;;) {
-        int timeout = -1;
-        if (u->deadline >= 0) {
-            int64_t left = u->deadline - mono_ms();
-            timeout = left < 0 ? 0 : left > 1000 ? 1000 : (int)left;
-        }
-        int n = epoll_wait(u->epfd, evs, 256, timeout);
-        int stopping = 0;
+        int n = epoll_wait(u->epfd, evs, 256, loop_timeout(u));
+        /* the listener runs when its epoll set is ready or its timer is due
+         * (also 0 when it has buffered work of its own) */
+        int woken = 0, listener = u->mhd_at >= 0 && mono_ms() >= u->mhd_at;
         for (int i = 0; i < n; i++) {
             int fd = evs[i].data.fd;
             if (fd == u->evfd) {
-                stopping |= run_queues(u);
+                woken = 1;
+                continue;
+            }
+            if (fd == u->mhd_fd) {
+                listener = 1;
                 continue;
             }
             int flags = (evs[i].events & EPOLLIN ? CURL_CSELECT_IN : 0) |
@@ -541,12 +643,34 @@ static void *upstream_main(void *arg)
             curl_multi_socket_action(u->multi, CURL_SOCKET_TIMEOUT, 0, &running);
         }
         drain_done(u);
+        if (woken) stopping |= run_queues(u, 1);
+        if (listener || woken || u->listener_due) run_listener(u);
+        /* what the listener's handlers queued just now starts at once */
+        pthread_mutex_lock(&u->mu);
+        int local = u->local_work;
+        pthread_mutex_unlock(&u->mu);
+        if (local) stopping |= run_queues(u, 0);
+        if (u->deadline >= 0 && mono_ms() >= u->deadline) {
+            u->deadline = -1;
+            curl_multi_socket_action(u->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+            drain_done(u);
+        }
         if (stopping) break;
     }
     while (u->active.n > 0) {
         req_t *r = u->active.v[u->active.n - 1];
         r->aborted = 1;
         finish(u, r, CURLE_ABORTED_BY_CALLBACK);
+    }
+    /* The aborted requests' answers still go out: keep the listener running
+     * until every request has let go (or the supervisor's wait is over). */
+    int64_t until = mono_ms() + 2000;
+    while (u->mhd && atomic_load(&u->app->active) > 0 && mono_ms() < until) {
+        int n = epoll_wait(u->epfd, evs, 256, 10);
+        for (int i = 0; i < n; i++)
+            if (evs[i].data.fd == u->evfd) run_queues(u, 1);
+        run_listener(u);
+        run_queues(u, 0);
     }
     return NULL;
 }
@@ -559,11 +683,24 @@ struct upstream *upstream_start(app_t *app)
     u->multi = curl_multi_init();
     if (!u->multi) { free(u); return NULL; }
     u->deadline = -1;
+    u->mhd_fd = -1;
     u->epfd = epoll_create1(EPOLL_CLOEXEC);
     u->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     struct epoll_event ev = {.events = EPOLLIN, .data.fd = u->evfd};
     if (u->epfd < 0 || u->evfd < 0 || epoll_ctl(u->epfd, EPOLL_CTL_ADD, u->evfd, &ev) != 0)
         goto fail;
+    if (app->llm_key) {
+        char hdr[8192];
+        snprintf(hdr, sizeof hdr, "Authorization: Bearer %s", app->llm_key);
+        const char *hs[] = { hdr, "Content-Type: application/json", "Expect:",
+                             "Accept: application/json, text/event-stream" };
+        for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) {
+            struct curl_slist *n = curl_slist_append(u->chat_hdrs, hs[i]);
+            if (!n) { curl_slist_free_all(u->chat_hdrs); u->chat_hdrs = NULL; break; }
+            u->chat_hdrs = n;
+        }
+        OPENSSL_cleanse(hdr, sizeof hdr);
+    }
     curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, 1024L);
     curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
     curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
@@ -596,10 +733,12 @@ static void enqueue(struct upstream *u, vec_t *q, req_t *r, int take_ref)
         r->refs++;
         pthread_mutex_unlock(&r->mu);
     }
+    int self = pthread_equal(pthread_self(), u->thread);
     pthread_mutex_lock(&u->mu);
     int ok = !u->stopping && vec_push(q, r) == 0;
-    int wake = ok && !u->wake_pending;
+    int wake = ok && !u->wake_pending && !self;
     if (wake) u->wake_pending = 1;
+    if (ok && self) u->local_work = 1;    /* the loop looks before it waits */
     pthread_mutex_unlock(&u->mu);
     if (wake) wake_thread(u);
     if (ok) return;
@@ -615,6 +754,36 @@ static void enqueue(struct upstream *u, vec_t *q, req_t *r, int take_ref)
 void upstream_submit(struct upstream *u, req_t *r) { enqueue(u, &u->starts, r, 0); }
 void upstream_unpause(struct upstream *u, req_t *r) { enqueue(u, &u->unpauses, r, 1); }
 void upstream_abort(struct upstream *u, req_t *r) { enqueue(u, &u->aborts, r, 1); }
+
+void upstream_attach(struct upstream *u, struct MHD_Daemon *d)
+{
+    pthread_mutex_lock(&u->mu);
+    u->mhd_new = d;
+    pthread_mutex_unlock(&u->mu);
+    wake_thread(u);
+}
+
+void upstream_resumed(struct upstream *u)
+{
+    if (pthread_equal(pthread_self(), u->thread)) {
+        u->listener_due = 1;
+        return;
+    }
+    pthread_mutex_lock(&u->mu);
+    u->poke = 1;
+    int wake = !u->wake_pending;
+    u->wake_pending = 1;
+    pthread_mutex_unlock(&u->mu);
+    if (wake) wake_thread(u);
+}
+
+void upstream_quiesce(struct upstream *u)
+{
+    pthread_mutex_lock(&u->mu);
+    u->quiesce = 1;
+    pthread_mutex_unlock(&u->mu);
+    wake_thread(u);
+}
 
 void upstream_stop(struct upstream *u)
 {
@@ -632,6 +801,8 @@ void upstream_free(struct upstream *u)
     curl_multi_cleanup(u->multi);
     close(u->epfd);
     close(u->evfd);
+    for (size_t i = 0; i < u->n_idle; i++) curl_easy_cleanup(u->idle[i]);
+    curl_slist_free_all(u->chat_hdrs);
     free(u->active.v);
     vec_t *vs[] = {&u->starts, &u->unpauses, &u->aborts, &u->w_starts, &u->w_unpauses,
                    &u->w_aborts};
