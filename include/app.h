@@ -1,10 +1,10 @@
 /* app: the serving process's context and the request record shared by the
- * listener (server.c, libmicrohttpd's thread), the upstream thread
+ * listener (server.c's libmicrohttpd handlers), the upstream side
  * (upstream.c, a curl multi handle) and the sweep in server_run.
  *
  * The listener's callbacks and the upstream transfers run on one thread (the
- * upstream loop); other threads (Redis reserver, supervisor) reach a req
- * through the loop's queues or req->mu.
+ * event loop in upstream.c); other threads (Redis reserver, supervisor) reach
+ * a req through the loop's queues or req->mu.
  *
  * Ownership: a req is created by the listener and reference-counted: one
  * reference for the MHD connection (dropped in the completion callback), one

@@ -414,7 +414,7 @@ static enum MHD_Result admit_chat(app_t *app, req_t *r, struct MHD_Connection *c
     return MHD_YES;
 }
 
-/* MHD thread: relays stream bytes; suspends when there are none yet. */
+/* Event loop: relays stream bytes; suspends when there are none yet. */
 static ssize_t read_stream(void *cls, uint64_t pos, char *buf, size_t max)
 {
     (void)pos;
