@@ -30,8 +30,10 @@ typedef struct op {
                                        * completion: insert the whole row */
 } op_t;
 
-#define MERGE_MAX 64                  /* batches up to this size pair begins with ends */
+#define PAIR_SLOTS (2 * BATCH_MAX)    /* pairing table: at most half full */
+#define DAILY_MAX 64                  /* distinct (team, day) sums held per flush */
 #define GATHER_NS (1000 * 1000)       /* a small batch waits 1 ms for more (off the request path) */
+#define GATHER_BELOW 32               /* ...when fewer than this are waiting */
 
 #define JOURNAL_ROTATE_BYTES (1 << 20)
 
@@ -41,6 +43,12 @@ struct ledger {
     pthread_mutex_t rmu;
     char path[1024];
     sqlite3_stmt *ins, *upd, *daily, *full;
+    /* writer thread only: pairing a batch's begins with their completions,
+     * and the batch's charges summed per team and day */
+    op_t *pair_tab[PAIR_SLOTS];
+    size_t pair_used[BATCH_MAX];
+    struct { const char *team; int64_t day; nanos_t nanos; } sums[DAILY_MAX];
+    size_t n_sums;
     pthread_t thread;
     int started;
     pthread_mutex_t mu;
@@ -443,6 +451,43 @@ out:
     return rc;
 }
 
+/* Writes the summed charges into spend_daily (inside the open transaction).
+ * 0 or -1. */
+static int flush_daily(ledger_t *l)
+{
+    sqlite3_stmt *st = l->daily;
+    int rc = SQLITE_DONE;
+    for (size_t i = 0; i < l->n_sums && rc == SQLITE_DONE; i++) {
+        sqlite3_bind_text(st, 1, l->sums[i].team, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, l->sums[i].day);
+        sqlite3_bind_int64(st, 3, l->sums[i].nanos);
+        rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+    }
+    l->n_sums = 0;
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* Adds a charge to the batch's sum for its team and day: one spend_daily
+ * upsert per team and day per batch, not per row. team must outlive the
+ * batch's commit (it points into the batch). 0 or -1. */
+static int add_daily(ledger_t *l, const char *team, int64_t day, nanos_t nanos)
+{
+    for (size_t i = 0; i < l->n_sums; i++) {
+        if (l->sums[i].day == day && strcmp(l->sums[i].team, team) == 0) {
+            l->sums[i].nanos += nanos;
+            return 0;
+        }
+    }
+    if (l->n_sums == DAILY_MAX && flush_daily(l) != 0) return -1;
+    l->sums[l->n_sums].team = team;
+    l->sums[l->n_sums].day = day;
+    l->sums[l->n_sums].nanos = nanos;
+    l->n_sums++;
+    return 0;
+}
+
 /* Applies one record inside the open transaction. 0 or -1. */
 static int apply(ledger_t *l, const op_t *o)
 {
@@ -503,14 +548,7 @@ static int apply(ledger_t *l, const op_t *o)
      * row was recovered as interrupted): adding its charge again would
      * double-count. */
     if (r->state == LEDGER_INFLIGHT || changed == 0 || r->charged == 0) return 0;
-    st = l->daily;
-    sqlite3_bind_text(st, 1, r->team, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, r->started_ms / 86400000);
-    sqlite3_bind_int64(st, 3, r->charged);
-    rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    return rc == SQLITE_DONE ? 0 : -1;
+    return add_daily(l, r->team, r->started_ms / 86400000, r->charged);
 }
 
 /* Commits a batch. On failure, begins are failed back to their callers and
@@ -525,36 +563,49 @@ static int fault_injected(void)
 }
 #endif
 
-/* In a small batch, a begin whose completion follows in the same batch is
- * written as one whole row (one statement instead of two). */
-static void pair_up(op_t *batch)
+static uint32_t id_hash(const char *s)
 {
-    op_t *v[MERGE_MAX];
-    size_t n = 0;
+    uint32_t h = 2166136261u;                 /* FNV-1a */
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+/* A begin whose completion follows in the same batch is written as one whole
+ * row (one statement instead of two, and no later update of the row and its
+ * indexes). Begins go into an open-addressing table by id; a completion
+ * takes the first unpaired begin with its id. */
+static void pair_up(ledger_t *l, op_t *batch)
+{
+    size_t n_used = 0;
     for (op_t *o = batch; o; o = o->next) o->merged = 0;   /* a retried batch pairs anew */
     for (op_t *o = batch; o; o = o->next) {
-        if (n == MERGE_MAX) return;
-        v[n++] = o;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (v[i]->rec.state != LEDGER_INFLIGHT) continue;
-        for (size_t j = i + 1; j < n; j++) {
-            if (v[j]->rec.state != LEDGER_INFLIGHT && !v[j]->merged &&
-                strcmp(v[j]->rec.id, v[i]->rec.id) == 0) {
-                v[i]->merged = v[j]->merged = 1;
+        size_t h = id_hash(o->rec.id) & (PAIR_SLOTS - 1);
+        if (o->rec.state == LEDGER_INFLIGHT) {
+            if (n_used == BATCH_MAX) break;                 /* cannot happen: batch <= BATCH_MAX */
+            while (l->pair_tab[h]) h = (h + 1) & (PAIR_SLOTS - 1);
+            l->pair_tab[h] = o;
+            l->pair_used[n_used++] = h;
+            continue;
+        }
+        for (op_t *b; (b = l->pair_tab[h]); h = (h + 1) & (PAIR_SLOTS - 1)) {
+            if (!b->merged && strcmp(b->rec.id, o->rec.id) == 0) {
+                b->merged = o->merged = 1;
                 break;
             }
         }
     }
+    for (size_t i = 0; i < n_used; i++) l->pair_tab[l->pair_used[i]] = NULL;
 }
 
 static int try_commit(ledger_t *l, op_t *batch)
 {
     if (fault_injected()) return 0;
-    pair_up(batch);
+    pair_up(l, batch);
+    l->n_sums = 0;
     int ok = sqlite3_exec(l->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK;
     for (op_t *o = batch; ok && o; o = o->next)
         ok = apply(l, o) == 0;
+    if (ok) ok = flush_daily(l) == 0;
     if (ok) ok = sqlite3_exec(l->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK;
     if (!ok) sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
     return ok;
@@ -621,7 +672,7 @@ static void *writer_main(void *arg)
             pthread_mutex_unlock(&l->mu);
             break;
         }
-        if (!l->stopping && !failing && l->backlog < MERGE_MAX / 2) {
+        if (!l->stopping && !failing && l->backlog < GATHER_BELOW) {
             /* A small batch waits a moment: its requests' completions often
              * arrive meanwhile, and pair with their begins. Nothing waits on
              * this: begins are already journaled. */

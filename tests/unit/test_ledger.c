@@ -733,6 +733,51 @@ static void test_begin_and_end_paired(void)
     ledger_close(l, 1000);
 }
 
+/* One batch far larger than the old pairing limit (64), over more (team, day)
+ * pairs than one flush of daily sums holds: every request is one settled row,
+ * and each team's spend per day is exact. */
+static void test_large_batch_daily_sums(void)
+{
+    enum { TEAMS = 70, N = 1400 };
+    char path[256];
+    path_in_tmp(path, sizeof path, "large-batch.db");
+    ledger_t *l = open_ok(path);
+    if (!l) { T_CHECK(0); return; }
+    nanos_t want[TEAMS][2];
+    memset(want, 0, sizeof want);
+    for (int i = 0; i < N; i++) {
+        char id[32], team[16];
+        int t = i % TEAMS, d = (i / TEAMS) % 2;
+        snprintf(id, sizeof id, "lb-%04d", i);
+        snprintf(team, sizeof team, "t%02d", t);
+        ledger_rec_t r = begin_rec(id, team, "m", (d ? D2 : D1) + i, 10 * C);
+        T_EQ_INT(ledger_submit(l, &r, NULL, NULL), 0);
+        nanos_t charge = i % 7 == 0 ? 0 : C + i;      /* some cost nothing */
+        ledger_rec_t e = done_rec(r, LEDGER_SETTLED, charge, 1, 1, 0);
+        T_EQ_INT(ledger_submit(l, &e, NULL, NULL), 0);
+        want[t][d] += charge;
+    }
+    T_EQ_INT(ledger_writer_start(l), 0);      /* all 2,800 records in its first batch */
+    T_CHECK(wait_idle(l, 10000));
+    int days_charged = 0;                     /* (team, day) pairs with a charge */
+    for (int t = 0; t < TEAMS; t++) {
+        days_charged += (want[t][0] > 0) + (want[t][1] > 0);
+        char team[16];
+        snprintf(team, sizeof team, "t%02d", t);
+        nanos_t both = spent(l, team, D1_DAY), second = spent(l, team, D1_DAY + 1);
+        T_EQ_INT(second, want[t][1]);
+        T_EQ_INT(both - second, want[t][0]);
+    }
+    ledger_close(l, 1000);
+    T_EQ_INT(sql_int(path, "SELECT COUNT(*) FROM requests WHERE state = 'settled'"), N);
+    T_EQ_INT(sql_int(path, "SELECT COUNT(*) FROM requests"), N);
+    T_EQ_INT(days_charged, 2 * TEAMS - 20);  /* teams 0, 7, ..., 63 are only charged 0 */
+    T_EQ_INT(sql_int(path, "SELECT COUNT(*) FROM spend_daily"), days_charged);
+    T_EQ_INT(sql_int(path, "SELECT (SELECT SUM(nanos) FROM spend_daily) = "
+                           "(SELECT SUM(charged_nanos) FROM requests)"), 1);
+    remove_ledger(path);
+}
+
 int main(void)
 {
     /* line-buffered, so the summary survives LeakSanitizer's exit */
@@ -747,6 +792,7 @@ int main(void)
     T_RUN(test_recover);
     T_RUN(test_reopen_keeps_data);
     T_RUN(test_group_commit_10k);
+    T_RUN(test_large_batch_daily_sums);
     T_RUN(test_report_window);
     T_RUN(test_open_errors_and_names);
     T_RUN(test_refused_writes_with_writer);
