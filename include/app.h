@@ -160,6 +160,8 @@ void upstream_attach(struct upstream *u, struct MHD_Daemon *d);
 /* Tells the loop a connection was resumed (from any thread): the listener
  * must run to act on it. */
 void upstream_resumed(struct upstream *u);
+/* Counts a suspended connection (from the listener's handlers). */
+void upstream_suspended(struct upstream *u);
 /* Has the loop stop the listener accepting (MHD_quiesce_daemon). */
 void upstream_quiesce(struct upstream *u);
 /* Aborts everything in flight, lets their answers go out (up to 2 s), and

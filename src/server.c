@@ -87,6 +87,7 @@ static void suspend_locked(req_t *r)
 {
     r->suspended = 1;
     MHD_suspend_connection(r->conn);
+    upstream_suspended(r->app->up);
 }
 
 /* Queues a buffered response, taking ownership of body (malloc'd). */

@@ -56,6 +56,18 @@ struct upstream {
     struct MHD_Daemon *mhd;           /* the listener being driven (thread only) */
     int mhd_fd;                       /* its epoll fd in our set; -1 none */
     int64_t mhd_at;                   /* when the listener's own timer is due; -1 none */
+    /* Resumes are costly with many connections suspended: libmicrohttpd
+     * walks every suspended connection on the run after a resume. With
+     * thousands of slow streams that walk was most of the CPU (a cache miss
+     * per connection, about 0.1 µs), so the runs that follow resumes are then
+     * spaced by 1 µs per suspended connection, at most 10 ms: one walk serves
+     * every resume since the last, and walking takes at most about a tenth
+     * of the core. */
+    atomic_int n_susp;                /* connections suspended (about) */
+    int resumes;                      /* resumes since the listener last ran (thread only) */
+    int mhd_pending;                  /* the listener's run is deferred (thread only) */
+    int mhd_in_set;                   /* its epoll fd is in our set (thread only) */
+    int64_t walk_at_us, defer_until_us;
 };
 
 static int vec_push(vec_t *v, req_t *r)
@@ -530,7 +542,7 @@ static int run_queues(struct upstream *u, int woken)
     u->mhd_new = NULL;
     u->quiesce = 0;
     u->local_work = 0;
-    if (u->poke) u->listener_due = 1;
+    if (u->poke) u->listener_due = u->resumes = 1;
     u->poke = 0;
     vec_t tmp;
     tmp = u->starts; u->starts = u->w_starts; u->w_starts = tmp;
@@ -547,6 +559,7 @@ static int run_queues(struct upstream *u, int woken)
         if (di && epoll_ctl(u->epfd, EPOLL_CTL_ADD, di->epoll_fd, &ev) == 0) {
             u->mhd = attach;
             u->mhd_fd = di->epoll_fd;
+            u->mhd_in_set = 1;
         } else {
             app_log("cannot watch the listener's epoll set: %s", strerror(errno));
         }
@@ -585,26 +598,71 @@ static int run_queues(struct upstream *u, int woken)
     return stopping;
 }
 
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+#define DEFER_MIN_SUSPENDED 1000      /* below this, resumes are acted on at once */
+#define DEFER_MAX_US 10000
+
 /* Runs the listener: accepts, reads requests (calling server.c's handlers,
  * which may queue work for this loop), sends what is ready, and resumes
  * connections other threads (or this one) woke. */
 static void run_listener(struct upstream *u)
 {
-    u->listener_due = 0;
-    if (u->mhd) MHD_run(u->mhd);
+    if (!u->mhd) return;
+    if (!u->mhd_in_set) {
+        struct epoll_event ev = {.events = EPOLLIN};
+        ev.data.fd = u->mhd_fd;
+        if (epoll_ctl(u->epfd, EPOLL_CTL_ADD, u->mhd_fd, &ev) == 0) u->mhd_in_set = 1;
+    }
+    if (u->resumes) u->walk_at_us = mono_us();
+    u->resumes = u->mhd_pending = u->listener_due = 0;
+    MHD_run(u->mhd);
 }
 
-/* The loop's wait: curl's timer and libmicrohttpd's, whichever is first. */
+/* Runs the listener, or defers it when resumes are waiting, thousands of
+ * connections are suspended and the last walk was under the spacing ago
+ * (1 µs per suspended connection, at most 10 ms). While deferred its epoll
+ * fd leaves our set (it is level-triggered: it would wake the loop at once). */
+static void listener_step(struct upstream *u)
+{
+    int n = atomic_load(&u->n_susp);
+    if (u->resumes && n >= DEFER_MIN_SUSPENDED) {
+        int64_t gap = n < DEFER_MAX_US ? n : DEFER_MAX_US;
+        int64_t now = mono_us();
+        if (now < u->walk_at_us + gap) {
+            u->mhd_pending = 1;
+            u->defer_until_us = u->walk_at_us + gap;
+            if (u->mhd_in_set && epoll_ctl(u->epfd, EPOLL_CTL_DEL, u->mhd_fd, NULL) == 0)
+                u->mhd_in_set = 0;
+            return;
+        }
+    }
+    run_listener(u);
+}
+
+/* The loop's wait: curl's timer and libmicrohttpd's (or the end of its
+ * deferral), whichever is first. */
 static int loop_timeout(struct upstream *u)
 {
-    if (u->listener_due) return 0;
+    if (u->listener_due && !u->mhd_pending) return 0;
     int64_t t = -1;
     if (u->deadline >= 0) {
         int64_t left = u->deadline - mono_ms();
         t = left < 0 ? 0 : left;
     }
-    MHD_UNSIGNED_LONG_LONG mt;
     u->mhd_at = -1;
+    if (u->mhd_pending) {
+        int64_t left = (u->defer_until_us - mono_us() + 999) / 1000;
+        if (left < 0) left = 0;
+        if (t < 0 || left < t) t = left;
+        return t > 1000 ? 1000 : (int)t;
+    }
+    MHD_UNSIGNED_LONG_LONG mt;
     if (u->mhd && MHD_get_timeout(u->mhd, &mt) == MHD_YES) {
         if (mt > 1000) mt = 1000;
         u->mhd_at = mono_ms() + (int64_t)mt;
@@ -644,7 +702,7 @@ static void *upstream_main(void *arg)
         }
         drain_done(u);
         if (woken) stopping |= run_queues(u, 1);
-        if (listener || woken || u->listener_due) run_listener(u);
+        if (listener || woken || u->listener_due || u->mhd_pending) listener_step(u);
         /* what the listener's handlers queued just now starts at once */
         pthread_mutex_lock(&u->mu);
         int local = u->local_work;
@@ -765,8 +823,11 @@ void upstream_attach(struct upstream *u, struct MHD_Daemon *d)
 
 void upstream_resumed(struct upstream *u)
 {
+    int n = atomic_fetch_sub(&u->n_susp, 1);
+    if (n <= 0) atomic_fetch_add(&u->n_susp, 1);     /* a count, never below 0 */
     if (pthread_equal(pthread_self(), u->thread)) {
         u->listener_due = 1;
+        u->resumes++;
         return;
     }
     pthread_mutex_lock(&u->mu);
@@ -775,6 +836,11 @@ void upstream_resumed(struct upstream *u)
     u->wake_pending = 1;
     pthread_mutex_unlock(&u->mu);
     if (wake) wake_thread(u);
+}
+
+void upstream_suspended(struct upstream *u)
+{
+    atomic_fetch_add(&u->n_susp, 1);
 }
 
 void upstream_quiesce(struct upstream *u)
