@@ -21,11 +21,14 @@ typedef struct admit_req {
     size_t upstream_len;
 } admit_req_t;
 
-/* Parses body. Returns 0 and fills *out (free with admit_free), or -1 and a
- * client-facing reason in err: not JSON, not an object, nesting too deep,
- * missing/empty/non-string model, messages missing or not an array,
- * max_tokens/max_completion_tokens/n not a positive integer, stream not a
- * boolean, a \u0000 escape in any string. */
+/* Parses body[0, len), borrowed for the call only. Returns 0 and fills *out
+ * (free with admit_free; allocates only when it makes an upstream body), or -1
+ * with *out untouched and a client-facing reason in err: not UTF-8, a control
+ * byte or \u0000 escape in a string, nesting too deep, not JSON, not an
+ * object, a repeated key among those read here, missing/empty/non-string or
+ * too long model, messages missing or not an array,
+ * max_tokens/max_completion_tokens/n not a positive integer (n at most
+ * ADMIT_MAX_CHOICES), stream not a boolean, stream_options not an object. */
 int admit_parse(const char *body, size_t len, admit_req_t *out,
                 char *err, size_t errlen);
 void admit_free(admit_req_t *r);

@@ -1,28 +1,96 @@
 /* admit: reads a client's chat completion request at admission.
  *
- * Nesting depth is checked by a byte scan before cJSON sees the body, so a
- * hostile body cannot drive the parser's recursion deep. Members are looked
- * up case-sensitively, and a repeated key among those metering reads is
- * refused: cJSON sees the first occurrence while most upstreams keep the last,
- * so {"model":"cheap","model":"dear"} would otherwise be priced as one model
- * and run as the other.
+ * Members are looked up case-sensitively, and a repeated key among those
+ * metering reads is refused: a lookup sees the first occurrence while most
+ * upstreams keep the last, so {"model":"cheap","model":"dear"} would otherwise
+ * be priced as one model and run as the other. Nesting deeper than
+ * ADMIT_MAX_DEPTH, raw control bytes and the escape \u0000 in strings (C
+ * strings would cut a model "a\u0000b" short: priced as "a", run as "a\0b")
+ * and invalid UTF-8 anywhere are refused.
+ *
+ * This runs on every request, so it is one pass over the bytes with no
+ * allocation and no tree: a validating scanner that keeps the kind of each
+ * open container in a bit mask (no recursion), and notes the top-level
+ * members metering reads and include_usage inside the first stream_options.
+ * It replaced a cJSON tree parse and gives the same answers, message for
+ * message, so it accepts exactly what cJSON 1.7.15 (Debian 12's, with its
+ * security patches) accepted; fuzz_admit checks the two agree on every input
+ * (tests/fuzz/admit_ref.c). These cJSON rules are kept on purpose:
+ *   - whitespace is any byte 0x00-0x20 inside the text and before it, but only
+ *     space, tab, LF and CR after the root value; a UTF-8 BOM before it is
+ *     skipped when the body is at least 5 bytes long;
+ *   - a string ends at the first '"' not hidden by a backslash (the byte after
+ *     a backslash is never a control byte to refuse), and escapes are decoded
+ *     only after that; a \u whose four characters are not all hex digits
+ *     stands for U+0000 and, as a decoded string is a C string to cJSON, ends
+ *     a key or the model there ("mod\u00zzel" is the key "mod"); a lone low
+ *     surrogate or a high one not followed by \u and a low one is refused;
+ *   - a number is a '-' or digit followed by bytes from "0123456789+-.eE",
+ *     accepted when strtod reads all of them (01, 1., -.5e1 and 1E+05 are
+ *     numbers), of any length; a limit is its double (64.0, 6.4e1 and
+ *     64.0000000000000001 are 64; 1e400 is inf, refused).
+ * Which refusal a body gets follows the old order (UTF-8, then the byte scan
+ * for control bytes, \u0000 and depth, then JSON, then the fields), so when
+ * the scanner refuses a body, the first two checks are run over all of it to
+ * name the reason.
  *
  * A streaming request must make the upstream report usage. When the client
  * did not ask for it, the upstream body is the client's bytes with
  * "stream_options":{"include_usage":true} inserted after the opening brace
  * (byte-exact otherwise, so large integers and escapes survive), or, when the
- * client sent a stream_options of its own, the body re-serialised by cJSON
- * with include_usage set. Pure: no I/O, no clock, no globals. */
+ * client sent a stream_options of its own (an object or null), the body
+ * parsed and re-serialised by cJSON with include_usage set: the only path
+ * that builds a tree. Pure: no I/O, no clock, no globals. */
 #include "admit.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #define ADMIT_TOKENS_LIMIT 1000000000.0   /* largest max_tokens accepted */
+#define KEY_MAX 24      /* longer than any key looked up */
+#define SIG_MAX 800     /* digits kept to round a number like strtod (> 767) */
 
 static const char USAGE_MEMBER[] = "\"stream_options\":{\"include_usage\":true},";
+
+/* The top-level members metering reads, by length (all differ). */
+enum { F_MODEL, F_MESSAGES, F_MAX_TOKENS, F_MAX_COMPLETION, F_STREAM, F_OPTS, F_N,
+       F_COUNT };
+static const char *const FIELD_NAME[F_COUNT] = { "model", "messages", "max_tokens",
+    "max_completion_tokens", "stream", "stream_options", "n" };
+static const unsigned char FIELD_BY_LEN[22] = {   /* field + 1, 0 for none */
+    [1] = F_N + 1, [5] = F_MODEL + 1, [6] = F_STREAM + 1, [8] = F_MESSAGES + 1,
+    [10] = F_MAX_TOKENS + 1, [14] = F_OPTS + 1, [21] = F_MAX_COMPLETION + 1 };
+
+/* What the value about to be read is: a field, include_usage, the root. */
+enum { R_NONE, R_ROOT, R_USAGE, R_FIELD };     /* R_FIELD + F_* */
+
+/* Kinds of value; K_ABSENT for a member not met. */
+enum { K_ABSENT, K_NULL, K_FALSE, K_TRUE, K_NUMBER, K_STRING, K_ARRAY, K_OBJECT };
+
+/* Bytes cJSON copies as part of a number. */
+static const unsigned char NUM_BYTE[256] = {
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1,
+    ['7'] = 1, ['8'] = 1, ['9'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1, ['e'] = 1,
+    ['E'] = 1 };
+
+/* What the scan found; it counts only if the whole body is valid. */
+typedef struct facts {
+    unsigned char kind[F_COUNT];    /* each field's first value */
+    signed char dup;                /* the field whose key is first met twice, or -1 */
+    unsigned char root_kind;
+    unsigned char usage_kind;       /* include_usage in the first stream_options */
+    unsigned char usage_twice;      /* ... met twice there */
+    const unsigned char *num[F_COUNT], *num_end[F_COUNT];   /* a number's text */
+    const unsigned char *model;     /* the model's bytes if it has no escape */
+    size_t model_len;               /* its decoded length, up to the first NUL */
+    const unsigned char *root;      /* the root value's first byte */
+} facts_t;
 
 static int fail(char *err, size_t errlen, const char *msg)
 {
@@ -32,9 +100,9 @@ static int fail(char *err, size_t errlen, const char *msg)
 }
 
 /* 1 if no container in s[0, len) nests deeper than ADMIT_MAX_DEPTH, 0 if
- * one does, -2 if a string holds a raw control byte or the escape \u0000 (C strings would cut the
- * value short: a model "a\u0000b" would be priced as "a" but run as "a\0b").
- * Brackets inside strings do not count; the scan stops at the first excess. */
+ * one does, -2 if a string holds a raw control byte or the escape \u0000.
+ * Brackets inside strings do not count; the scan stops at the first excess.
+ * Only names the reason for a refusal: the scanner checks the same. */
 static int depth_ok(const char *s, size_t len)
 {
     int depth = 0, in_str = 0;
@@ -63,91 +131,558 @@ static int depth_ok(const char *s, size_t len)
     return 1;
 }
 
-/* 1 if s[0, len) is well-formed UTF-8 (no overlongs, surrogates or code
- * points past U+10FFFF), else 0. ASCII runs are skipped eight at a time. */
+/* Length of the well-formed UTF-8 sequence at p (*p >= 0x80; no overlongs,
+ * surrogates or code points past U+10FFFF), or 0. */
+static size_t utf8_seq(const unsigned char *p, const unsigned char *end)
+{
+    unsigned c = *p, cp, min;
+    size_t n;
+
+    if (c >= 0xC2 && c <= 0xDF) { n = 1; cp = c & 0x1F; min = 0x80; }
+    else if (c >= 0xE0 && c <= 0xEF) { n = 2; cp = c & 0x0F; min = 0x800; }
+    else if (c >= 0xF0 && c <= 0xF4) { n = 3; cp = c & 0x07; min = 0x10000; }
+    else return 0;
+    if ((size_t)(end - p) <= n)
+        return 0;
+    for (size_t k = 1; k <= n; k++) {
+        if ((p[k] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (p[k] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return n + 1;
+}
+
+/* 1 if s[0, len) is well-formed UTF-8, else 0. ASCII runs are skipped eight
+ * at a time. Only names the reason for a refusal. */
 static int utf8_ok(const unsigned char *s, size_t len)
 {
-    size_t i = 0;
-    while (i < len) {
-        if (i + 8 <= len) {
+    const unsigned char *p = s, *end = s + len;
+
+    while (p < end) {
+        if (end - p >= 8) {
             uint64_t w;
-            memcpy(&w, s + i, 8);
-            if (!(w & 0x8080808080808080ULL)) { i += 8; continue; }
+            memcpy(&w, p, 8);
+            if (!(w & 0x8080808080808080ULL)) { p += 8; continue; }
         }
-        unsigned c = s[i];
-        if (c < 0x80) { i++; continue; }
-        size_t n;
-        unsigned min, cp;
-        if (c >= 0xC2 && c <= 0xDF) { n = 1; cp = c & 0x1F; min = 0x80; }
-        else if (c >= 0xE0 && c <= 0xEF) { n = 2; cp = c & 0x0F; min = 0x800; }
-        else if (c >= 0xF0 && c <= 0xF4) { n = 3; cp = c & 0x07; min = 0x10000; }
-        else return 0;
-        for (size_t k = 1; k <= n; k++) {
-            if (i + k >= len || (s[i + k] & 0xC0) != 0x80) return 0;
-            cp = (cp << 6) | (s[i + k] & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-        i += n + 1;
+        if (*p < 0x80) { p++; continue; }
+        size_t n = utf8_seq(p, end);
+        if (!n)
+            return 0;
+        p += n;
     }
     return 1;
 }
 
-/* Parses exactly one JSON value filling s[0, len); trailing non-whitespace
- * (which cJSON_ParseWithLength would ignore) makes it fail. */
-static cJSON *parse_whole(const char *s, size_t len)
-{
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(s, len, &end, 0);
+static int is_digit(unsigned c) { return c - '0' < 10; }
 
-    for (; root && end < s + len; end++) {
-        if (*end != ' ' && *end != '\t' && *end != '\n' && *end != '\r') {
-            cJSON_Delete(root);
-            root = NULL;
-        }
-    }
-    return root;
+/* A byte the string scan stops at: '"', '\\', a control byte, or one of
+ * 0x80 and above (UTF-8 to check). */
+static int str_stop(unsigned c) { return c - 0x20 >= 0x60 || c == '"' || c == '\\'; }
+
+static const unsigned char *skip_ws(const unsigned char *p, const unsigned char *end)
+{
+    while (p < end && *p <= ' ')
+        p++;
+    return p;
 }
 
-/* Name of the first key in keys[] that occurs more than once in obj, or NULL. */
-static const char *duplicate_key(const cJSON *obj, const char *const *keys, size_t n)
+/* The first byte in [p, end) that str_stop, or end. Sixteen bytes at a time
+ * with SSE2 (every x86-64 has it): a signed compare with ' ' finds both the
+ * control bytes and those from 0x80. */
+static const unsigned char *find_stop(const unsigned char *p, const unsigned char *end)
 {
-    int seen[8] = {0};
-    const cJSON *m;
-
-    cJSON_ArrayForEach(m, obj) {
-        for (size_t k = 0; k < n && m->string; k++)
-            if (strcmp(m->string, keys[k]) == 0 && ++seen[k] > 1)
-                return keys[k];
+#if defined(__SSE2__)
+    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\');
+    const __m128i space = _mm_set1_epi8(' ');
+    while (end - p >= 16) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+        __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, quote),
+                                                _mm_cmpeq_epi8(x, bslash)),
+                                   _mm_cmplt_epi8(x, space));
+        unsigned m = (unsigned)_mm_movemask_epi8(hit);
+        if (m)
+            return p + __builtin_ctz(m);
+        p += 16;
     }
-    return NULL;
+#endif
+    while (p < end && !str_stop(*p))
+        p++;
+    return p;
+}
+
+/* Scans a string whose opening quote is just before p, as cJSON finds its
+ * end, also refusing what the byte scan refuses (a control byte not hidden
+ * by a backslash, \u0000) and invalid UTF-8. Returns the byte after the
+ * closing quote, or NULL. Sets *esc if the string holds a backslash. */
+static const unsigned char *scan_string(const unsigned char *p, const unsigned char *end,
+                                        int *esc)
+{
+    for (;;) {
+        p = find_stop(p, end);
+        if (p == end)
+            return NULL;
+        unsigned c = *p;
+        if (c == '"')
+            return p + 1;
+        if (c == '\\') {
+            if (end - p < 2)
+                return NULL;
+            if (p[1] == 'u' && end - p > 5 && memcmp(p + 2, "0000", 4) == 0)
+                return NULL;
+            *esc = 1;
+            if (p[1] < 0x80) {
+                p += 2;
+                continue;
+            }
+            c = *++p;   /* hidden from cJSON, but UTF-8 all the same */
+        }
+        if (c < 0x80)
+            return NULL;
+        size_t n = utf8_seq(p, end);
+        if (!n)
+            return NULL;
+        p += n;
+    }
+}
+
+/* cJSON's parse_hex4: 0 when any of the four is not a hex digit. */
+static unsigned hex4(const unsigned char *p)
+{
+    unsigned h = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned c = p[i], d;
+        if (is_digit(c))
+            d = c - '0';
+        else if ((c | 0x20) - 'a' < 6)
+            d = (c | 0x20) - 'a' + 10;
+        else
+            return 0;
+        h = h << 4 | d;
+    }
+    return h;
+}
+
+/* Decoded bytes of a string, as a C string: counted up to the first NUL,
+ * of which the first cap are kept in buf. */
+typedef struct sink {
+    unsigned char *buf;
+    size_t cap, n;
+    int ended;
+} sink_t;
+
+static void put(sink_t *o, unsigned c)
+{
+    if (o->ended)
+        return;
+    if (c == 0) {
+        o->ended = 1;
+        return;
+    }
+    if (o->n < o->cap)
+        o->buf[o->n] = (unsigned char)c;
+    o->n++;
+}
+
+/* Decodes the escapes of p[0, q), q being the closing quote, as cJSON's
+ * parse_string does. 0, or -1 for an escape cJSON refuses. */
+static int decode(const unsigned char *p, const unsigned char *q, sink_t *o)
+{
+    while (p < q) {
+        if (*p != '\\') {         /* a run of plain bytes; a NUL only first */
+            const unsigned char *r = find_stop(p + 1, q);
+            if (*p == 0)
+                o->ended = 1;
+            if (!o->ended) {
+                size_t k = (size_t)(r - p);
+                if (o->n < o->cap)
+                    memcpy(o->buf + o->n, p, o->cap - o->n < k ? o->cap - o->n : k);
+                o->n += k;
+            }
+            p = r;
+            continue;
+        }
+        unsigned c = p[1];      /* p + 1 <= q: a backslash before q hides no quote */
+        switch (c) {
+        case 'b': put(o, '\b'); break;
+        case 'f': put(o, '\f'); break;
+        case 'n': put(o, '\n'); break;
+        case 'r': put(o, '\r'); break;
+        case 't': put(o, '\t'); break;
+        case '"': case '\\': case '/': put(o, c); break;
+        case 'u': {
+            if (q - p < 6)
+                return -1;
+            unsigned long cp = hex4(p + 2);
+            if (cp >= 0xDC00 && cp <= 0xDFFF)
+                return -1;
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                if (q - p < 12 || p[6] != '\\' || p[7] != 'u')
+                    return -1;
+                unsigned lo = hex4(p + 8);
+                if (lo < 0xDC00 || lo > 0xDFFF)
+                    return -1;
+                cp = 0x10000 + (((cp & 0x3FF) << 10) | (lo & 0x3FF));
+                p += 6;
+            }
+            if (cp < 0x80) {
+                put(o, (unsigned)cp);
+            } else if (cp < 0x800) {
+                put(o, 0xC0 | (unsigned)(cp >> 6));
+                put(o, 0x80 | (unsigned)(cp & 0x3F));
+            } else if (cp < 0x10000) {
+                put(o, 0xE0 | (unsigned)(cp >> 12));
+                put(o, 0x80 | (unsigned)(cp >> 6 & 0x3F));
+                put(o, 0x80 | (unsigned)(cp & 0x3F));
+            } else {
+                put(o, 0xF0 | (unsigned)(cp >> 18));
+                put(o, 0x80 | (unsigned)(cp >> 12 & 0x3F));
+                put(o, 0x80 | (unsigned)(cp >> 6 & 0x3F));
+                put(o, 0x80 | (unsigned)(cp & 0x3F));
+            }
+            p += 4;
+            break;
+        }
+        default:
+            return -1;
+        }
+        p += 2;
+    }
+    return 0;
+}
+
+static const unsigned char *scan_number(const unsigned char *p, const unsigned char *end)
+{
+    const unsigned char *d;
+    size_t digits;
+
+    if (*p == '-')
+        p++;
+    for (d = p; p < end && is_digit(*p); p++)
+        ;
+    digits = (size_t)(p - d);
+    if (p < end && *p == '.') {
+        for (d = ++p; p < end && is_digit(*p); p++)
+            ;
+        digits += (size_t)(p - d);
+    }
+    if (digits == 0)
+        return NULL;
+    if (p < end && (*p | 0x20) == 'e') {
+        const unsigned char *x = p + 1;
+        if (x < end && (*x == '+' || *x == '-'))
+            x++;
+        if (x < end && is_digit(*x)) {
+            while (x < end && is_digit(*x))
+                x++;
+            p = x;
+        }
+    }
+    return p < end && NUM_BYTE[*p] ? NULL : p;
+}
+
+/* The double strtod gives for the valid number s[0, e), whatever its length:
+ * past SIG_MAX significant digits the rest only decide rounding, and a
+ * nonzero digit in their place rounds the same way, since no halfway point
+ * between doubles has more than 767. */
+static double number_value(const unsigned char *s, const unsigned char *e)
+{
+    char buf[SIG_MAX + 32];
+    size_t k = 0, first;
+    long long exp10 = 0, ev = 0;
+    int neg = *s == '-', point = 0, sticky = 0;
+
+    if (neg)
+        buf[k++] = (char)*s++;
+    first = k;
+    for (; s < e && (is_digit(*s) || *s == '.'); s++) {
+        if (*s == '.') {
+            point = 1;
+            continue;
+        }
+        exp10 -= point;
+        if (k == first && *s == '0')
+            continue;
+        if (k - first < SIG_MAX) {
+            buf[k++] = (char)*s;
+        } else {
+            exp10++;
+            sticky |= *s != '0';
+        }
+    }
+    if (k == first)
+        return neg ? -0.0 : 0.0;
+    if (sticky) {
+        buf[k++] = '1';
+        exp10--;
+    }
+    if (s < e) {                /* the exponent, saturated */
+        int below = *++s == '-';
+        s += *s == '-' || *s == '+';
+        for (; s < e; s++)
+            if (ev < 100000000)
+                ev = ev * 10 + (*s - '0');
+        exp10 += below ? -ev : ev;
+    }
+    /* beyond this the value is 0 or inf whatever the digits */
+    if (exp10 > 1000000)
+        exp10 = 1000000;
+    if (exp10 < -1000000)
+        exp10 = -1000000;
+    snprintf(buf + k, sizeof buf - k, "e%lld", exp10);
+    return strtod(buf, NULL);
+}
+
+/* read_limit's verdict on the number s[0, e): 1 and *out when its double is
+ * an integer in [1, ADMIT_TOKENS_LIMIT], else -1. */
+static int limit_number(const unsigned char *s, const unsigned char *e, int64_t *out)
+{
+    if (e - s <= 15) {          /* plain digits, exact in a double: no strtod */
+        int64_t v = 0;
+        const unsigned char *d = s;
+        while (d < e && is_digit(*d))
+            v = v * 10 + (*d++ - '0');
+        if (d == e) {
+            if (v < 1 || v > (int64_t)ADMIT_TOKENS_LIMIT)
+                return -1;
+            *out = v;
+            return 1;
+        }
+    }
+    double v = number_value(s, e);
+    if (!(v >= 1 && v <= ADMIT_TOKENS_LIMIT) || (double)(int64_t)v != v)
+        return -1;
+    *out = (int64_t)v;
+    return 1;
+}
+
+/* Records the kind of a value read in the given role. */
+static void note(facts_t *f, int role, int kind)
+{
+    if (role >= R_FIELD)
+        f->kind[role - R_FIELD] = (unsigned char)kind;
+    else if (role == R_USAGE)
+        f->usage_kind = (unsigned char)kind;
+    else if (role == R_ROOT)
+        f->root_kind = (unsigned char)kind;
+}
+
+/* The role of a root member from its decoded key name[0, n): a field the
+ * first time its key is met; a repeat is noted and gets R_NONE. */
+static int field_role(facts_t *f, const unsigned char *name, size_t n)
+{
+    int i;
+
+    if (n >= sizeof FIELD_BY_LEN || (i = FIELD_BY_LEN[n] - 1) < 0 ||
+        memcmp(name, FIELD_NAME[i], n) != 0)
+        return R_NONE;
+    if (f->kind[i] != K_ABSENT) {
+        if (f->dup < 0)
+            f->dup = (signed char)i;
+        return R_NONE;
+    }
+    return R_FIELD + i;
+}
+
+/* Validates body[p, end) as one JSON value the way cJSON (and the byte
+ * scan before it) did, filling *f; a model with escapes is decoded into
+ * model (ADMIT_MODEL_MAX bytes, zeroed). 0, or -1 if the body is refused. */
+static int scan_body(const unsigned char *p, const unsigned char *end, facts_t *f,
+                     char *model)
+{
+    uint64_t arrays = 0;        /* bit d: the container at depth d+1 is an array */
+    int depth = 0, in_array = 0, in_opts = 0, role = R_ROOT;
+
+    if (end - p >= 5 && p[0] == 0xEF && p[1] == 0xBB && p[2] == 0xBF)
+        p += 3;
+    p = skip_ws(p, end);
+    f->root = p;
+
+value:  /* p is at the first byte of a value read in role */
+    if (p == end)
+        return -1;
+    switch (*p) {
+    case '{': case '[':
+        in_array = *p == '[';
+        if (depth == ADMIT_MAX_DEPTH)
+            return -1;
+        note(f, role, in_array ? K_ARRAY : K_OBJECT);
+        if (in_array)
+            arrays |= (uint64_t)1 << depth;
+        else
+            arrays &= ~((uint64_t)1 << depth);
+        if (role == R_FIELD + F_OPTS && !in_array)
+            in_opts = 1;        /* its members are at depth 2 */
+        depth++;
+        p = skip_ws(p + 1, end);
+        if (p < end && *p == (in_array ? ']' : '}')) {
+            p++;
+            goto close;
+        }
+        if (!in_array)
+            goto key;
+        role = R_NONE;
+        goto value;
+    case '"': {
+        const unsigned char *t = p + 1;
+        int esc = 0;
+        p = scan_string(t, end, &esc);
+        if (!p)
+            return -1;
+        int is_model = role == R_FIELD + F_MODEL;
+        if (esc) {              /* decoded to check its escapes; a model kept */
+            sink_t o = { is_model ? (unsigned char *)model : NULL,
+                         is_model ? ADMIT_MODEL_MAX - 1 : 0, 0, 0 };
+            if (decode(t, p - 1, &o) < 0)
+                return -1;
+            if (is_model)
+                f->model_len = o.n;
+        } else if (is_model) {
+            f->model = t;
+            f->model_len = (size_t)(p - 1 - t);
+        }
+        note(f, role, K_STRING);
+        goto next;
+    }
+    case 'n':
+        if (end - p < 4 || memcmp(p, "null", 4) != 0)
+            return -1;
+        p += 4;
+        note(f, role, K_NULL);
+        goto next;
+    case 't':
+        if (end - p < 4 || memcmp(p, "true", 4) != 0)
+            return -1;
+        p += 4;
+        note(f, role, K_TRUE);
+        goto next;
+    case 'f':
+        if (end - p < 5 || memcmp(p, "false", 5) != 0)
+            return -1;
+        p += 5;
+        note(f, role, K_FALSE);
+        goto next;
+    default: {
+        const unsigned char *t = p;
+        if (*p != '-' && !is_digit(*p))
+            return -1;
+        p = scan_number(p, end);
+        if (!p)
+            return -1;
+        if (role >= R_FIELD) {
+            f->num[role - R_FIELD] = t;
+            f->num_end[role - R_FIELD] = p;
+        }
+        note(f, role, K_NUMBER);
+        goto next;
+    }
+    }
+
+key:    /* p is at the first non-space byte after '{' or ',' */
+    if (p == end || *p != '"')
+        return -1;
+    {
+        const unsigned char *t = p + 1, *name = t;
+        unsigned char buf[KEY_MAX];
+        size_t n;
+        int esc = 0;
+        p = scan_string(t, end, &esc);
+        if (!p)
+            return -1;
+        n = (size_t)(p - 1 - t);
+        if (esc) {
+            sink_t o = { buf, sizeof buf, 0, 0 };
+            if (decode(t, p - 1, &o) < 0)
+                return -1;
+            name = buf;
+            n = o.n;
+        }
+        role = R_NONE;
+        if (depth == 1) {
+            role = field_role(f, name, n);
+        } else if (depth == 2 && in_opts && n == 13 && memcmp(name, "include_usage", 13) == 0) {
+            if (f->usage_kind == K_ABSENT)
+                role = R_USAGE;
+            else
+                f->usage_twice = 1;
+        }
+    }
+    p = skip_ws(p, end);
+    if (p == end || *p != ':')
+        return -1;
+    p = skip_ws(p + 1, end);
+    goto value;
+
+next:   /* after a value inside the container at depth (or the root) */
+    if (depth == 0)
+        goto done;
+    p = skip_ws(p, end);
+    if (p == end)
+        return -1;
+    if (*p == ',') {
+        p = skip_ws(p + 1, end);
+        if (!in_array)
+            goto key;
+        role = R_NONE;
+        goto value;
+    }
+    if (*p != (in_array ? ']' : '}'))
+        return -1;
+    p++;
+
+close:  /* the container at depth has just been closed */
+    if (--depth == 1)
+        in_opts = 0;
+    if (depth > 0) {
+        in_array = (int)(arrays >> (depth - 1) & 1);
+        goto next;
+    }
+
+done:
+    for (; p < end; p++)        /* only this whitespace after the root */
+        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
+            return -1;
+    return 0;
+}
+
+/* The reason a body the scanner refused is refused, in the old order. */
+static int refuse(const char *body, size_t len, char *err, size_t errlen)
+{
+    char msg[96];
+
+    if (!utf8_ok((const unsigned char *)body, len))
+        return fail(err, errlen, "request body is not valid UTF-8");
+    int scan = depth_ok(body, len);
+    if (scan == -2)
+        return fail(err, errlen, "request body has a control character or \\u0000 inside a string");
+    if (!scan) {
+        snprintf(msg, sizeof msg, "request body nests deeper than %d levels",
+                 ADMIT_MAX_DEPTH);
+        return fail(err, errlen, msg);
+    }
+    return fail(err, errlen, "request body is not valid JSON");
 }
 
 /* Reads an optional token limit: 0 if absent or null, 1 and *out if a
  * positive integer, -1 (err filled) otherwise. */
-static int read_limit(const cJSON *root, const char *key, int64_t *out,
-                      char *err, size_t errlen)
+static int read_limit(const facts_t *f, int field, int64_t *out, char *err, size_t errlen)
 {
-    const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, key);
     char msg[96];
 
-    if (!it || cJSON_IsNull(it))
+    if (f->kind[field] == K_ABSENT || f->kind[field] == K_NULL)
         return 0;
-    if (cJSON_IsNumber(it) && it->valuedouble >= 1 &&
-        it->valuedouble <= ADMIT_TOKENS_LIMIT &&
-        (double)(int64_t)it->valuedouble == it->valuedouble) {
-        *out = (int64_t)it->valuedouble;
+    if (f->kind[field] == K_NUMBER && limit_number(f->num[field], f->num_end[field], out) > 0)
         return 1;
-    }
     snprintf(msg, sizeof msg, "field '%s' must be a positive integer (at most %.0f)",
-             key, ADMIT_TOKENS_LIMIT);
+             FIELD_NAME[field], ADMIT_TOKENS_LIMIT);
     return fail(err, errlen, msg);
 }
 
-/* The client's bytes with USAGE_MEMBER inserted after the first '{' (the
- * body is a JSON object with members, so only BOM/whitespace precede it). */
-static int splice_usage(const char *body, size_t len, admit_req_t *r)
+/* The client's bytes with USAGE_MEMBER inserted after the root's '{' (only
+ * BOM/whitespace precede it). */
+static int splice_usage(const char *body, size_t len, const char *brace, admit_req_t *r)
 {
-    const char *brace = memchr(body, '{', len);
     size_t head = (size_t)(brace - body) + 1, add = sizeof USAGE_MEMBER - 1;
     char *out = cJSON_malloc(len + add + 1);
 
@@ -187,40 +722,52 @@ static int reprint_usage(cJSON *root, cJSON *opts, admit_req_t *r)
     return 0;
 }
 
-/* Checks the fields of a parsed object and fills r. 0 or -1 (err filled). */
-static int read_request(cJSON *root, const char *body, size_t len,
+/* The rare rewrite: the client's own stream_options, re-serialised by cJSON.
+ * The scanner has accepted the body, so cJSON parses it (trailing
+ * whitespace aside) unless out of memory. */
+static int rewrite_options(const char *body, size_t len, admit_req_t *r)
+{
+    cJSON *root = cJSON_ParseWithLength(body, len);
+
+    if (!root)
+        return -1;
+    int rc = reprint_usage(root, cJSON_GetObjectItemCaseSensitive(root, "stream_options"), r);
+    cJSON_Delete(root);
+    return rc;
+}
+
+/* Checks the fields the scan found and fills r. 0 or -1 (err filled). */
+static int read_request(const facts_t *f, const char *body, size_t len,
                         admit_req_t *r, char *err, size_t errlen)
 {
-    static const char *const top[] = {"model", "messages", "max_tokens",
-        "max_completion_tokens", "stream", "stream_options", "n"};
-    static const char *const inner[] = {"include_usage"};
     char msg[96];
-    const char *dup = duplicate_key(root, top, sizeof top / sizeof top[0]);
 
-    if (dup) {
-        snprintf(msg, sizeof msg, "request body repeats the key '%s'", dup);
+    if (f->root_kind != K_OBJECT)
+        return fail(err, errlen, "request body must be a JSON object");
+    if (f->dup >= 0) {
+        snprintf(msg, sizeof msg, "request body repeats the key '%s'", FIELD_NAME[f->dup]);
         return fail(err, errlen, msg);
     }
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
-    if (!cJSON_IsString(model) || model->valuestring[0] == '\0')
+    if (f->kind[F_MODEL] != K_STRING || f->model_len == 0)
         return fail(err, errlen, "field 'model' is required and must be a non-empty string");
-    if (strlen(model->valuestring) >= sizeof r->model) {
+    if (f->model_len >= sizeof r->model) {
         snprintf(msg, sizeof msg, "field 'model' is too long (at most %d bytes)",
                  ADMIT_MODEL_MAX - 1);
         return fail(err, errlen, msg);
     }
-    strcpy(r->model, model->valuestring);
-    if (!cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(root, "messages")))
+    if (f->model)       /* else decoded there by the scan */
+        memcpy(r->model, f->model, f->model_len);
+    if (f->kind[F_MESSAGES] != K_ARRAY)
         return fail(err, errlen, "field 'messages' is required and must be an array");
 
     int64_t mt = -1, mct = -1;
-    int has_mt = read_limit(root, "max_tokens", &mt, err, errlen);
-    if (has_mt < 0 || read_limit(root, "max_completion_tokens", &mct, err, errlen) < 0)
+    if (read_limit(f, F_MAX_TOKENS, &mt, err, errlen) < 0 ||
+        read_limit(f, F_MAX_COMPLETION, &mct, err, errlen) < 0)
         return -1;
     /* Both given: reserve for the larger, whichever the upstream honours. */
     r->max_tokens = mt > mct ? mt : mct;
     int64_t n = 1;
-    int has_n = read_limit(root, "n", &n, err, errlen);
+    int has_n = read_limit(f, F_N, &n, err, errlen);
     if (has_n < 0)
         return -1;
     if (has_n && n > ADMIT_MAX_CHOICES) {
@@ -229,24 +776,24 @@ static int read_request(cJSON *root, const char *body, size_t len,
     }
     r->n = has_n ? n : 1;
 
-    const cJSON *stream = cJSON_GetObjectItemCaseSensitive(root, "stream");
-    if (stream && !cJSON_IsNull(stream) && !cJSON_IsBool(stream))
+    int stream = f->kind[F_STREAM];
+    if (stream != K_ABSENT && stream != K_NULL && stream != K_TRUE && stream != K_FALSE)
         return fail(err, errlen, "field 'stream' must be a boolean");
-    r->stream = cJSON_IsTrue(stream);
+    r->stream = stream == K_TRUE;
     r->est_prompt_tokens = (int64_t)(len / 3 + (len % 3 != 0));
     if (!r->stream)
         return 0;
 
-    cJSON *opts = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
-    if (opts && !cJSON_IsNull(opts) && !cJSON_IsObject(opts))
+    int opts = f->kind[F_OPTS];
+    if (opts != K_ABSENT && opts != K_NULL && opts != K_OBJECT)
         return fail(err, errlen, "field 'stream_options' must be an object");
-    if (cJSON_IsObject(opts) && duplicate_key(opts, inner, 1))
+    if (opts == K_OBJECT && f->usage_twice)
         return fail(err, errlen, "field 'stream_options' repeats the key 'include_usage'");
-    r->client_wants_usage =
-        cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(opts, "include_usage"));
+    r->client_wants_usage = f->usage_kind == K_TRUE;
     if (r->client_wants_usage)
         return 0;
-    if ((opts ? reprint_usage(root, opts, r) : splice_usage(body, len, r)) < 0)
+    if ((opts == K_ABSENT ? splice_usage(body, len, (const char *)f->root, r)
+                          : rewrite_options(body, len, r)) < 0)
         return fail(err, errlen, "out of memory");
     return 0;
 }
@@ -255,29 +802,17 @@ int admit_parse(const char *body, size_t len, admit_req_t *out,
                 char *err, size_t errlen)
 {
     admit_req_t r;
-    char msg[96];
+    facts_t f;
 
-    memset(&r, 0, sizeof r);
     if (!body || len == 0)
         return fail(err, errlen, "request body is not valid JSON");
-    if (!utf8_ok((const unsigned char *)body, len))
-        return fail(err, errlen, "request body is not valid UTF-8");
-    int scan = depth_ok(body, len);
-    if (scan == -2)
-        return fail(err, errlen, "request body has a control character or \\u0000 inside a string");
-    if (!scan) {
-        snprintf(msg, sizeof msg, "request body nests deeper than %d levels",
-                 ADMIT_MAX_DEPTH);
-        return fail(err, errlen, msg);
-    }
-    cJSON *root = parse_whole(body, len);
-    if (!root)
-        return fail(err, errlen, "request body is not valid JSON");
-    int rc = cJSON_IsObject(root)
-        ? read_request(root, body, len, &r, err, errlen)
-        : fail(err, errlen, "request body must be a JSON object");
-    cJSON_Delete(root);
-    if (rc < 0) {
+    memset(&r, 0, sizeof r);
+    memset(&f, 0, sizeof f);
+    f.dup = -1;
+    if (scan_body((const unsigned char *)body, (const unsigned char *)body + len, &f,
+                  r.model) < 0)
+        return refuse(body, len, err, errlen);
+    if (read_request(&f, body, len, &r, err, errlen) < 0) {
         admit_free(&r);
         return -1;
     }

@@ -273,6 +273,198 @@ static void test_depth_limit(void)
     T_CHECK(refused(deep, "nests deeper than 64 levels"));
 }
 
+/* Expects a refusal with exactly the message want; body is s[0, n). */
+static int refused_n(const char *s, size_t n, const char *want)
+{
+    admit_req_t r;
+    char *b = malloc(n ? n : 1);
+    memcpy(b, s, n);
+    err[0] = '\0';
+    int rc = admit_parse(b, n, &r, err, sizeof err);
+    free(b);
+    if (rc != -1) {
+        admit_free(&r);
+        fprintf(stderr, "  accepted: %.*s\n", (int)n, s);
+        return 0;
+    }
+    if (strcmp(err, want) != 0) {
+        fprintf(stderr, "  for %.*s: got \"%s\", want \"%s\"\n", (int)n, s, err, want);
+        return 0;
+    }
+    return 1;
+}
+
+static int refused_exactly(const char *s, const char *want)
+{
+    return refused_n(s, strlen(s), want);
+}
+
+/* The limit admitted for "key":num, or -2 if refused. */
+static int64_t limit_of(const char *key, const char *num)
+{
+    char b[256];
+    admit_req_t r;
+    snprintf(b, sizeof b, "{\"model\":\"m\",\"messages\":[],\"%s\":%s}", key, num);
+    if (admit(b, &r) != 0)
+        return -2;
+    admit_free(&r);
+    return strcmp(key, "n") == 0 ? r.n : r.max_tokens;
+}
+
+/* A limit is the double strtod reads (as cJSON's valuedouble was): any
+ * spelling of an integer counts, anything else is refused. */
+static void test_limit_numbers(void)
+{
+    const char *mt_msg = "field 'max_tokens' must be a positive integer (at most 1000000000)";
+    T_EQ_INT(limit_of("max_tokens", "64"), 64);
+    T_EQ_INT(limit_of("max_tokens", "64.0"), 64);
+    T_EQ_INT(limit_of("max_tokens", "6.4e1"), 64);
+    T_EQ_INT(limit_of("max_tokens", "640E-1"), 64);
+    T_EQ_INT(limit_of("max_tokens", "0.64e+2"), 64);
+    T_EQ_INT(limit_of("max_tokens", "064"), 64);              /* strtod reads it */
+    T_EQ_INT(limit_of("max_tokens", "64."), 64);
+    T_EQ_INT(limit_of("max_tokens", "64.0000000000000000001"), 64);   /* rounds to 64 */
+    T_EQ_INT(limit_of("max_tokens", "1e9"), 1000000000);
+    T_EQ_INT(limit_of("max_tokens", "999999999.99999999999"), 1000000000);
+    T_EQ_INT(limit_of("max_tokens", "0.99999999999999999999"), 1);
+    T_EQ_INT(limit_of("max_tokens", "1000000001"), -2);
+    T_EQ_INT(limit_of("max_tokens", "1e400"), -2);            /* inf */
+    T_EQ_INT(limit_of("max_tokens", "1e-400"), -2);           /* 0 */
+    T_EQ_INT(limit_of("max_tokens", "-0"), -2);
+    T_EQ_INT(limit_of("max_tokens", "-64"), -2);
+    T_EQ_INT(limit_of("max_tokens", "64.5"), -2);
+    T_EQ_INT(limit_of("max_completion_tokens", "6.4e1"), 64);
+    T_EQ_INT(limit_of("n", "128.0"), 128);
+    T_EQ_INT(limit_of("n", "1.28e2"), 128);
+    T_EQ_INT(limit_of("n", "129"), -2);
+    T_CHECK(refused_exactly("{\"model\":\"m\",\"messages\":[],\"max_tokens\":1e400}", mt_msg));
+    T_CHECK(refused_exactly("{\"model\":\"m\",\"messages\":[],\"max_tokens\":-0}", mt_msg));
+    T_CHECK(refused_exactly("{\"model\":\"m\",\"messages\":[],\"max_tokens\":false}", mt_msg));
+    T_CHECK(refused_exactly("{\"model\":\"m\",\"messages\":[],\"max_completion_tokens\":0.5}",
+        "field 'max_completion_tokens' must be a positive integer (at most 1000000000)"));
+    T_CHECK(refused_exactly("{\"model\":\"m\",\"messages\":[],\"n\":-1}",
+        "field 'n' must be a positive integer (at most 1000000000)"));
+    T_CHECK(refused_exactly("{\"model\":\"m\",\"messages\":[],\"n\":1.29e2}", "field 'n' must be at most 128"));
+    /* not numbers at all: what strtod leaves unread, or JSON never allows */
+    const char *json_msg = "request body is not valid JSON";
+    T_CHECK(refused_exactly("{\"model\":\"m\",\"messages\":[],\"max_tokens\":64e}", json_msg));
+    T_CHECK(refused_exactly("{\"model\":\"m\",\"messages\":[],\"max_tokens\":6.4.1}", json_msg));
+    T_CHECK(refused_exactly("{\"model\":\"m\",\"messages\":[],\"max_tokens\":+64}", json_msg));
+    T_CHECK(refused_exactly("{\"model\":\"m\",\"messages\":[],\"max_tokens\":.5}", json_msg));
+    T_CHECK(refused_exactly("{\"model\":\"m\",\"messages\":[],\"max_tokens\":0x40}", json_msg));
+    /* a number longer than any buffer still rounds as strtod does */
+    char b[2100];
+    int k = snprintf(b, sizeof b, "{\"model\":\"m\",\"messages\":[],\"max_tokens\":64.");
+    memset(b + k, '0', 2000);
+    snprintf(b + k + 2000, sizeof b - (size_t)k - 2000, "1}");
+    admit_req_t r;
+    T_EQ_INT(admit(b, &r), 0);
+    T_EQ_INT(r.max_tokens, 64);
+    admit_free(&r);
+}
+
+/* Keys are compared after their escapes are decoded, as C strings: a \u
+ * with a non-hex digit stands for U+0000 (cJSON's rule, kept) and ends the
+ * key or the model there. */
+static void test_escaped_keys(void)
+{
+    admit_req_t r;
+    T_EQ_INT(admit("{\"mod\\u0065l\":\"m\",\"m\\u0065ssages\":[],\"max_tok\\u0065ns\":5}", &r), 0);
+    T_EQ_STR(r.model, "m");
+    T_EQ_INT(r.max_tokens, 5);
+    admit_free(&r);
+    T_CHECK(refused_exactly("{\"mod\\u0065l\":\"a\",\"messages\":[],\"m\\u006fdel\":\"b\"}",
+                            "request body repeats the key 'model'"));
+    /* the first key met twice is named, whichever was first met once */
+    T_CHECK(refused_exactly("{\"n\":1,\"model\":\"m\",\"messages\":[],\"model\":\"x\",\"n\":2}",
+                            "request body repeats the key 'model'"));
+    T_EQ_INT(admit("{\"model\\u00zzjunk\":\"m\",\"messages\":[]}", &r), 0);
+    T_EQ_STR(r.model, "m");
+    admit_free(&r);
+    T_EQ_INT(admit("{\"model\":\"a\\u00zzb\",\"messages\":[]}", &r), 0);
+    T_EQ_STR(r.model, "a");
+    admit_free(&r);
+    T_CHECK(refused_exactly("{\"model\":\"\\u00zz\",\"messages\":[]}",
+                            "field 'model' is required and must be a non-empty string"));
+    T_EQ_INT(admit("{\"model\":\"caf\\u00e9\\n\\ud83d\\ude00\",\"messages\":[]}", &r), 0);
+    T_EQ_STR(r.model, "caf\xc3\xa9\n\xf0\x9f\x98\x80");
+    admit_free(&r);
+    T_CHECK(refused_exactly("{\"model\":\"\\ud83d\",\"messages\":[]}", "request body is not valid JSON"));
+    T_CHECK(refused_exactly("{\"model\":\"\\ude00\",\"messages\":[]}", "request body is not valid JSON"));
+    T_CHECK(refused_exactly("{\"model\":\"\\x\",\"messages\":[]}", "request body is not valid JSON"));
+    /* an escape decoding to 256 bytes is too long, though written in fewer */
+    char b[600], m[300];
+    memset(m, 'm', 254);              /* 254 + 2 bytes */
+    memcpy(m + 254, "\\u00e9", 7);
+    snprintf(b, sizeof b, "{\"model\":\"%s\",\"messages\":[]}", m);
+    T_CHECK(refused_exactly(b, "field 'model' is too long (at most 255 bytes)"));
+    memcpy(m + 253, "\\u00e9", 7);    /* 253 + 2 bytes */
+    snprintf(b, sizeof b, "{\"model\":\"%s\",\"messages\":[]}", m);
+    T_EQ_INT(admit(b, &r), 0);
+    T_EQ_INT(strlen(r.model), 255);
+    admit_free(&r);
+    /* include_usage is found escaped too, and repeats are refused escaped */
+    T_EQ_INT(admit("{\"model\":\"m\",\"messages\":[],\"stream\":true,"
+                   "\"stream_options\":{\"include\\u005fusage\":true}}", &r), 0);
+    T_EQ_INT(r.client_wants_usage, 1);
+    admit_free(&r);
+    T_CHECK(refused_exactly("{\"model\":\"m\",\"messages\":[],\"stream\":true,\"stream_options\":"
+                            "{\"include_usage\":false,\"include\\u005fusage\":true}}",
+                            "field 'stream_options' repeats the key 'include_usage'"));
+    /* only stream_options' own members count */
+    T_EQ_INT(admit("{\"model\":\"m\",\"messages\":[],\"stream\":true,"
+                   "\"stream_options\":{\"x\":{\"include_usage\":true}}}", &r), 0);
+    T_EQ_INT(r.client_wants_usage, 0);
+    T_CHECK(r.upstream_body != NULL);
+    admit_free(&r);
+}
+
+/* Whitespace and the BOM as cJSON had them, and the order of refusals. */
+static void test_whitespace_and_order(void)
+{
+    const char *json_msg = "request body is not valid JSON";
+    const char *ctl_msg = "request body has a control character or \\u0000 inside a string";
+    admit_req_t r;
+    T_EQ_INT(admit("\xef\xbb\xbf {\"model\":\"m\",\"messages\":[],\"stream\":true}", &r), 0);
+    /* spliced after the root's brace, the BOM kept */
+    T_CHECK(r.upstream_body && memcmp(r.upstream_body, "\xef\xbb\xbf {\"stream_options\"", 21) == 0);
+    admit_free(&r);
+    T_CHECK(refused_exactly(" \xef\xbb\xbf{\"model\":\"m\",\"messages\":[]}", json_msg));
+    T_CHECK(refused_exactly("\xef\xbb\xbf{}", "field 'model' is required and must be a non-empty string"));
+    T_CHECK(refused_exactly("\xef\xbb\xbf" "1", json_msg));   /* 4 bytes: BOM not skipped */
+    /* any byte up to 0x20 separates tokens; after the root only four do */
+    static const char nul_ws[] = "\x01{\0\"model\"\x1f:\"m\",\"messages\":[\x7f]}";
+    T_CHECK(refused_n(nul_ws, sizeof nul_ws - 1, json_msg));            /* DEL is no space */
+    static const char ws[] = "\x01{\0\"model\"\x1f:\"m\",\"messages\":[\x02]} \t\r\n";
+    char *b = malloc(sizeof ws - 1);
+    memcpy(b, ws, sizeof ws - 1);
+    T_EQ_INT(admit_parse(b, sizeof ws - 1, &r, err, sizeof err), 0);
+    free(b);
+    admit_free(&r);
+    T_CHECK(refused_exactly("{\"model\":\"m\",\"messages\":[]}\x0b", json_msg));
+    T_CHECK(refused_exactly("{\"model\":\"m\",\"messages\":[]}\x01", json_msg));
+    T_CHECK(refused_exactly("{\"model\":\"m\",\"messages\":[],}", json_msg));
+    T_CHECK(refused_exactly("{\"model\":\"m\",\"messages\":[1,]}", json_msg));
+    T_CHECK(refused_exactly("{\"model\":\"m\",\"messages\":[]} {}", json_msg));
+    T_CHECK(refused_exactly("   ", json_msg));
+    T_CHECK(refused_exactly("1 ", "request body must be a JSON object"));
+    T_CHECK(refused_exactly("1e", json_msg));
+    T_CHECK(refused_exactly("null", "request body must be a JSON object"));
+    /* the byte after a backslash is hidden from the control check, but
+     * not from UTF-8, and it must still be an escape */
+    T_CHECK(refused_exactly("{\"model\":\"m\\\x01\",\"messages\":[]}", json_msg));
+    T_CHECK(refused_exactly("{\"model\":\"m\\\xc3\xa9\",\"messages\":[]}", json_msg));
+    T_CHECK(refused_exactly("{\"model\":\"m\\\x80\",\"messages\":[]}", "request body is not valid UTF-8"));
+    /* ... unless a broken \u swallowed it: the model is then "" up to the NUL */
+    T_CHECK(refused_exactly("{\"model\":\"\\u12\\\x01\",\"messages\":[]}",
+                            "field 'model' is required and must be a non-empty string"));
+    /* UTF-8 anywhere first, then control bytes and depth, then JSON */
+    T_CHECK(refused_exactly("{\"model\":\"m\" x \"\t\xff", "request body is not valid UTF-8"));
+    T_CHECK(refused_exactly("{\"model\":\"m\" x \"\t\"", ctl_msg));
+    T_CHECK(refused_exactly("{\"model\":\"m\" x \"\\u0000\"", ctl_msg));
+    T_CHECK(refused_exactly("{\"model\":\"m\",\"messages\":[]}\"\t\"", ctl_msg));
+}
+
 int main(void)
 {
     T_RUN(test_plain_request);
@@ -285,5 +477,8 @@ int main(void)
     T_RUN(test_stream_rewrite_existing_options);
     T_RUN(test_stream_client_asked_usage);
     T_RUN(test_depth_limit);
+    T_RUN(test_limit_numbers);
+    T_RUN(test_escaped_keys);
+    T_RUN(test_whitespace_and_order);
     return t_summary("admit");
 }
