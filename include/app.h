@@ -108,6 +108,7 @@ typedef struct req {
     CURL *easy;
     struct curl_slist *hdrs;
     size_t up_slot;                /* index in the upstream thread's active list */
+    int up_no_reuse;               /* its upstream connection closes at the end */
     int aborted;                   /* the client left a stream: cut upstream */
     long status;
     char content_type[128];

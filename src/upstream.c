@@ -30,6 +30,11 @@
 /* Easy handles kept for reuse: curl_easy_init and _cleanup cost a few dozen
  * allocations each; a reset handle keeps its buffers. */
 #define EASY_POOL 256
+/* Upstream connections curl keeps open when idle (CURLMOPT_MAXCONNECTS). A
+ * transfer started with this many already running closes its connection at
+ * the end instead of caching it: with the cache over its size, curl walks
+ * every connection to pick one to close each time a transfer ends. */
+#define MAX_CACHED_CONNS 1024
 
 typedef struct vec { req_t **v; size_t n, cap; } vec_t;
 
@@ -45,6 +50,13 @@ struct upstream {
     vec_t active;                     /* upstream thread only */
     CURL *idle[EASY_POOL];            /* finished easy handles, reset, for reuse */
     size_t n_idle;
+    /* About how many kept-alive upstream connections sit idle in curl's
+     * cache: transfers that ended cleanly, less transfers started since.
+     * With none idle a new transfer skips curl's search of the cache
+     * (CURLOPT_FRESH_CONNECT), which walks every connection to the host:
+     * with thousands of streams open that walk was most of the cost of
+     * starting one. An estimate either way costs only a search or a connect. */
+    long idle_conns;
     struct curl_slist *chat_hdrs;     /* headers of every metered chat request */
     int epfd, evfd;
     int64_t deadline;                 /* curl's timer, monotonic ms; -1 none */
@@ -342,6 +354,7 @@ static void finish(struct upstream *u, req_t *r, CURLcode res)
         pthread_mutex_lock(&r->mu);
         int clean = res == CURLE_OK && !r->paused && !r->aborted;
         pthread_mutex_unlock(&r->mu);
+        if (clean && !r->up_no_reuse && u->idle_conns < MAX_CACHED_CONNS) u->idle_conns++;
         easy_put(u, r->easy, clean);
         r->easy = NULL;
         u->active.v[r->up_slot] = u->active.v[--u->active.n];
@@ -460,6 +473,15 @@ static int start_transfer(struct upstream *u, req_t *r)
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "identity");
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    r->up_no_reuse = u->active.n >= MAX_CACHED_CONNS;
+    if (r->up_no_reuse) {
+        curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+        curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+    } else if (u->idle_conns > 0) {
+        u->idle_conns--;
+    } else {
+        curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+    }
     /* A stream's events are small and many streams are open at once: a small
      * receive buffer each (curl's default is 16 KiB). */
     if (r->route == ROUTE_CHAT && r->adm.stream)
@@ -759,7 +781,7 @@ struct upstream *upstream_start(app_t *app)
         }
         OPENSSL_cleanse(hdr, sizeof hdr);
     }
-    curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, 1024L);
+    curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, (long)MAX_CACHED_CONNS);
     curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
     curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
     curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
