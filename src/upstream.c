@@ -30,11 +30,14 @@
 /* Easy handles kept for reuse: curl_easy_init and _cleanup cost a few dozen
  * allocations each; a reset handle keeps its buffers. */
 #define EASY_POOL 256
-/* Upstream connections curl keeps open when idle (CURLMOPT_MAXCONNECTS). A
- * transfer started with this many already running closes its connection at
- * the end instead of caching it: with the cache over its size, curl walks
- * every connection to pick one to close each time a transfer ends. */
+/* Upstream connections kept for reuse: a transfer started with this many
+ * already running closes its connection at the end instead of leaving it
+ * idle in curl's cache, so at most about this many sit idle. curl's own
+ * limit (CURLMOPT_MAXCONNECTS) counts connections in use too, and over it
+ * curl walks every connection to pick one to close each time a transfer
+ * ends: it is set far above anything reached, and this bound does the job. */
 #define MAX_CACHED_CONNS 1024
+#define CURL_CACHE_LIMIT 1000000L
 
 typedef struct vec { req_t **v; size_t n, cap; } vec_t;
 
@@ -781,7 +784,7 @@ struct upstream *upstream_start(app_t *app)
         }
         OPENSSL_cleanse(hdr, sizeof hdr);
     }
-    curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, (long)MAX_CACHED_CONNS);
+    curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, CURL_CACHE_LIMIT);
     curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
     curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
     curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
