@@ -15,20 +15,15 @@
  * It replaced a cJSON tree parse and gives the same answers, message for
  * message, so it accepts exactly what cJSON 1.7.15 (Debian 12's, with its
  * security patches) accepted; fuzz_admit checks the two agree on every input
- * (tests/fuzz/admit_ref.c). These cJSON rules are kept on purpose:
- *   - whitespace is any byte 0x00-0x20 inside the text and before it, but only
- *     space, tab, LF and CR after the root value; a UTF-8 BOM before it is
- *     skipped when the body is at least 5 bytes long;
- *   - a string ends at the first '"' not hidden by a backslash (the byte after
- *     a backslash is never a control byte to refuse), and escapes are decoded
- *     only after that; a \u whose four characters are not all hex digits
- *     stands for U+0000 and, as a decoded string is a C string to cJSON, ends
- *     a key or the model there ("mod\u00zzel" is the key "mod"); a lone low
- *     surrogate or a high one not followed by \u and a low one is refused;
- *   - a number is a '-' or digit followed by bytes from "0123456789+-.eE",
- *     accepted when strtod reads all of them (01, 1., -.5e1 and 1E+05 are
- *     numbers), of any length; a limit is its double (64.0, 6.4e1 and
- *     64.0000000000000001 are 64; 1e400 is inf, refused).
+ * (tests/fuzz/admit_ref.c). The cJSON rules it shares with usage (whitespace
+ * and the BOM, where a string ends and how its escapes decode, what a number
+ * is) are kept in jscan; these are its own:
+ *   - the byte after a backslash is never a control byte to refuse;
+ *   - as a decoded string is a C string to cJSON, a \u whose four characters
+ *     are not all hex digits (U+0000) ends a key or the model there
+ *     ("mod\u00zzel" is the key "mod");
+ *   - a limit is its double (64.0, 6.4e1 and 64.0000000000000001 are 64;
+ *     1e400 is inf, refused).
  * Which refusal a body gets follows the old order (UTF-8, then the byte scan
  * for control bytes, \u0000 and depth, then JSON, then the fields), so when
  * the scanner refuses a body, the first two checks are run over all of it to
@@ -42,19 +37,15 @@
  * parsed and re-serialised by cJSON with include_usage set: the only path
  * that builds a tree. Pure: no I/O, no clock, no globals. */
 #include "admit.h"
+#include "jscan.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 
 #define ADMIT_TOKENS_LIMIT 1000000000.0   /* largest max_tokens accepted */
 #define KEY_MAX 24      /* longer than any key looked up */
-#define SIG_MAX 800     /* digits kept to round a number like strtod (> 767) */
 
 static const char USAGE_MEMBER[] = "\"stream_options\":{\"include_usage\":true},";
 
@@ -72,12 +63,6 @@ enum { R_NONE, R_ROOT, R_USAGE, R_FIELD };     /* R_FIELD + F_* */
 
 /* Kinds of value; K_ABSENT for a member not met. */
 enum { K_ABSENT, K_NULL, K_FALSE, K_TRUE, K_NUMBER, K_STRING, K_ARRAY, K_OBJECT };
-
-/* Bytes cJSON copies as part of a number. */
-static const unsigned char NUM_BYTE[256] = {
-    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1,
-    ['7'] = 1, ['8'] = 1, ['9'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1, ['e'] = 1,
-    ['E'] = 1 };
 
 /* What the scan found; it counts only if the whole body is valid. */
 typedef struct facts {
@@ -175,43 +160,6 @@ static int utf8_ok(const unsigned char *s, size_t len)
     return 1;
 }
 
-static int is_digit(unsigned c) { return c - '0' < 10; }
-
-/* A byte the string scan stops at: '"', '\\', a control byte, or one of
- * 0x80 and above (UTF-8 to check). */
-static int str_stop(unsigned c) { return c - 0x20 >= 0x60 || c == '"' || c == '\\'; }
-
-static const unsigned char *skip_ws(const unsigned char *p, const unsigned char *end)
-{
-    while (p < end && *p <= ' ')
-        p++;
-    return p;
-}
-
-/* The first byte in [p, end) that str_stop, or end. Sixteen bytes at a time
- * with SSE2 (every x86-64 has it): a signed compare with ' ' finds both the
- * control bytes and those from 0x80. */
-static const unsigned char *find_stop(const unsigned char *p, const unsigned char *end)
-{
-#if defined(__SSE2__)
-    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\');
-    const __m128i space = _mm_set1_epi8(' ');
-    while (end - p >= 16) {
-        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
-        __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, quote),
-                                                _mm_cmpeq_epi8(x, bslash)),
-                                   _mm_cmplt_epi8(x, space));
-        unsigned m = (unsigned)_mm_movemask_epi8(hit);
-        if (m)
-            return p + __builtin_ctz(m);
-        p += 16;
-    }
-#endif
-    while (p < end && !str_stop(*p))
-        p++;
-    return p;
-}
-
 /* Scans a string whose opening quote is just before p, as cJSON finds its
  * end, also refusing what the byte scan refuses (a control byte not hidden
  * by a backslash, \u0000) and invalid UTF-8. Returns the byte after the
@@ -220,7 +168,7 @@ static const unsigned char *scan_string(const unsigned char *p, const unsigned c
                                         int *esc)
 {
     for (;;) {
-        p = find_stop(p, end);
+        p = jscan_find(p, end, JSCAN_STRICT);
         if (p == end)
             return NULL;
         unsigned c = *p;
@@ -245,216 +193,6 @@ static const unsigned char *scan_string(const unsigned char *p, const unsigned c
             return NULL;
         p += n;
     }
-}
-
-/* cJSON's parse_hex4: 0 when any of the four is not a hex digit. */
-static unsigned hex4(const unsigned char *p)
-{
-    unsigned h = 0;
-    for (int i = 0; i < 4; i++) {
-        unsigned c = p[i], d;
-        if (is_digit(c))
-            d = c - '0';
-        else if ((c | 0x20) - 'a' < 6)
-            d = (c | 0x20) - 'a' + 10;
-        else
-            return 0;
-        h = h << 4 | d;
-    }
-    return h;
-}
-
-/* Decoded bytes of a string, as a C string: counted up to the first NUL,
- * of which the first cap are kept in buf. */
-typedef struct sink {
-    unsigned char *buf;
-    size_t cap, n;
-    int ended;
-} sink_t;
-
-static void put(sink_t *o, unsigned c)
-{
-    if (o->ended)
-        return;
-    if (c == 0) {
-        o->ended = 1;
-        return;
-    }
-    if (o->n < o->cap)
-        o->buf[o->n] = (unsigned char)c;
-    o->n++;
-}
-
-/* Decodes the escapes of p[0, q), q being the closing quote, as cJSON's
- * parse_string does. 0, or -1 for an escape cJSON refuses. */
-static int decode(const unsigned char *p, const unsigned char *q, sink_t *o)
-{
-    while (p < q) {
-        if (*p != '\\') {         /* a run of plain bytes; a NUL only first */
-            const unsigned char *r = find_stop(p + 1, q);
-            if (*p == 0)
-                o->ended = 1;
-            if (!o->ended) {
-                size_t k = (size_t)(r - p);
-                if (o->n < o->cap)
-                    memcpy(o->buf + o->n, p, o->cap - o->n < k ? o->cap - o->n : k);
-                o->n += k;
-            }
-            p = r;
-            continue;
-        }
-        unsigned c = p[1];      /* p + 1 <= q: a backslash before q hides no quote */
-        switch (c) {
-        case 'b': put(o, '\b'); break;
-        case 'f': put(o, '\f'); break;
-        case 'n': put(o, '\n'); break;
-        case 'r': put(o, '\r'); break;
-        case 't': put(o, '\t'); break;
-        case '"': case '\\': case '/': put(o, c); break;
-        case 'u': {
-            if (q - p < 6)
-                return -1;
-            unsigned long cp = hex4(p + 2);
-            if (cp >= 0xDC00 && cp <= 0xDFFF)
-                return -1;
-            if (cp >= 0xD800 && cp <= 0xDBFF) {
-                if (q - p < 12 || p[6] != '\\' || p[7] != 'u')
-                    return -1;
-                unsigned lo = hex4(p + 8);
-                if (lo < 0xDC00 || lo > 0xDFFF)
-                    return -1;
-                cp = 0x10000 + (((cp & 0x3FF) << 10) | (lo & 0x3FF));
-                p += 6;
-            }
-            if (cp < 0x80) {
-                put(o, (unsigned)cp);
-            } else if (cp < 0x800) {
-                put(o, 0xC0 | (unsigned)(cp >> 6));
-                put(o, 0x80 | (unsigned)(cp & 0x3F));
-            } else if (cp < 0x10000) {
-                put(o, 0xE0 | (unsigned)(cp >> 12));
-                put(o, 0x80 | (unsigned)(cp >> 6 & 0x3F));
-                put(o, 0x80 | (unsigned)(cp & 0x3F));
-            } else {
-                put(o, 0xF0 | (unsigned)(cp >> 18));
-                put(o, 0x80 | (unsigned)(cp >> 12 & 0x3F));
-                put(o, 0x80 | (unsigned)(cp >> 6 & 0x3F));
-                put(o, 0x80 | (unsigned)(cp & 0x3F));
-            }
-            p += 4;
-            break;
-        }
-        default:
-            return -1;
-        }
-        p += 2;
-    }
-    return 0;
-}
-
-static const unsigned char *scan_number(const unsigned char *p, const unsigned char *end)
-{
-    const unsigned char *d;
-    size_t digits;
-
-    if (*p == '-')
-        p++;
-    for (d = p; p < end && is_digit(*p); p++)
-        ;
-    digits = (size_t)(p - d);
-    if (p < end && *p == '.') {
-        for (d = ++p; p < end && is_digit(*p); p++)
-            ;
-        digits += (size_t)(p - d);
-    }
-    if (digits == 0)
-        return NULL;
-    if (p < end && (*p | 0x20) == 'e') {
-        const unsigned char *x = p + 1;
-        if (x < end && (*x == '+' || *x == '-'))
-            x++;
-        if (x < end && is_digit(*x)) {
-            while (x < end && is_digit(*x))
-                x++;
-            p = x;
-        }
-    }
-    return p < end && NUM_BYTE[*p] ? NULL : p;
-}
-
-/* The double strtod gives for the valid number s[0, e), whatever its length:
- * past SIG_MAX significant digits the rest only decide rounding, and a
- * nonzero digit in their place rounds the same way, since no halfway point
- * between doubles has more than 767. */
-static double number_value(const unsigned char *s, const unsigned char *e)
-{
-    char buf[SIG_MAX + 32];
-    size_t k = 0, first;
-    long long exp10 = 0, ev = 0;
-    int neg = *s == '-', point = 0, sticky = 0;
-
-    if (neg)
-        buf[k++] = (char)*s++;
-    first = k;
-    for (; s < e && (is_digit(*s) || *s == '.'); s++) {
-        if (*s == '.') {
-            point = 1;
-            continue;
-        }
-        exp10 -= point;
-        if (k == first && *s == '0')
-            continue;
-        if (k - first < SIG_MAX) {
-            buf[k++] = (char)*s;
-        } else {
-            exp10++;
-            sticky |= *s != '0';
-        }
-    }
-    if (k == first)
-        return neg ? -0.0 : 0.0;
-    if (sticky) {
-        buf[k++] = '1';
-        exp10--;
-    }
-    if (s < e) {                /* the exponent, saturated */
-        int below = *++s == '-';
-        s += *s == '-' || *s == '+';
-        for (; s < e; s++)
-            if (ev < 100000000)
-                ev = ev * 10 + (*s - '0');
-        exp10 += below ? -ev : ev;
-    }
-    /* beyond this the value is 0 or inf whatever the digits */
-    if (exp10 > 1000000)
-        exp10 = 1000000;
-    if (exp10 < -1000000)
-        exp10 = -1000000;
-    snprintf(buf + k, sizeof buf - k, "e%lld", exp10);
-    return strtod(buf, NULL);
-}
-
-/* read_limit's verdict on the number s[0, e): 1 and *out when its double is
- * an integer in [1, ADMIT_TOKENS_LIMIT], else -1. */
-static int limit_number(const unsigned char *s, const unsigned char *e, int64_t *out)
-{
-    if (e - s <= 15) {          /* plain digits, exact in a double: no strtod */
-        int64_t v = 0;
-        const unsigned char *d = s;
-        while (d < e && is_digit(*d))
-            v = v * 10 + (*d++ - '0');
-        if (d == e) {
-            if (v < 1 || v > (int64_t)ADMIT_TOKENS_LIMIT)
-                return -1;
-            *out = v;
-            return 1;
-        }
-    }
-    double v = number_value(s, e);
-    if (!(v >= 1 && v <= ADMIT_TOKENS_LIMIT) || (double)(int64_t)v != v)
-        return -1;
-    *out = (int64_t)v;
-    return 1;
 }
 
 /* Records the kind of a value read in the given role. */
@@ -494,9 +232,7 @@ static int scan_body(const unsigned char *p, const unsigned char *end, facts_t *
     uint64_t arrays = 0;        /* bit d: the container at depth d+1 is an array */
     int depth = 0, in_array = 0, in_opts = 0, role = R_ROOT;
 
-    if (end - p >= 5 && p[0] == 0xEF && p[1] == 0xBB && p[2] == 0xBF)
-        p += 3;
-    p = skip_ws(p, end);
+    p = jscan_skip_ws(jscan_skip_bom(p, end), end);
     f->root = p;
 
 value:  /* p is at the first byte of a value read in role */
@@ -515,7 +251,7 @@ value:  /* p is at the first byte of a value read in role */
         if (role == R_FIELD + F_OPTS && !in_array)
             in_opts = 1;        /* its members are at depth 2 */
         depth++;
-        p = skip_ws(p + 1, end);
+        p = jscan_skip_ws(p + 1, end);
         if (p < end && *p == (in_array ? ']' : '}')) {
             p++;
             goto close;
@@ -532,12 +268,12 @@ value:  /* p is at the first byte of a value read in role */
             return -1;
         int is_model = role == R_FIELD + F_MODEL;
         if (esc) {              /* decoded to check its escapes; a model kept */
-            sink_t o = { is_model ? (unsigned char *)model : NULL,
-                         is_model ? ADMIT_MODEL_MAX - 1 : 0, 0, 0 };
-            if (decode(t, p - 1, &o) < 0)
+            size_t n;
+            if (jscan_decode(t, p - 1, is_model ? (unsigned char *)model : NULL,
+                             is_model ? ADMIT_MODEL_MAX - 1 : 0, &n) < 0)
                 return -1;
             if (is_model)
-                f->model_len = o.n;
+                f->model_len = n;
         } else if (is_model) {
             f->model = t;
             f->model_len = (size_t)(p - 1 - t);
@@ -565,9 +301,7 @@ value:  /* p is at the first byte of a value read in role */
         goto next;
     default: {
         const unsigned char *t = p;
-        if (*p != '-' && !is_digit(*p))
-            return -1;
-        p = scan_number(p, end);
+        p = jscan_number_end(p, end);
         if (!p)
             return -1;
         if (role >= R_FIELD) {
@@ -592,11 +326,9 @@ key:    /* p is at the first non-space byte after '{' or ',' */
             return -1;
         n = (size_t)(p - 1 - t);
         if (esc) {
-            sink_t o = { buf, sizeof buf, 0, 0 };
-            if (decode(t, p - 1, &o) < 0)
+            if (jscan_decode(t, p - 1, buf, sizeof buf, &n) < 0)
                 return -1;
             name = buf;
-            n = o.n;
         }
         role = R_NONE;
         if (depth == 1) {
@@ -608,20 +340,20 @@ key:    /* p is at the first non-space byte after '{' or ',' */
                 f->usage_twice = 1;
         }
     }
-    p = skip_ws(p, end);
+    p = jscan_skip_ws(p, end);
     if (p == end || *p != ':')
         return -1;
-    p = skip_ws(p + 1, end);
+    p = jscan_skip_ws(p + 1, end);
     goto value;
 
 next:   /* after a value inside the container at depth (or the root) */
     if (depth == 0)
         goto done;
-    p = skip_ws(p, end);
+    p = jscan_skip_ws(p, end);
     if (p == end)
         return -1;
     if (*p == ',') {
-        p = skip_ws(p + 1, end);
+        p = jscan_skip_ws(p + 1, end);
         if (!in_array)
             goto key;
         role = R_NONE;
@@ -640,10 +372,7 @@ close:  /* the container at depth has just been closed */
     }
 
 done:
-    for (; p < end; p++)        /* only this whitespace after the root */
-        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
-            return -1;
-    return 0;
+    return jscan_tail_ok(p, end) ? 0 : -1;
 }
 
 /* The reason a body the scanner refused is refused, in the old order. */
@@ -672,7 +401,8 @@ static int read_limit(const facts_t *f, int field, int64_t *out, char *err, size
 
     if (f->kind[field] == K_ABSENT || f->kind[field] == K_NULL)
         return 0;
-    if (f->kind[field] == K_NUMBER && limit_number(f->num[field], f->num_end[field], out) > 0)
+    if (f->kind[field] == K_NUMBER && jscan_integer(f->num[field], f->num_end[field], 1,
+                                                    (int64_t)ADMIT_TOKENS_LIMIT, out) > 0)
         return 1;
     snprintf(msg, sizeof msg, "field '%s' must be a positive integer (at most %.0f)",
              FIELD_NAME[field], ADMIT_TOKENS_LIMIT);

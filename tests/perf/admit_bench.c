@@ -3,7 +3,7 @@
  * prints nanoseconds per call. Instructions per call, which do not depend on
  * machine noise, come from callgrind counting inside admit_parse only:
  *   cc -O2 -g -std=c11 -D_GNU_SOURCE -Iinclude -o /tmp/admit_bench \
- *       tests/perf/admit_bench.c src/admit.c -lcjson
+ *       tests/perf/admit_bench.c src/admit.c src/jscan.c -lcjson
  *   valgrind --tool=callgrind --toggle-collect=admit_parse \
  *       --callgrind-out-file=/tmp/cg.admit /tmp/admit_bench 10000 plain
  *   callgrind_annotate /tmp/cg.admit | head    (total Ir / 10000)

@@ -4,7 +4,7 @@
  * depend on machine noise, come from callgrind counting inside usage_parse
  * only:
  *   cc -O2 -g -std=c11 -D_GNU_SOURCE -Iinclude -o /tmp/usage_bench \
- *       tests/perf/usage_bench.c src/usage.c
+ *       tests/perf/usage_bench.c src/usage.c src/jscan.c
  *   valgrind --tool=callgrind --toggle-collect=usage_parse \
  *       --callgrind-out-file=/tmp/cg.usage /tmp/usage_bench 10000 reply
  *   callgrind_annotate /tmp/cg.usage | head    (total Ir / 10000)
