@@ -445,10 +445,14 @@ static ssize_t read_stream(void *cls, uint64_t pos, char *buf, size_t max)
     return n;
 }
 
-/* Queues whatever response the other threads prepared. Call with r->mu held. */
-static enum MHD_Result queue_prepared_locked(req_t *r, struct MHD_Connection *c)
+/* Queues the response prepared for r (kind, and the buffered body, owned).
+ * The fields it reads were set before resp_kind under r->mu and do not
+ * change after: call without r->mu. */
+static enum MHD_Result queue_prepared(req_t *r, struct MHD_Connection *c, resp_kind_t kind,
+                                      char *body)
 {
-    if (r->resp_kind == RESP_STREAM) {
+    if (kind == RESP_STREAM) {
+        free(body);                /* none: a stream's bytes come from r->out */
         struct MHD_Response *resp =
             /* block size 1 KiB: SSE events are small, and this buffer is
              * allocated (zeroed) per response: at 32 KiB it was resident for
@@ -463,8 +467,6 @@ static enum MHD_Result queue_prepared_locked(req_t *r, struct MHD_Connection *c)
         MHD_destroy_response(resp);
         return ret;
     }
-    char *body = r->resp_body;
-    r->resp_body = NULL;
     return queue_body(c, r->resp_status, body, r->resp_len, r->resp_type, r, r->retry_after);
 }
 
@@ -585,10 +587,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     pthread_mutex_lock(&r->mu);
-    if (r->resp_kind != RESP_NONE) {
-        enum MHD_Result ret = queue_prepared_locked(r, c);
+    resp_kind_t kind = r->resp_kind;
+    if (kind != RESP_NONE) {
+        /* Taken under the lock, queued outside it: libmicrohttpd calls
+         * read_stream (which takes r->mu) under its response's lock, so
+         * queuing under r->mu would take the two in the other order. */
+        char *body = r->resp_body;
+        r->resp_body = NULL;
         pthread_mutex_unlock(&r->mu);
-        return ret;
+        return queue_prepared(r, c, kind, body);
     }
     if (r->dispatched) {           /* woken early: wait for the upstream */
         suspend_locked(r);
