@@ -1,5 +1,6 @@
 # pinmeter — metering proxy for Pinata Inference.
-# Entry points: make (build/pinmeter), make run, make test, make asan, make clean.
+# Entry points: make (build/pinmeter), make run, make test, make asan, make tsan,
+# make clean.
 
 CC      ?= cc
 PKGS    := libmicrohttpd libcurl libcjson sqlite3 openssl hiredis
@@ -15,7 +16,7 @@ LIBOBJ    := $(filter-out $(BUILD)/obj/main.o,$(OBJ))
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all run test test-deps unit e2e asan valgrind ledger-bench clean deps FORCE
+.PHONY: all run test test-deps unit e2e asan tsan valgrind ledger-bench clean deps FORCE
 
 all: $(BUILD)/pinmeter
 
@@ -98,8 +99,20 @@ valgrind: $(BUILD)/pinmeter
 asan:
 	$(MAKE) BUILD=build-asan CC=clang CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" test
 
+# The whole end-to-end suite with pinmeter under ThreadSanitizer (the event
+# loop, the ledger writer and the Redis store's threads share requests). Every
+# report (data race, lock-order inversion) goes to a file under
+# build-tsan/reports; any such file fails the target.
+tsan:
+	@rm -rf build-tsan/reports && mkdir -p build-tsan/reports
+	TSAN_OPTIONS="log_path=$(CURDIR)/build-tsan/reports/tsan second_deadlock_stack=1" \
+	  $(MAKE) BUILD=build-tsan CC=clang CFLAGS="-O1 -g -fsanitize=thread -fno-omit-frame-pointer" e2e
+	@if ls build-tsan/reports/tsan.* >/dev/null 2>&1; then \
+	  echo "tsan: ThreadSanitizer reported (build-tsan/reports):"; head -60 build-tsan/reports/tsan.*; exit 1; \
+	else echo "tsan: no reports"; fi
+
 clean:
-	rm -rf build build-asan build-test build-fuzz
+	rm -rf build build-asan build-tsan build-test build-fuzz
 
 include tests/fuzz/fuzz.mk
 include tests/bench/bench.mk
