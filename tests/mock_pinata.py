@@ -269,6 +269,7 @@ class Handler(BaseHTTPRequestHandler):
     # ---- chat completions ---------------------------------------------
     def chat(self, raw):
         rec = {
+            "peer_port": self.client_address[1],   # which upstream connection carried it
             "path": self.path,
             "method": "POST",
             "headers": {k: v for k, v in self.headers.items()},

@@ -60,6 +60,17 @@ class MeteringTest(E2ETest):
         self.assertIn("total", rep)
         self.assertGreaterEqual(to_nanos(rep["total"]["credits"]), expected)
 
+    def test_upstream_connection_reused(self):
+        """Sequential requests ride one kept-alive upstream connection: pinmeter
+        skips curl's cache search only when it knows no connection is idle."""
+        for i in range(8):
+            r = self.pm.chat(chat_body(SONNET, max_tokens=10), key=self.misc.key)
+            self.assertEqual(r.status, 200, r)
+        ports = [q["peer_port"] for q in self.mock.requests()]
+        self.assertEqual(len(ports), 8)
+        # the first may find an older idle connection dead and open a new one
+        self.assertEqual(len(set(ports[1:])), 1, ports)
+
     def test_team_key_never_upstream(self):
         r = self.pm.chat(chat_body(GPT4O), key=self.misc.keys["m1"])
         self.assertEqual(r.status, 200, r)
