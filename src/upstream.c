@@ -848,8 +848,7 @@ void upstream_attach(struct upstream *u, struct MHD_Daemon *d)
 
 void upstream_resumed(struct upstream *u)
 {
-    int n = atomic_fetch_sub(&u->n_susp, 1);
-    if (n <= 0) atomic_fetch_add(&u->n_susp, 1);     /* a count, never below 0 */
+    atomic_fetch_sub(&u->n_susp, 1);     /* every resume follows a counted suspend */
     if (pthread_equal(pthread_self(), u->thread)) {
         u->listener_due = 1;
         u->resumes++;
