@@ -109,6 +109,7 @@ typedef struct req {
     struct curl_slist *hdrs;
     size_t up_slot;                /* index in the upstream thread's active list */
     int up_no_reuse;               /* its upstream connection closes at the end */
+    int up_fd;                     /* its upstream socket + 1, 0 none (upstream thread) */
     int aborted;                   /* the client left a stream: cut upstream */
     long status;
     char content_type[128];

@@ -60,6 +60,16 @@ struct upstream {
      * with thousands of streams open that walk was most of the cost of
      * starting one. An estimate either way costs only a search or a connect. */
     long idle_conns;
+    /* Sockets relaying a stream that has started (indexed by fd; 0 for any
+     * other socket of curl's). In a turn of the loop, events on other sockets
+     * (a reply's first bytes, a connect, a request to send) are handled
+     * first, and relaying gets a bounded share (RELAY_TURN_US): when the
+     * loop is saturated, a new stream's first byte does not wait behind the
+     * chunks of every stream already running. A relay event left over is
+     * reported again by the next wait (level-triggered). */
+    unsigned char *relay;
+    size_t relay_cap;
+    int64_t relay_turn_us;
     struct curl_slist *chat_hdrs;     /* headers of every metered chat request */
     int epfd, evfd;
     int64_t deadline;                 /* curl's timer, monotonic ms; -1 none */
@@ -191,6 +201,8 @@ static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *ud)
     return len;
 }
 
+static void mark_relay(struct upstream *u, int fd);
+
 static void copy_header_value(char *dst, size_t cap, const char *v, size_t len)
 {
     while (len && (*v == ' ' || *v == '\t')) v++, len--;
@@ -219,6 +231,7 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
             r->sse = sse_new(SSE_LINE_MAX, on_event, r);
             if (!r->sse) return 0;
             r->stream_mode = 1;
+            mark_relay(r->app->up, r->up_fd - 1);
             /* The connection is resumed with the first event (or the end),
              * so the client's headers and first event leave in one wake-up
              * of the listener rather than two. */
@@ -511,17 +524,20 @@ static int64_t mono_ms(void)
 /* curl tells which sockets to watch for what. */
 static int sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *sockp)
 {
-    (void)e;
     struct upstream *u = userp;
     struct epoll_event ev = {0};
     ev.data.fd = fd;
     if (what == CURL_POLL_REMOVE) {
+        if ((size_t)fd < u->relay_cap) u->relay[fd] = 0;
         epoll_ctl(u->epfd, EPOLL_CTL_DEL, fd, NULL);
         curl_multi_assign(u->multi, fd, NULL);
         return 0;
     }
+    req_t *r = NULL;
+    if (curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&r) == CURLE_OK && r) r->up_fd = fd + 1;
     ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
     if (!sockp) {
+        if ((size_t)fd < u->relay_cap) u->relay[fd] = 0;   /* a new transfer's socket */
         /* any non-NULL marker: the socket is in the epoll set */
         if (epoll_ctl(u->epfd, EPOLL_CTL_ADD, fd, &ev) != 0 && errno == EEXIST)
             epoll_ctl(u->epfd, EPOLL_CTL_MOD, fd, &ev);
@@ -530,6 +546,31 @@ static int sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *sockp
         epoll_ctl(u->epfd, EPOLL_CTL_MOD, fd, &ev);
     }
     return 0;
+}
+
+/* The socket fd relays a started stream (header_cb, on this thread). */
+static void mark_relay(struct upstream *u, int fd)
+{
+    if (fd < 0) return;
+    if ((size_t)fd >= u->relay_cap) {
+        size_t cap = u->relay_cap ? u->relay_cap : 1024;
+        while (cap <= (size_t)fd) cap *= 2;
+        unsigned char *n = realloc(u->relay, cap);
+        if (!n) return;            /* only a priority lost */
+        memset(n + u->relay_cap, 0, cap - u->relay_cap);
+        u->relay = n;
+        u->relay_cap = cap;
+    }
+    u->relay[fd] = 1;
+}
+
+static void socket_event(struct upstream *u, const struct epoll_event *ev)
+{
+    int running;
+    int flags = (ev->events & EPOLLIN ? CURL_CSELECT_IN : 0) |
+                (ev->events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
+                (ev->events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
+    curl_multi_socket_action(u->multi, ev->data.fd, flags, &running);
 }
 
 /* curl asks for a timeout; -1 removes it. A 0 ms timer must fire at once,
@@ -632,6 +673,8 @@ static int64_t mono_us(void)
 
 #define DEFER_MIN_SUSPENDED 1000      /* below this, resumes are acted on at once */
 #define DEFER_MAX_US 10000
+#define RELAY_TURN_US 1000            /* relaying's share of a saturated turn */
+#define LOOP_EVENTS 2048
 
 /* Runs the listener: accepts, reads requests (calling server.c's handlers,
  * which may queue work for this loop), sends what is ready, and resumes
@@ -647,6 +690,11 @@ static void run_listener(struct upstream *u)
     if (u->resumes) u->walk_at_us = mono_us();
     u->resumes = u->mhd_pending = u->listener_due = 0;
     MHD_run(u->mhd);
+    /* A run that read a request or called read_stream leaves the write for
+     * the next run (its timeout is then 0): that run follows at once rather
+     * than after the rest of the loop's turn. */
+    MHD_UNSIGNED_LONG_LONG mt;
+    if (MHD_get_timeout(u->mhd, &mt) == MHD_YES && mt == 0) MHD_run(u->mhd);
 }
 
 /* Runs the listener, or defers it when resumes are waiting, thousands of
@@ -699,13 +747,14 @@ static int loop_timeout(struct upstream *u)
 static void *upstream_main(void *arg)
 {
     struct upstream *u = arg;
-    struct epoll_event evs[256];
+    struct epoll_event evs[LOOP_EVENTS];
     int running, stopping = 0;
     for (;;) {
-        int n = epoll_wait(u->epfd, evs, 256, loop_timeout(u));
+        int n = epoll_wait(u->epfd, evs, LOOP_EVENTS, loop_timeout(u));
         /* the listener runs when its epoll set is ready or its timer is due
          * (also 0 when it has buffered work of its own) */
         int woken = 0, listener = u->mhd_at >= 0 && mono_ms() >= u->mhd_at;
+        int nrelay = 0;
         for (int i = 0; i < n; i++) {
             int fd = evs[i].data.fd;
             if (fd == u->evfd) {
@@ -716,10 +765,16 @@ static void *upstream_main(void *arg)
                 listener = 1;
                 continue;
             }
-            int flags = (evs[i].events & EPOLLIN ? CURL_CSELECT_IN : 0) |
-                        (evs[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
-                        (evs[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
-            curl_multi_socket_action(u->multi, fd, flags, &running);
+            if ((size_t)fd < u->relay_cap && u->relay[fd]) {
+                evs[nrelay++] = evs[i];          /* after the rest; nrelay <= i */
+                continue;
+            }
+            socket_event(u, &evs[i]);
+        }
+        int64_t relay_from = nrelay > 1 ? mono_us() : 0;
+        for (int i = 0; i < nrelay; i++) {
+            if (i > 0 && mono_us() - relay_from > u->relay_turn_us) break;
+            socket_event(u, &evs[i]);
         }
         if (u->deadline >= 0 && mono_ms() >= u->deadline) {
             u->deadline = -1;
@@ -766,6 +821,14 @@ struct upstream *upstream_start(app_t *app)
     u->multi = curl_multi_init();
     if (!u->multi) { free(u); return NULL; }
     u->deadline = -1;
+    u->relay_turn_us = RELAY_TURN_US;
+#ifdef PINMETER_TEST_HOOKS
+    /* Test builds only: PINMETER_TEST_RELAY_TURN_US shrinks relaying's share
+     * of a turn (0: one relay event a turn), so that tests reach the path
+     * where relay events wait for the next turn. */
+    const char *turn = getenv("PINMETER_TEST_RELAY_TURN_US");
+    if (turn && *turn) u->relay_turn_us = strtol(turn, NULL, 10);
+#endif
     u->mhd_fd = -1;
     u->epfd = epoll_create1(EPOLL_CLOEXEC);
     u->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -891,6 +954,7 @@ void upstream_free(struct upstream *u)
     curl_multi_cleanup(u->multi);
     close(u->epfd);
     close(u->evfd);
+    free(u->relay);
     for (size_t i = 0; i < u->n_idle; i++) curl_easy_cleanup(u->idle[i]);
     curl_slist_free_all(u->chat_hdrs);
     free(u->active.v);

@@ -1,8 +1,12 @@
 """50 concurrent requests against a cap that fits only some of them."""
 import json
+import os
 import threading
 
-from harness import E2ETest, Team, SONNET, chat_body, body_len, reservation, cost
+from harness import E2ETest, Team, SONNET, REPO, chat_body, body_len, reservation, cost
+
+TEST_BIN = os.path.abspath(os.environ.get("PINMETER_TEST_BIN") or
+                           os.path.join(REPO, "build-test", "pinmeter"))
 
 N = 50
 K = 7   # the cap fits exactly K reservations at once
@@ -62,20 +66,23 @@ class ConcurrencyTest(E2ETest):
 
 
 class ConcurrentStreamsTest(E2ETest):
+    CHUNK_DELAY_MS = 50
     @classmethod
     def setup_proxies(cls):
         cls.team = Team("streams", 100.0, key_ids=["s"])
         cls.pm = cls.add_proxy([cls.team], name="streams")
 
     def test_30_concurrent_streams(self):
-        n = 30
+        self.run_streams(30)
+
+    def run_streams(self, n):
         out = [None] * n
 
         def worker(i):
             try:
                 body = chat_body(SONNET, stream=True, max_tokens=100,
                                  stream_options={"include_usage": i % 2 == 0},
-                                 mock={"chunks": 10, "chunk_delay_ms": 50, "content": "stream-%02d " % i * 5,
+                                 mock={"chunks": 10, "chunk_delay_ms": self.CHUNK_DELAY_MS, "content": "stream-%02d " % i * 5,
                                        "usage": {"prompt_tokens": 10 + i, "completion_tokens": 5 + i,
                                                  "cached_tokens": i % 3}})
                 s = self.pm.stream(body, key=self.team.key, timeout=20)
@@ -105,6 +112,24 @@ class ConcurrentStreamsTest(E2ETest):
         self.assertEqual(b["available"], 100 * 10 ** 9 - expected)
         rows = self.pm.wait_rows(lambda rs: len(rs) == n and all(x["state"] == "settled" for x in rs))
         self.assertEqual(sum(x["charged_nanos"] for x in rows), expected)
+
+
+class StreamsRelayDeferredTest(ConcurrentStreamsTest):
+    """The same 30 streams with relaying's share of a loop turn at 0 (a test
+    build's PINMETER_TEST_RELAY_TURN_US): a turn relays one stream's event and
+    leaves the others' to the next turns. Every chunk must still arrive, in
+    order, and every stream be metered exactly. Chunks 2 ms apart, so that
+    many streams' events meet in one turn."""
+    CHUNK_DELAY_MS = 2
+
+    @classmethod
+    def setup_proxies(cls):
+        if not os.path.exists(TEST_BIN):
+            import unittest
+            raise unittest.SkipTest("no test build at %s (make build-test/pinmeter)" % TEST_BIN)
+        cls.team = Team("streams-deferred", 100.0, key_ids=["d"])
+        cls.pm = cls.add_proxy([cls.team], name="streamsdeferred", bin=TEST_BIN,
+                               env={"PINMETER_TEST_RELAY_TURN_US": "0"})
 
 
 class AccountConcurrencyTest(E2ETest):
