@@ -60,15 +60,19 @@ struct upstream {
      * with thousands of streams open that walk was most of the cost of
      * starting one. An estimate either way costs only a search or a connect. */
     long idle_conns;
-    /* Sockets relaying a stream that has started (indexed by fd; 0 for any
-     * other socket of curl's). In a turn of the loop, events on other sockets
-     * (a reply's first bytes, a connect, a request to send) are handled
-     * first, and relaying gets a bounded share (RELAY_TURN_US): when the
-     * loop is saturated, a new stream's first byte does not wait behind the
-     * chunks of every stream already running. A relay event left over is
-     * reported again by the next wait (level-triggered). */
-    unsigned char *relay;
-    size_t relay_cap;
+    /* curl's sockets are in one of two epoll sets: a socket relaying a
+     * stream that has started is in the relay set (repfd, itself in the
+     * loop's set); every other one (a connect, a request to send, a reply's
+     * first bytes) is in the loop's set. A turn of the loop handles the
+     * latter first, then takes relay events in batches for a bounded share
+     * of the turn (RELAY_TURN_US): when the loop is saturated, a new
+     * stream's first byte does not wait behind the chunks of every stream
+     * already running. Relay events left over stay in the relay set's ready
+     * list (level-triggered), where a wait on the loop's set does not poll
+     * them again. Indexed by fd. */
+    struct sockslot { unsigned char where; uint32_t events; } *slots;
+    size_t n_slots;
+    int repfd;
     int64_t relay_turn_us;
     struct curl_slist *chat_hdrs;     /* headers of every metered chat request */
     int epfd, evfd;
@@ -201,7 +205,7 @@ static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *ud)
     return len;
 }
 
-static void mark_relay(struct upstream *u, int fd);
+static void to_relay_set(struct upstream *u, int fd);
 
 static void copy_header_value(char *dst, size_t cap, const char *v, size_t len)
 {
@@ -231,7 +235,7 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
             r->sse = sse_new(SSE_LINE_MAX, on_event, r);
             if (!r->sse) return 0;
             r->stream_mode = 1;
-            mark_relay(r->app->up, r->up_fd - 1);
+            to_relay_set(r->app->up, r->up_fd - 1);
             /* The connection is resumed with the first event (or the end),
              * so the client's headers and first event leave in one wake-up
              * of the listener rather than two. */
@@ -521,47 +525,74 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* curl tells which sockets to watch for what. */
+enum { SET_NONE, SET_LOOP, SET_RELAY };
+
+static struct sockslot *slot(struct upstream *u, int fd)
+{
+    if (fd < 0) return NULL;
+    if ((size_t)fd >= u->n_slots) {
+        size_t n = u->n_slots ? u->n_slots : 1024;
+        while (n <= (size_t)fd) n *= 2;
+        struct sockslot *ns = realloc(u->slots, n * sizeof *ns);
+        if (!ns) return NULL;
+        memset(ns + u->n_slots, 0, (n - u->n_slots) * sizeof *ns);
+        u->slots = ns;
+        u->n_slots = n;
+    }
+    return &u->slots[fd];
+}
+
+static int set_fd(const struct upstream *u, int where)
+{
+    return where == SET_RELAY ? u->repfd : u->epfd;
+}
+
+/* Puts fd in set `where` watching `events`, moving it from the other set. A
+ * slot can be stale (a socket closed without a REMOVE leaves both sets by
+ * itself): a failed MOD falls back to ADD. */
+static void place(struct upstream *u, int fd, struct sockslot *sl, int where, uint32_t events)
+{
+    struct epoll_event ev = {.events = events};
+    ev.data.fd = fd;
+    if (sl->where == where) {
+        if (sl->events == events) return;
+        if (epoll_ctl(set_fd(u, where), EPOLL_CTL_MOD, fd, &ev) != 0 && errno == ENOENT)
+            epoll_ctl(set_fd(u, where), EPOLL_CTL_ADD, fd, &ev);
+    } else {
+        if (sl->where != SET_NONE) epoll_ctl(set_fd(u, sl->where), EPOLL_CTL_DEL, fd, NULL);
+        if (epoll_ctl(set_fd(u, where), EPOLL_CTL_ADD, fd, &ev) != 0 && errno == EEXIST)
+            epoll_ctl(set_fd(u, where), EPOLL_CTL_MOD, fd, &ev);
+    }
+    sl->where = (unsigned char)where;
+    sl->events = events;
+}
+
+/* curl tells which sockets to watch for what. The set follows the transfer
+ * using the socket: a relaying stream's goes to the relay set. */
 static int sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *sockp)
 {
+    (void)sockp;
     struct upstream *u = userp;
-    struct epoll_event ev = {0};
-    ev.data.fd = fd;
+    struct sockslot *sl = slot(u, fd), none = {0};
+    if (!sl) sl = &none;           /* out of memory: no priority, still watched */
     if (what == CURL_POLL_REMOVE) {
-        if ((size_t)fd < u->relay_cap) u->relay[fd] = 0;
-        epoll_ctl(u->epfd, EPOLL_CTL_DEL, fd, NULL);
-        curl_multi_assign(u->multi, fd, NULL);
+        if (sl->where != SET_NONE) epoll_ctl(set_fd(u, sl->where), EPOLL_CTL_DEL, fd, NULL);
+        sl->where = SET_NONE;
+        sl->events = 0;
         return 0;
     }
     req_t *r = NULL;
     if (curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&r) == CURLE_OK && r) r->up_fd = fd + 1;
-    ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
-    if (!sockp) {
-        if ((size_t)fd < u->relay_cap) u->relay[fd] = 0;   /* a new transfer's socket */
-        /* any non-NULL marker: the socket is in the epoll set */
-        if (epoll_ctl(u->epfd, EPOLL_CTL_ADD, fd, &ev) != 0 && errno == EEXIST)
-            epoll_ctl(u->epfd, EPOLL_CTL_MOD, fd, &ev);
-        curl_multi_assign(u->multi, fd, u);
-    } else {
-        epoll_ctl(u->epfd, EPOLL_CTL_MOD, fd, &ev);
-    }
+    uint32_t events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
+    place(u, fd, sl, r && r->stream_mode ? SET_RELAY : SET_LOOP, events);
     return 0;
 }
 
-/* The socket fd relays a started stream (header_cb, on this thread). */
-static void mark_relay(struct upstream *u, int fd)
+/* The stream on fd has started (header_cb, on this thread). */
+static void to_relay_set(struct upstream *u, int fd)
 {
-    if (fd < 0) return;
-    if ((size_t)fd >= u->relay_cap) {
-        size_t cap = u->relay_cap ? u->relay_cap : 1024;
-        while (cap <= (size_t)fd) cap *= 2;
-        unsigned char *n = realloc(u->relay, cap);
-        if (!n) return;            /* only a priority lost */
-        memset(n + u->relay_cap, 0, cap - u->relay_cap);
-        u->relay = n;
-        u->relay_cap = cap;
-    }
-    u->relay[fd] = 1;
+    struct sockslot *sl = slot(u, fd);
+    if (sl && sl->where == SET_LOOP) place(u, fd, sl, SET_RELAY, sl->events);
 }
 
 static void socket_event(struct upstream *u, const struct epoll_event *ev)
@@ -674,7 +705,7 @@ static int64_t mono_us(void)
 #define DEFER_MIN_SUSPENDED 1000      /* below this, resumes are acted on at once */
 #define DEFER_MAX_US 10000
 #define RELAY_TURN_US 1000            /* relaying's share of a saturated turn */
-#define LOOP_EVENTS 2048
+#define RELAY_BATCH 64                /* relay events taken at a time */
 
 /* Runs the listener: accepts, reads requests (calling server.c's handlers,
  * which may queue work for this loop), sends what is ready, and resumes
@@ -747,14 +778,16 @@ static int loop_timeout(struct upstream *u)
 static void *upstream_main(void *arg)
 {
     struct upstream *u = arg;
-    struct epoll_event evs[LOOP_EVENTS];
+    struct epoll_event evs[256];
     int running, stopping = 0;
+    /* a test build's turn of 0 takes one relay event a turn */
+    int batch = u->relay_turn_us > 0 ? RELAY_BATCH : 1;
     for (;;) {
-        int n = epoll_wait(u->epfd, evs, LOOP_EVENTS, loop_timeout(u));
+        int n = epoll_wait(u->epfd, evs, 256, loop_timeout(u));
         /* the listener runs when its epoll set is ready or its timer is due
          * (also 0 when it has buffered work of its own) */
         int woken = 0, listener = u->mhd_at >= 0 && mono_ms() >= u->mhd_at;
-        int nrelay = 0;
+        int relays = 0;
         for (int i = 0; i < n; i++) {
             int fd = evs[i].data.fd;
             if (fd == u->evfd) {
@@ -765,15 +798,10 @@ static void *upstream_main(void *arg)
                 listener = 1;
                 continue;
             }
-            if ((size_t)fd < u->relay_cap && u->relay[fd]) {
-                evs[nrelay++] = evs[i];          /* after the rest; nrelay <= i */
+            if (fd == u->repfd) {
+                relays = 1;
                 continue;
             }
-            socket_event(u, &evs[i]);
-        }
-        int64_t relay_from = nrelay > 1 ? mono_us() : 0;
-        for (int i = 0; i < nrelay; i++) {
-            if (i > 0 && mono_us() - relay_from > u->relay_turn_us) break;
             socket_event(u, &evs[i]);
         }
         if (u->deadline >= 0 && mono_ms() >= u->deadline) {
@@ -791,6 +819,18 @@ static void *upstream_main(void *arg)
         if (u->deadline >= 0 && mono_ms() >= u->deadline) {
             u->deadline = -1;
             curl_multi_socket_action(u->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+            drain_done(u);
+        }
+        /* Relaying last: what a new stream's first bytes resumed went out in
+         * the listener's run above; what relaying resumes goes out in the
+         * next turn's (which does not wait: the listener is then due). */
+        if (relays) {
+            int64_t from = mono_us();
+            int m;
+            do {
+                m = epoll_wait(u->repfd, evs, batch, 0);
+                for (int i = 0; i < m; i++) socket_event(u, &evs[i]);
+            } while (m == batch && mono_us() - from < u->relay_turn_us);
             drain_done(u);
         }
         if (stopping) break;
@@ -831,9 +871,13 @@ struct upstream *upstream_start(app_t *app)
 #endif
     u->mhd_fd = -1;
     u->epfd = epoll_create1(EPOLL_CLOEXEC);
+    u->repfd = epoll_create1(EPOLL_CLOEXEC);
     u->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     struct epoll_event ev = {.events = EPOLLIN, .data.fd = u->evfd};
-    if (u->epfd < 0 || u->evfd < 0 || epoll_ctl(u->epfd, EPOLL_CTL_ADD, u->evfd, &ev) != 0)
+    struct epoll_event rev = {.events = EPOLLIN, .data.fd = u->repfd};
+    if (u->epfd < 0 || u->repfd < 0 || u->evfd < 0 ||
+        epoll_ctl(u->epfd, EPOLL_CTL_ADD, u->evfd, &ev) != 0 ||
+        epoll_ctl(u->epfd, EPOLL_CTL_ADD, u->repfd, &rev) != 0)
         goto fail;
     if (app->llm_key) {
         char hdr[8192];
@@ -860,6 +904,7 @@ struct upstream *upstream_start(app_t *app)
     return u;
 fail:
     if (u->epfd >= 0) close(u->epfd);
+    if (u->repfd >= 0) close(u->repfd);
     if (u->evfd >= 0) close(u->evfd);
     curl_multi_cleanup(u->multi);
     free(u);
@@ -953,8 +998,9 @@ void upstream_free(struct upstream *u)
     if (!u) return;
     curl_multi_cleanup(u->multi);
     close(u->epfd);
+    close(u->repfd);
     close(u->evfd);
-    free(u->relay);
+    free(u->slots);
     for (size_t i = 0; i < u->n_idle; i++) curl_easy_cleanup(u->idle[i]);
     curl_slist_free_all(u->chat_hdrs);
     free(u->active.v);
