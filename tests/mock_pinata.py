@@ -24,6 +24,9 @@ A chat request's behaviour is driven by an optional "mock" object in its body:
   chunks, chunk_delay_ms  stream: number of content chunks (default 3), pacing
   stall_after_chunks, stall_ms   stream: send N chunks, hang stall_ms, close
   close_after_chunks      stream: send N chunks, then drop the connection
+  close_idle_ms           non-stream: after the reply, keep the connection idle
+                          this long, then close it (an upstream keep-alive timeout)
+  connection_close        non-stream: the reply says "Connection: close"
 Misbehaviours (fault injection):
   reset_after_headers     send the status line and headers (full Content-Length,
                           or SSE headers when streaming), then RST (SO_LINGER 0)
@@ -440,10 +443,14 @@ class Handler(BaseHTTPRequestHandler):
             rec["completed"] = True
             return
         rec["response_body"] = out.decode()
-        headers(len(out))
+        headers(len(out), [("Connection", "close")] if mock.get("connection_close") else ())
         self.raw_write(out)
         mark_usage()
         rec["completed"] = True
+        if mock.get("close_idle_ms") is not None:
+            # an upstream whose keep-alive timeout closes the idle connection
+            time.sleep(mock["close_idle_ms"] / 1000.0)
+            self.drop_connection()
 
     def stream(self, rec, body, mock, model, rid, content, usage):
         n = int(mock.get("chunks", 3))

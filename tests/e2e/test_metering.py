@@ -1,6 +1,7 @@
 """Metered proxying: exact costs in the ledger, balance and report; keys;
 streaming with and without include_usage; cached tokens; aliases."""
 import json
+import time
 
 from harness import (E2ETest, Team, SONNET, HAIKU, GPT4O, FRACTIONAL, UPSTREAM_KEY, RATES,
                      chat_body, body_len, cost, reservation, fmt_credits, ceil_div,
@@ -70,6 +71,21 @@ class MeteringTest(E2ETest):
         self.assertEqual(len(ports), 8)
         # the first may find an older idle connection dead and open a new one
         self.assertEqual(len(set(ports[1:])), 1, ports)
+
+    def test_upstream_closes_idle_connection(self):
+        """The upstream closes a kept-alive connection while it sits idle (its
+        keep-alive timeout), or answers "Connection: close": pinmeter keeps an
+        idle connection's socket watched between requests, and the next
+        request must still get a new connection and succeed."""
+        for mock in ({"close_idle_ms": 100}, {"connection_close": True}):
+            self.mock.reset()
+            for i in range(4):
+                r = self.pm.chat(chat_body(SONNET, max_tokens=10, mock=mock), key=self.misc.key)
+                self.assertEqual(r.status, 200, (mock, i, r))
+                time.sleep(0.3)     # the idle connection is closed meanwhile
+            ports = [q["peer_port"] for q in self.mock.requests()]
+            self.assertEqual(len(ports), 4)
+            self.assertEqual(len(set(ports)), 4, (mock, ports))
 
     def test_team_key_never_upstream(self):
         r = self.pm.chat(chat_body(GPT4O), key=self.misc.keys["m1"])
