@@ -176,6 +176,15 @@ def http_get(port, path, timeout=2.0):
         c.close()
 
 
+def mock_wait(mock):
+    """The mock's request-wait figures since the last call (GET /__wait), {} if none."""
+    try:
+        st, body = http_get(mock.port, "/__wait")
+        return json.loads(body) if st == 200 else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def wait_http(port, path, timeout, proc=None, poll_s=0.002):
     """Polls until GET path answers 200; returns seconds waited or None."""
     t0 = time.monotonic()
@@ -814,9 +823,13 @@ def scen_stream1k(mock):
 
     def one(t):
         streamload(t.port, 1000, 2, 1, 0, 30)         # warm-up
+        mock_wait(mock)                                # clears the mock's wait figures
         res = measure(t, lambda: streamload(t.port, 1000, 50, 2, SECONDS, SECONDS + 30))
         if res.get("ok", 0) > 0 and "cpu_s" in res:
             res["cpu_us_per_stream"] = res["cpu_s"] * 1e6 / res["ok"]
+        w = mock_wait(mock)
+        if w.get("n"):
+            res["mock_wait_p50_us"] = w["p50_us"]
         return res
     runs = run_rounds("stream1k", mock, targets_for(mock), one, max_conns=1000)
     d = fig(runs, "direct", "ttfb_p50_us")
@@ -832,6 +845,13 @@ def scen_stream1k(mock):
     ds, ngs, pms = (fig(runs, n, "ok") for n in ("direct", "nginx", "pinmeter"))
     row("stream 1000×50×2ms", "streams completed per run", "", ds, ngs, pms, "(reported)", None,
         fmt="{:,.0f}")
+    dw, ngw, pmw = (fig(runs, n, "mock_wait_p50_us") for n in ("direct", "nginx", "pinmeter"))
+    row("stream 1000×50×2ms", "mock: a request's wait to be read, p50", "ms", dw and dw / 1000,
+        ngw and ngw / 1000, pmw and pmw / 1000, "(reported)", None)
+    if ngw is not None and pmw is not None:
+        note(f"stream1k: the mock on CPU {LOAD_CPU} reads a request {ngw / 1000:.1f} ms after it "
+             f"arrives behind nginx and {pmw / 1000:.1f} ms behind pinmeter (p50, SO_TIMESTAMPNS); "
+             f"that wait is part of each TTFB, and it grows with the streams a proxy completes")
     if dt and dt > 150000:
         note(f"stream1k: direct streams take {dt / 1000:.0f} ms for 98 ms of chunks: the mock and "
              f"load generator saturate CPU {LOAD_CPU} at 1,000 × 500 chunks/s, so this scenario "

@@ -17,6 +17,11 @@
  *       chunk with "choices":[] when the body has "include_usage":true; then
  *       "data: [DONE]".
  *   GET /v0/llm/models   a small rates array.   GET /healthz   {"status":"ok"}
+ *   GET /__wait   how long request bytes waited in a socket before the mock
+ *     read them (SO_TIMESTAMPNS: kernel arrival to recvmsg), since the last
+ *     GET /__wait: {"n":N,"p50_us":..,"p90_us":..,"p99_us":..}. It shows how
+ *     much of a time-to-first-byte is the mock's own queueing when the core
+ *     it shares with the load generator is saturated.
  *
  * The body is searched with memmem for those keys: a benchmark mock, not a
  * JSON parser. Request bodies must carry Content-Length (chunked uploads get
@@ -343,6 +348,46 @@ static void send_chunk(worker_t *w, conn_t *c)
     w->n_chunks++;
 }
 
+/* Waits of request bytes in the socket, 10 µs buckets up to 1 s (all threads). */
+#define WAIT_BUCKETS 100001
+static _Atomic uint32_t g_wait[WAIT_BUCKETS];
+
+static void wait_record(const struct msghdr *mh)
+{
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR((struct msghdr *)mh); cm;
+         cm = CMSG_NXTHDR((struct msghdr *)mh, cm)) {
+        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_TIMESTAMPNS) continue;
+        struct timespec at, now;
+        memcpy(&at, CMSG_DATA(cm), sizeof at);
+        clock_gettime(CLOCK_REALTIME, &now);
+        int64_t us = (now.tv_sec - at.tv_sec) * 1000000LL + (now.tv_nsec - at.tv_nsec) / 1000;
+        int64_t b = us < 0 ? 0 : us / 10;
+        atomic_fetch_add_explicit(&g_wait[b < WAIT_BUCKETS - 1 ? b : WAIT_BUCKETS - 1], 1,
+                                  memory_order_relaxed);
+    }
+}
+
+/* {"n":..,"p50_us":..,...} of the waits since the last call, which it clears. */
+static void wait_report(char *out, size_t cap)
+{
+    static uint32_t h[WAIT_BUCKETS];
+    uint64_t n = 0;
+    for (int i = 0; i < WAIT_BUCKETS; i++) {
+        h[i] = atomic_exchange_explicit(&g_wait[i], 0, memory_order_relaxed);
+        n += h[i];
+    }
+    const double qs[3] = {0.50, 0.90, 0.99};
+    long long v[3] = {-1, -1, -1};
+    uint64_t seen = 0;
+    int q = 0;
+    for (int i = 0; i < WAIT_BUCKETS && n && q < 3; i++) {
+        seen += h[i];
+        while (q < 3 && (double)seen >= qs[q] * (double)n) v[q++] = (long long)i * 10 + 5;
+    }
+    snprintf(out, cap, "{\"n\":%llu,\"p50_us\":%lld,\"p90_us\":%lld,\"p99_us\":%lld}",
+             (unsigned long long)n, v[0], v[1], v[2]);
+}
+
 static void process_input(worker_t *w, conn_t *c);
 
 /* Usage chunk if asked, [DONE], the last chunk; then pipelined requests. */
@@ -501,6 +546,12 @@ static void process_input(worker_t *w, conn_t *c)
                    memcmp(path, "/healthz", 8) == 0) {
             w->n_other++;
             send_simple(w, c, 200, "OK", "application/json", "{\"status\":\"ok\"}");
+        } else if (mlen == 3 && memcmp(c->in, "GET", 3) == 0 && plen == 7 &&
+                   memcmp(path, "/__wait", 7) == 0) {
+            char js[160];
+            wait_report(js, sizeof js);
+            w->n_other++;
+            send_simple(w, c, 200, "OK", "application/json", js);
         } else {
             w->n_other++;
             send_simple(w, c, 404, "Not Found", "application/json",
@@ -524,8 +575,13 @@ static void on_readable(worker_t *w, conn_t *c)
             c->in_cap = cap;
         }
         size_t room = c->in_cap - c->in_len;
-        ssize_t n = recv(c->fd, c->in + c->in_len, room, 0);
+        char ctl[128];
+        struct iovec iov = {c->in + c->in_len, room};
+        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl,
+                            .msg_controllen = sizeof ctl};
+        ssize_t n = recvmsg(c->fd, &mh, 0);
         if (n > 0) {
+            wait_record(&mh);
             c->in_len += (size_t)n;
             if ((size_t)n < room) break;     /* short read: drained for now */
             continue;
@@ -550,6 +606,7 @@ static void on_accept(worker_t *w)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
         conn_t *c = calloc(1, sizeof *c);
         if (!c) { close(fd); continue; }
         c->fd = fd;
