@@ -28,6 +28,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 MOCK = os.path.join(REPO, "tests", "mock_pinata.py")
 BIN = os.path.abspath(os.environ.get("PINMETER_BIN") or os.path.join(REPO, "build", "pinmeter"))
+# The test build (PINMETER_TEST_HOOKS: fault and tuning hooks read from the environment).
+TEST_BIN = os.path.abspath(os.environ.get("PINMETER_TEST_BIN") or
+                           os.path.join(REPO, "build-test", "pinmeter"))
 # PINMETER_E2E_WRAPPER runs pinmeter under a tool, e.g. valgrind (make valgrind);
 # a non-zero exit at stop then fails the test.
 WRAPPER = os.environ.get("PINMETER_E2E_WRAPPER", "").split()

@@ -3,10 +3,7 @@ import json
 import os
 import threading
 
-from harness import E2ETest, Team, SONNET, REPO, chat_body, body_len, reservation, cost
-
-TEST_BIN = os.path.abspath(os.environ.get("PINMETER_TEST_BIN") or
-                           os.path.join(REPO, "build-test", "pinmeter"))
+from harness import E2ETest, Team, SONNET, TEST_BIN, chat_body, body_len, reservation, cost
 
 N = 50
 K = 7   # the cap fits exactly K reservations at once

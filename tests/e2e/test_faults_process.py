@@ -11,12 +11,9 @@ import socket
 import threading
 import time
 
-from harness import (Team, Proxy, SONNET, HAIKU, GPT4O, NANO, REPO, RATES, chat_body, body_len,
+from harness import (Team, Proxy, SONNET, HAIKU, GPT4O, NANO, RATES, TEST_BIN, chat_body, body_len,
                      cost, rate_nanos, http_request, write_rates)
 from invariants import FaultTest
-
-TEST_BIN = os.path.abspath(os.environ.get("PINMETER_TEST_BIN") or
-                           os.path.join(REPO, "build-test", "pinmeter"))
 
 
 def run_bg(fn, *args):
