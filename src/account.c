@@ -128,6 +128,7 @@ struct account *account_start(app_t *app, const char *jwt)
         free(a);
         return NULL;
     }
+    pthread_setname_np(a->thread, "pm-account");
     return a;
 }
 

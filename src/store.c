@@ -1122,6 +1122,8 @@ int store_start(store_t *s, int wait_ms)
         pthread_join(s->th, NULL);
         return 0;
     }
+    pthread_setname_np(s->th, "pm-store");
+    pthread_setname_np(s->rth, "pm-reserve");
     s->started = 1;
     for (int waited = 0; waited < wait_ms && !atomic_load(&s->up); waited += 10) {
         struct timespec ts = { 0, 10 * 1000 * 1000 };

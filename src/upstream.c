@@ -934,6 +934,7 @@ struct upstream *upstream_start(app_t *app)
         pthread_mutex_destroy(&u->mu);
         goto fail;
     }
+    pthread_setname_np(u->thread, "pm-loop");
     return u;
 fail:
     if (u->epfd >= 0) close(u->epfd);

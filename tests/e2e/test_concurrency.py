@@ -3,7 +3,8 @@ import json
 import os
 import threading
 
-from harness import E2ETest, Team, SONNET, TEST_BIN, chat_body, body_len, reservation, cost
+from harness import (E2ETest, Team, SONNET, TEST_BIN, WRAPPER, chat_body, body_len, reservation,
+                     cost)
 
 N = 50
 K = 7   # the cap fits exactly K reservations at once
@@ -60,6 +61,31 @@ class ConcurrencyTest(E2ETest):
         settled = [x for x in rows if x["state"] == "settled"]
         self.assertEqual(len(settled), admitted)
         self.assertEqual(sum(x["charged_nanos"] for x in rows), spent)
+
+
+    def test_threads_named_and_ledger_writer_yields(self):
+        """Threads carry names (top -H, perf), and the ledger writer runs at
+        nice 5 so a commit does not hold the core a request needs."""
+        if WRAPPER:
+            self.skipTest("under a wrapper the tool owns thread scheduling")
+        threads = {}
+        for tid in os.listdir("/proc/%d/task" % self.pm.pid):
+            with open("/proc/%d/task/%s/comm" % (self.pm.pid, tid)) as f:
+                comm = f.read().strip()
+            with open("/proc/%d/task/%s/stat" % (self.pm.pid, tid)) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            threads[comm] = int(fields[16])      # stat field 19: nice
+        self.assertEqual(threads.get("pm-ledger"), 5, threads)
+        self.assertEqual(threads.get("pm-loop"), 0, threads)
+        # and the writer still keeps up: a new request's row settles
+        settled = lambda rs: sum(1 for x in rs if x["state"] == "settled")
+        before = settled(self.pm.wait_rows(lambda rs: all(x["state"] != "inflight" for x in rs)))
+        r = self.pm.chat(chat_body(SONNET, content="after", max_tokens=5,
+                                   mock={"usage": {"prompt_tokens": 3, "completion_tokens": 2}}),
+                         key=self.team.keys["c"])
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(settled(self.pm.wait_rows(lambda rs: settled(rs) == before + 1)),
+                         before + 1)
 
 
 class ConcurrentStreamsTest(E2ETest):
