@@ -62,7 +62,6 @@ class ConcurrencyTest(E2ETest):
         self.assertEqual(len(settled), admitted)
         self.assertEqual(sum(x["charged_nanos"] for x in rows), spent)
 
-
     def test_threads_named_and_ledger_writer_yields(self):
         """Threads carry names (top -H, perf), and the ledger writer runs at
         nice 5 so a commit does not hold the core a request needs."""
