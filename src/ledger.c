@@ -34,8 +34,8 @@ typedef struct op {
 #define PAIR_SLOTS (2 * BATCH_MAX)    /* pairing table: at most half full */
 #define DAILY_MAX 64                  /* distinct (team, day) sums held per flush */
 #define GATHER_NS (1000 * 1000)       /* a small batch waits 1 ms for more (off the request path) */
-#define LEDGER_WRITER_NICE 5          /* the writer thread's nice value (the loop's is 0) */
 #define GATHER_BELOW 32               /* ...when fewer than this are waiting */
+#define LEDGER_WRITER_NICE 5          /* the writer thread's nice value (the loop's is 0) */
 
 #define JOURNAL_ROTATE_BYTES (1 << 20)
 
