@@ -19,6 +19,7 @@
 #include <microhttpd.h>
 #include <curl/curl.h>
 #include "admit.h"
+#include "base.h"
 #include "book.h"
 #include "budget.h"
 #include "config.h"
@@ -181,7 +182,5 @@ void account_stop(struct account *a);
 int server_run(app_t *app, volatile sig_atomic_t *stop, volatile sig_atomic_t *hup,
                void (*reload)(app_t *app));
 static inline snap_t *app_snap(app_t *app) { return atomic_load(&app->snap); }
-int64_t app_now_ms(void);
-void app_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #endif

@@ -85,11 +85,11 @@ static void sync_logged(struct account *a)
     char why[256];
     if (sync_once(a, why, sizeof why) != 0) {
         if (!a->failing)
-            app_log("cannot read the account balance (%s): team caps still apply, "
+            base_log("cannot read the account balance (%s): team caps still apply, "
                     "the account projection does not until a read succeeds", why);
         a->failing = 1;
     } else if (a->failing) {
-        app_log("account balance readable again");
+        base_log("account balance readable again");
         a->failing = 0;
     }
 }

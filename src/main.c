@@ -195,7 +195,7 @@ static int apply_team(app_t *app, int slot, nanos_t cap, period_t p, int64_t now
 static snap_t *snap_build(app_t *app, config_t *cfg, rates_t *rates, char *err, size_t errlen)
 {
     snap_t *sn = calloc(1, sizeof *sn);
-    int64_t now_s = app_now_ms() / 1000;
+    int64_t now_s = base_wall_ms() / 1000;
     if (!sn || !(sn->slot = calloc(cfg->n_teams ? cfg->n_teams : 1, sizeof *sn->slot))) goto oom;
     sn->cfg = cfg;
     sn->rates = rates;
@@ -276,7 +276,7 @@ static void reload(app_t *app)
     rates_t *rates = NULL;
     config_t *cfg = load_checked(g_args, app, &rates, err, sizeof err);
     if (!cfg) {
-        app_log("reload refused: %s; keeping the running config", err);
+        base_log("reload refused: %s; keeping the running config", err);
         return;
     }
     const config_t *old = app_snap(app)->cfg;
@@ -286,17 +286,17 @@ static void reload(app_t *app)
         strcmp(cfg->store_url, old->store_url) != 0 || cfg->lease_s != old->lease_s ||
         cfg->store_down_local != old->store_down_local ||
         strcmp(cfg->instance_id, old->instance_id) != 0)
-        app_log("reload: listen, ledger, max_connections, client_timeout_s and budget store "
+        base_log("reload: listen, ledger, max_connections, client_timeout_s and budget store "
                 "changes take effect only at the next start");
     size_t n_teams = cfg->n_teams, n_rates = rates_count(rates);
     snap_t *sn = snap_build(app, cfg, rates, err, sizeof err);
     if (!sn) {
-        app_log("reload refused: %s; keeping the running config", err);
+        base_log("reload refused: %s; keeping the running config", err);
         return;
     }
     sn->older = app_snap(app);
     atomic_store(&app->snap, sn);
-    app_log("reloaded %s: %zu team(s), %zu priced model(s)", g_args->config, n_teams, n_rates);
+    base_log("reloaded %s: %zu team(s), %zu priced model(s)", g_args->config, n_teams, n_rates);
 }
 
 /* The in-process book, or the shared store on Redis when budget_store is
@@ -370,7 +370,7 @@ static int cmd_serve(const args_t *a)
         rates_free(rates);
         goto out;
     }
-    int64_t interrupted = ledger_recover(app.ledger, app_now_ms());
+    int64_t interrupted = ledger_recover(app.ledger, base_wall_ms());
     if (interrupted < 0) {
         fprintf(stderr, "pinmeter: %s: cannot recover the ledger\n", cfg->ledger);
         config_free(cfg);
@@ -378,7 +378,7 @@ static int cmd_serve(const args_t *a)
         goto out;
     }
     if (interrupted > 0)
-        app_log("%lld request(s) were in flight when pinmeter last stopped: marked interrupted "
+        base_log("%lld request(s) were in flight when pinmeter last stopped: marked interrupted "
                 "and charged at their reservation", (long long)interrupted);
     snap_t *sn = snap_build(&app, cfg, rates, err, sizeof err);
     if (!sn) { fprintf(stderr, "pinmeter: %s\n", err); goto out; }
@@ -394,7 +394,7 @@ static int cmd_serve(const args_t *a)
     }
     if (jwt_copy) app.acct = account_start(&app, jwt_copy);
     else if (!sn->passthrough)
-        app_log("account sync off (%s not set): only team caps limit spend", jwt_env);
+        base_log("account sync off (%s not set): only team caps limit spend", jwt_env);
 
     /* Each stream holds a client and an upstream socket: allow as many
      * descriptors as the hard limit does. */
@@ -427,7 +427,7 @@ static int cmd_serve(const args_t *a)
     app.ledger = NULL;
     upstream_free(app.up);
     app.up = NULL;
-    app_log("stopped");
+    base_log("stopped");
 out:
     account_stop(app.acct);
     if (app.up) { upstream_stop(app.up); upstream_free(app.up); }

@@ -12,7 +12,6 @@
 #include <errno.h>
 #include <netdb.h>
 #include <sys/socket.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,27 +20,6 @@
 #include <unistd.h>
 
 #define OUT_LOW_WATER (16 * 1024)
-
-int64_t app_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-void app_log(const char *fmt, ...)
-{
-    char line[2048], ts[32];
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "%s pinmeter: %s\n", ts, line);
-}
 
 char *req_error_json(const char *message, const char *type, const char *code)
 {
@@ -168,7 +146,7 @@ static req_t *req_new(app_t *app, struct MHD_Connection *c, route_t route)
     r->route = route;
     r->refs = 1;
     r->team = -1;
-    r->t_start_ms = app_now_ms();
+    r->t_start_ms = base_wall_ms();
     pthread_mutex_init(&r->mu, NULL);
     atomic_fetch_add(&app->active, 1);
     return r;
@@ -234,7 +212,7 @@ static enum MHD_Result serve_balance(app_t *app, const snap_t *sn, struct MHD_Co
     if (team < 0)
         return queue_error(c, 401, "invalid API key", "authentication_error",
                            "invalid_api_key", NULL);
-    if (budget_team_view(app->budget, sn->slot[team], app_now_ms() / 1000, &v) != 0)
+    if (budget_team_view(app->budget, sn->slot[team], base_wall_ms() / 1000, &v) != 0)
         return queue_error(c, 503, "the shared budget store (Redis) cannot be reached, so the "
                            "team's fleet-wide balance is not available", "budget_store_unavailable",
                            "budget_store_unavailable", NULL);
@@ -317,7 +295,7 @@ static void on_reserved(void *arg, int rc, const book_refusal_t *why)
             return;
         }
         budget_release(app->budget, &r->hold);
-        app_log("ledger cannot be written: refusing request %s (503)", r->rec.id);
+        base_log("ledger cannot be written: refusing request %s (503)", r->rec.id);
         answer_later(r, 503, req_error_json(LEDGER_DOWN_MSG, "ledger_unavailable",
                                             "ledger_unavailable"), NULL);
     } else if (rc == BUDGET_REFUSED) {
@@ -402,7 +380,7 @@ static enum MHD_Result admit_chat(app_t *app, req_t *r, struct MHD_Connection *c
      * thread); fail closed when the ledger cannot take it. */
     if (ledger_begin(app->ledger, &r->rec) != 0) {
         budget_release(app->budget, &r->hold);
-        app_log("ledger cannot be written: refusing request %s (503)", r->rec.id);
+        base_log("ledger cannot be written: refusing request %s (503)", r->rec.id);
         return queue_error(c, 503, LEDGER_DOWN_MSG, "ledger_unavailable", "ledger_unavailable",
                            NULL);
     }
@@ -643,7 +621,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx
             MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
         if (!cr || !ci) { free(cr); return; }
         cr->fd = ci->connect_fd;
-        cr->wait_since_ms = app_now_ms();
+        cr->wait_since_ms = base_wall_ms();
         pthread_mutex_lock(&app->conns_mu);
         cr->next = app->conns_list.next;
         cr->prev = &app->conns_list;
@@ -678,7 +656,7 @@ static void conn_mark(app_t *app, struct MHD_Connection *c, int in_request)
     if (!cr) return;
     pthread_mutex_lock(&app->conns_mu);
     cr->in_request = in_request;
-    cr->wait_since_ms = app_now_ms();
+    cr->wait_since_ms = base_wall_ms();
     if (!in_request) cr->req = NULL;
     pthread_mutex_unlock(&app->conns_mu);
 }
@@ -699,7 +677,7 @@ static void conn_set_req(app_t *app, struct MHD_Connection *c, req_t *r)
  * socket and closes it itself, so no descriptor is reused under it. */
 static void sweep_connections(app_t *app, int64_t limit_ms)
 {
-    int64_t now = app_now_ms();
+    int64_t now = base_wall_ms();
     pthread_mutex_lock(&app->conns_mu);
     for (conn_rec_t *cr = app->conns_list.next; cr != &app->conns_list; cr = cr->next) {
         if (!cr->in_request && !cr->cut && now - cr->wait_since_ms > limit_ms) {
@@ -759,11 +737,11 @@ int server_run(app_t *app, volatile sig_atomic_t *stop, volatile sig_atomic_t *h
     hints.ai_flags = AI_NUMERICSERV;
     int gai = getaddrinfo(host, port, &hints, &ai);
     if (gai != 0) {
-        app_log("cannot resolve listen address %s: %s", cfg->listen_host, gai_strerror(gai));
+        base_log("cannot resolve listen address %s: %s", cfg->listen_host, gai_strerror(gai));
         return -1;
     }
     if (!is_loopback(ai->ai_addr))
-        app_log("WARNING: listening on %s, which is not loopback: anyone who can reach it "
+        base_log("WARNING: listening on %s, which is not loopback: anyone who can reach it "
                 "and holds a key can spend credits", cfg->listen_host);
     /* No thread of its own: the upstream loop runs it (one thread per request
      * path, no hand-over). */
@@ -792,12 +770,12 @@ int server_run(app_t *app, volatile sig_atomic_t *stop, volatile sig_atomic_t *h
                                 MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!app->mhd) {
-        app_log("cannot listen on %s:%d (address in use or not permitted)",
+        base_log("cannot listen on %s:%d (address in use or not permitted)",
                 cfg->listen_host, cfg->listen_port);
         return -1;
     }
     upstream_attach(app->up, app->mhd);
-    app_log("listening on %s:%d, upstream %s, ledger %s, %s mode", cfg->listen_host,
+    base_log("listening on %s:%d, upstream %s, ledger %s, %s mode", cfg->listen_host,
             cfg->listen_port, cfg->upstream_base, cfg->ledger,
             app_snap(app)->passthrough ? "passthrough" : "team");
     unsigned ticks = 0;
@@ -812,11 +790,11 @@ int server_run(app_t *app, volatile sig_atomic_t *stop, volatile sig_atomic_t *h
         }
     }
     /* Drain: stop accepting, let requests in flight finish up to drain_s. */
-    app_log("stopping: draining %d request(s) in flight (up to %d s)",
+    base_log("stopping: draining %d request(s) in flight (up to %d s)",
             (int)atomic_load(&app->active), cfg->drain_s);
     upstream_quiesce(app->up);      /* on the loop's thread, which runs the listener */
-    int64_t deadline = app_now_ms() + (int64_t)cfg->drain_s * 1000;
-    while (atomic_load(&app->active) > 0 && app_now_ms() < deadline) {
+    int64_t deadline = base_wall_ms() + (int64_t)cfg->drain_s * 1000;
+    while (atomic_load(&app->active) > 0 && base_wall_ms() < deadline) {
         struct timespec ts = {0, 20 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }

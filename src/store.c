@@ -16,6 +16,7 @@
  * and are written when Redis is back; holds admitted locally and still in
  * flight are then added to Redis (adopted) before anything else is served. */
 #include "store.h"
+#include "base.h"
 
 #include <hiredis/hiredis.h>
 #include <openssl/sha.h>
@@ -27,7 +28,6 @@
 #include <string.h>
 #include <time.h>
 
-void app_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 extern const char pm_lua_reserve[], pm_lua_settle[], pm_lua_release[], pm_lua_renew[],
                   pm_lua_sync[], pm_lua_view[], pm_lua_beat[];
@@ -104,13 +104,6 @@ struct store {
     redisContext *wc;                 /* the worker's connection */
     struct opargs *batch;             /* the worker's pipeline buffers [OP_BATCH] */
 };
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int64_t wall_s(void)
 {
@@ -223,7 +216,7 @@ static int run(store_t *s, redisContext *c, int id, int nk, const char **keys,
     if (!r) return RUN_IO;
     if (r->type == REDIS_REPLY_ERROR) {
         int io = transient(r);
-        if (!io) app_log("budget store: script error: %.300s", r->str);
+        if (!io) base_log("budget store: script error: %.300s", r->str);
         freeReplyObject(r);
         return io ? RUN_IO : RUN_ERR;
     }
@@ -248,11 +241,11 @@ static void mark_down_locked(store_t *s, const char *why)
 {
     if (!atomic_load(&s->up) && s->down_since_ms) return;
     atomic_store(&s->up, 0);
-    s->down_since_ms = mono_ms();
+    s->down_since_ms = base_mono_ms();
     s->kick = 1;                       /* the worker reconnects and re-syncs at once */
     pthread_cond_signal(&s->cv);
     if (!s->ever_up) return;           /* logged by store_start */
-    app_log("budget store: Redis at %s:%d is unreachable (%s); %s; requests already "
+    base_log("budget store: Redis at %s:%d is unreachable (%s); %s; requests already "
             "admitted are unaffected and their settlements are queued until it is back",
             s->host, s->port, why,
             s->down_local ? "on_store_down=local: new requests are admitted against each "
@@ -532,7 +525,7 @@ static int pend_send(store_t *s, redisContext *c, pend_t *list)
         if (r->type == REDIS_REPLY_ERROR) {
             p->run = strncmp(r->str, "NOSCRIPT", 8) == 0 ? RUN_ERR - 1   /* again, by EVAL */
                      : transient(r) ? RUN_IO : RUN_ERR;
-            if (p->run == RUN_ERR) app_log("budget store: script error: %.300s", r->str);
+            if (p->run == RUN_ERR) base_log("budget store: script error: %.300s", r->str);
         } else {
             pend_take_reply(p, r);
         }
@@ -719,7 +712,7 @@ static void enqueue_locked(store_t *s, int kind, const budget_hold_t *h, nanos_t
 {
     op_t *o = calloc(1, sizeof *o);
     if (!o) {
-        app_log("budget store: out of memory: settlement of %s not sent to Redis (the ledger "
+        base_log("budget store: out of memory: settlement of %s not sent to Redis (the ledger "
                 "has it; the next sync re-adds this instance's share)", h->rid);
         return;
     }
@@ -815,7 +808,7 @@ static void op_outcome(store_t *s, op_t *o, int rc)
 {
     if (rc == RUN_IO) return;
     if (rc == RUN_OK) op_done(s, o);
-    else app_log("budget store: %s of %s refused by Redis; dropped (the ledger has it)",
+    else base_log("budget store: %s of %s refused by Redis; dropped (the ledger has it)",
                  o->kind == OP_SETTLE ? "settlement" : "release", o->rid);
     o->acked = 1;
 }
@@ -851,7 +844,7 @@ static int send_batch(store_t *s)
         else if (strncmp(r->str, "NOSCRIPT", 8) == 0) again[i] = 1;
         else if (transient(r)) io = 1;
         else {
-            app_log("budget store: script error: %.300s", r->str);
+            base_log("budget store: script error: %.300s", r->str);
             op_outcome(s, v[i], RUN_ERR);
         }
         freeReplyObject(r);
@@ -917,13 +910,13 @@ static int sync_all(store_t *s)
         pthread_mutex_unlock(&s->mu);
         freeReplyObject(r);
         if (mine > prev)
-            app_log("budget store: Redis had %s of this instance's spend for team %s this "
+            base_log("budget store: Redis had %s of this instance's spend for team %s this "
                     "period (%lld of %lld nanos; it lost data?): re-added the rest from the "
                     "ledger; the team's fleet totals are incomplete until every instance has "
                     "re-added its own", had ? "only part" : "no record", name, prev,
                     (long long)mine);
         else if (mine < prev)
-            app_log("budget store: team %s: this instance's share in Redis was %lld nanos, "
+            base_log("budget store: team %s: this instance's share in Redis was %lld nanos, "
                     "its ledger says %lld; set to the ledger's", name, prev, (long long)mine);
     }
     return RUN_OK;
@@ -1041,10 +1034,10 @@ static int reconnect(store_t *s)
     s->down_since_ms = 0;
     atomic_store(&s->up, 1);
     if (s->ever_up && was)
-        app_log("budget store: Redis is back after %.1f s; %zu queued settlement(s) being "
-                "written", (double)(mono_ms() - was) / 1000.0, queued);
+        base_log("budget store: Redis is back after %.1f s; %zu queued settlement(s) being "
+                "written", (double)(base_mono_ms() - was) / 1000.0, queued);
     else if (!s->ever_up && s->announce)
-        app_log("budget store: Redis at %s:%d reachable; serving", s->host, s->port);
+        base_log("budget store: Redis at %s:%d reachable; serving", s->host, s->port);
     s->ever_up = 1;
     pthread_mutex_unlock(&s->mu);
     return RUN_OK;
@@ -1063,7 +1056,7 @@ static void *worker(void *arg)
     int renew_ms = s->lease_ms / 3 > 200 ? s->lease_ms / 3 : 200;
     for (;;) {
         pthread_mutex_lock(&s->mu);
-        int64_t now = mono_ms();
+        int64_t now = base_mono_ms();
         if (s->stop && !stop_by) stop_by = now + 3000;
         int up0 = atomic_load(&s->up);
         int stopping = s->stop && (!s->qhead || !up0 || now >= stop_by);
@@ -1080,7 +1073,7 @@ static void *worker(void *arg)
         int up = atomic_load(&s->up);
         pthread_mutex_unlock(&s->mu);
         if (stopping) break;
-        now = mono_ms();
+        now = base_mono_ms();
         if (!up || !s->wc) {
             pthread_mutex_lock(&s->mu);
             int kick = s->kick;
@@ -1111,7 +1104,7 @@ static void *worker(void *arg)
 int store_start(store_t *s, int wait_ms)
 {
     pthread_mutex_lock(&s->mu);
-    s->down_since_ms = mono_ms();      /* not up until the first sync */
+    s->down_since_ms = base_mono_ms();      /* not up until the first sync */
     pthread_mutex_unlock(&s->mu);
     if (pthread_create(&s->th, NULL, worker, s) != 0) return 0;
     if (pthread_create(&s->rth, NULL, reserver, s) != 0) {
@@ -1130,14 +1123,14 @@ int store_start(store_t *s, int wait_ms)
         nanosleep(&ts, NULL);
     }
     if (atomic_load(&s->up)) {
-        app_log("budget store: Redis at %s:%d db %d, instance %s, lease %d ms", s->host,
+        base_log("budget store: Redis at %s:%d db %d, instance %s, lease %d ms", s->host,
                 s->port, s->db, s->instance, s->lease_ms);
         return 1;
     }
     pthread_mutex_lock(&s->mu);
     s->announce = !s->ever_up;
     pthread_mutex_unlock(&s->mu);
-    app_log("budget store: Redis at %s:%d is not reachable yet; %s until it is", s->host,
+    base_log("budget store: Redis at %s:%d is not reachable yet; %s until it is", s->host,
             s->port, s->down_local ? "on_store_down=local, but with no figures from Redis "
                                      "yet, capped teams get 503"
                                    : "on_store_down=closed: requests get 503");
@@ -1160,7 +1153,7 @@ void store_free(store_t *s)
         pthread_join(s->th, NULL);
     }
     if (s->qlen)
-        app_log("budget store: %zu settlement(s) not written to Redis at stop; the ledger has "
+        base_log("budget store: %zu settlement(s) not written to Redis at stop; the ledger has "
                 "them and the next start re-adds this instance's share", s->qlen);
     while (s->qhead) {
         op_t *o = s->qhead;

@@ -393,7 +393,7 @@ static void finish(struct upstream *u, req_t *r, CURLcode res)
     size_t body_len = 0;
     if (r->route == ROUTE_CHAT) {
         judge_chat(r, res, &o);
-        int64_t now = app_now_ms();
+        int64_t now = base_wall_ms();
         r->rec.ended_ms = now;
         r->rec.status = r->client_gone && !r->stream_mode ? 499 : o.status;
         r->rec.prompt = o.usage.prompt;
@@ -404,14 +404,14 @@ static void finish(struct upstream *u, req_t *r, CURLcode res)
         snprintf(r->rec.upstream_id, sizeof r->rec.upstream_id, "%s", r->upstream_id);
         r->rec.latency_ms = now - r->t_start_ms;
         if (ledger_submit(app->ledger, &r->rec, NULL, NULL) != 0)
-            app_log("ledger closed: completion of %s not recorded", r->rec.id);
+            base_log("ledger closed: completion of %s not recorded", r->rec.id);
         /* Queued for the ledger first, then settled: once loaned is back to
          * 0 and the ledger's backlog is empty, every row is in the file. */
         budget_settle(app->budget, &r->hold, o.charge, now / 1000);
         if (o.status == 402 && !r->stream_mode) budget_account_exhausted(app->budget);
         char ch[MONEY_FMT_MAX];
         if (r->snap->cfg->log_requests || o.state != LEDGER_SETTLED || r->rec.status >= 500)
-            app_log("%s team=%s key=%s model=%s stream=%d status=%d state=%s charged=%s ms=%lld",
+            base_log("%s team=%s key=%s model=%s stream=%d status=%d state=%s charged=%s ms=%lld",
                 r->rec.id, r->rec.team, r->rec.key_id, r->rec.model, r->rec.stream,
                 r->rec.status, ledger_state_name(o.state), money_fmt(o.charge, ch),
                 (long long)r->rec.latency_ms);
@@ -527,13 +527,6 @@ static int start_transfer(struct upstream *u, req_t *r)
 
 /* ---- the event loop: epoll + curl_multi_socket_action ------------------ */
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 enum { SET_NONE, SET_LOOP, SET_RELAY };
 
 static struct sockslot *slot(struct upstream *u, int fd)
@@ -643,7 +636,7 @@ static int timer_cb(CURLM *m, long timeout_ms, void *userp)
 {
     (void)m;
     struct upstream *u = userp;
-    u->deadline = timeout_ms < 0 ? -1 : mono_ms() + timeout_ms;
+    u->deadline = timeout_ms < 0 ? -1 : base_mono_ms() + timeout_ms;
     return 0;
 }
 
@@ -691,7 +684,7 @@ static int run_queues(struct upstream *u, int woken)
             u->mhd_fd = di->epoll_fd;
             u->mhd_in_set = 1;
         } else {
-            app_log("cannot watch the listener's epoll set: %s", strerror(errno));
+            base_log("cannot watch the listener's epoll set: %s", strerror(errno));
         }
     }
     if (quiesce && u->mhd) {
@@ -728,13 +721,6 @@ static int run_queues(struct upstream *u, int woken)
     return stopping;
 }
 
-static int64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 #define DEFER_MIN_SUSPENDED 1000      /* below this, resumes are acted on at once */
 #define DEFER_MAX_US 10000
 #define RELAY_TURN_US 1000            /* relaying's share of a saturated turn */
@@ -751,7 +737,7 @@ static void run_listener(struct upstream *u)
         ev.data.fd = u->mhd_fd;
         if (epoll_ctl(u->epfd, EPOLL_CTL_ADD, u->mhd_fd, &ev) == 0) u->mhd_in_set = 1;
     }
-    if (u->resumes) u->walk_at_us = mono_us();
+    if (u->resumes) u->walk_at_us = base_mono_us();
     u->resumes = u->mhd_pending = u->listener_due = 0;
     MHD_run(u->mhd);
     /* A run that read a request or called read_stream leaves the write for
@@ -770,7 +756,7 @@ static void listener_step(struct upstream *u)
     int n = atomic_load(&u->n_susp);
     if (u->resumes && n >= DEFER_MIN_SUSPENDED) {
         int64_t gap = n < DEFER_MAX_US ? n : DEFER_MAX_US;
-        int64_t now = mono_us();
+        int64_t now = base_mono_us();
         if (now < u->walk_at_us + gap) {
             u->mhd_pending = 1;
             u->defer_until_us = u->walk_at_us + gap;
@@ -789,12 +775,12 @@ static int loop_timeout(struct upstream *u)
     if (u->listener_due && !u->mhd_pending) return 0;
     int64_t t = -1;
     if (u->deadline >= 0) {
-        int64_t left = u->deadline - mono_ms();
+        int64_t left = u->deadline - base_mono_ms();
         t = left < 0 ? 0 : left;
     }
     u->mhd_at = -1;
     if (u->mhd_pending) {
-        int64_t left = (u->defer_until_us - mono_us() + 999) / 1000;
+        int64_t left = (u->defer_until_us - base_mono_us() + 999) / 1000;
         if (left < 0) left = 0;
         if (t < 0 || left < t) t = left;
         return t > 1000 ? 1000 : (int)t;
@@ -802,7 +788,7 @@ static int loop_timeout(struct upstream *u)
     MHD_UNSIGNED_LONG_LONG mt;
     if (u->mhd && MHD_get_timeout(u->mhd, &mt) == MHD_YES) {
         if (mt > 1000) mt = 1000;
-        u->mhd_at = mono_ms() + (int64_t)mt;
+        u->mhd_at = base_mono_ms() + (int64_t)mt;
         if (t < 0 || (int64_t)mt < t) t = (int64_t)mt;
     }
     return t < 0 || t > 1000 ? 1000 : (int)t;
@@ -819,7 +805,7 @@ static void *upstream_main(void *arg)
         int n = epoll_wait(u->epfd, evs, 256, loop_timeout(u));
         /* the listener runs when its epoll set is ready or its timer is due
          * (also 0 when it has buffered work of its own) */
-        int woken = 0, listener = u->mhd_at >= 0 && mono_ms() >= u->mhd_at;
+        int woken = 0, listener = u->mhd_at >= 0 && base_mono_ms() >= u->mhd_at;
         int relays = 0;
         for (int i = 0; i < n; i++) {
             int fd = evs[i].data.fd;
@@ -837,7 +823,7 @@ static void *upstream_main(void *arg)
             }
             socket_event(u, &evs[i]);
         }
-        if (u->deadline >= 0 && mono_ms() >= u->deadline) {
+        if (u->deadline >= 0 && base_mono_ms() >= u->deadline) {
             u->deadline = -1;
             curl_multi_socket_action(u->multi, CURL_SOCKET_TIMEOUT, 0, &running);
         }
@@ -849,7 +835,7 @@ static void *upstream_main(void *arg)
         int local = u->local_work;
         pthread_mutex_unlock(&u->mu);
         if (local) stopping |= run_queues(u, 0);
-        if (u->deadline >= 0 && mono_ms() >= u->deadline) {
+        if (u->deadline >= 0 && base_mono_ms() >= u->deadline) {
             u->deadline = -1;
             curl_multi_socket_action(u->multi, CURL_SOCKET_TIMEOUT, 0, &running);
             drain_done(u);
@@ -858,12 +844,12 @@ static void *upstream_main(void *arg)
          * the listener's run above; what relaying resumes goes out in the
          * next turn's (which does not wait: the listener is then due). */
         if (relays) {
-            int64_t from = mono_us();
+            int64_t from = base_mono_us();
             int m;
             do {
                 m = epoll_wait(u->repfd, evs, batch, 0);
                 for (int i = 0; i < m; i++) socket_event(u, &evs[i]);
-            } while (m == batch && mono_us() - from < u->relay_turn_us);
+            } while (m == batch && base_mono_us() - from < u->relay_turn_us);
             drain_done(u);
         }
         if (stopping) break;
@@ -875,8 +861,8 @@ static void *upstream_main(void *arg)
     }
     /* The aborted requests' answers still go out: keep the listener running
      * until every request has let go (or the supervisor's wait is over). */
-    int64_t until = mono_ms() + 2000;
-    while (u->mhd && atomic_load(&u->app->active) > 0 && mono_ms() < until) {
+    int64_t until = base_mono_ms() + 2000;
+    while (u->mhd && atomic_load(&u->app->active) > 0 && base_mono_ms() < until) {
         int n = epoll_wait(u->epfd, evs, 256, 10);
         for (int i = 0; i < n; i++)
             if (evs[i].data.fd == u->evfd) run_queues(u, 1);
