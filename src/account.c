@@ -2,7 +2,9 @@
  * start and every sync_s seconds, and hands it to the budget as the base of
  * the account projection. A failed read is logged once per outage, not per
  * request; team caps apply throughout. */
-#include "app.h"
+#include "account.h"
+#include <curl/curl.h>
+#include <pthread.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdlib.h>

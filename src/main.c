@@ -1,7 +1,12 @@
 /* main: the pinmeter command line — serve, report, keygen, check-config —
  * and the serving process's start-up and orderly shutdown. */
+#include "account.h"
 #include "app.h"
 #include "keys.h"
+#include "loop.h"
+#include "server.h"
+#include "upstream.h"
+#include <curl/curl.h>
 #include "report.h"
 #include <getopt.h>
 #include <openssl/rand.h>
@@ -388,7 +393,8 @@ static int cmd_serve(const args_t *a)
         fprintf(stderr, "pinmeter: cannot start the ledger writer\n");
         goto out;
     }
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !(app.up = upstream_start(&app))) {
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !(app.loop = loop_new()) ||
+        !(app.up = upstream_start(&app))) {
         fprintf(stderr, "pinmeter: cannot start the upstream client\n");
         goto out;
     }
@@ -414,23 +420,29 @@ static int cmd_serve(const args_t *a)
     signal(SIGPIPE, SIG_IGN);
 
     if (server_run(&app, &g_stop, &g_hup, reload) == 0) rc = 0;
-    upstream_stop(app.up);
+    loop_stop(app.loop);
     /* Requests still waiting on the ledger are finished by now or shortly. */
     for (int i = 0; i < 200 && atomic_load(&app.active) > 0; i++) {
         struct timespec ts = {0, 10 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
-    if (app.mhd) MHD_stop_daemon(app.mhd);
+    server_free(app.srv);
+    app.srv = NULL;
     account_stop(app.acct);
     app.acct = NULL;
     ledger_close(app.ledger, 5000);
     app.ledger = NULL;
+    loop_free(app.loop);
+    app.loop = NULL;
     upstream_free(app.up);
     app.up = NULL;
     base_log("stopped");
 out:
     account_stop(app.acct);
-    if (app.up) { upstream_stop(app.up); upstream_free(app.up); }
+    loop_stop(app.loop);
+    server_free(app.srv);
+    loop_free(app.loop);
+    upstream_free(app.up);
     if (app.ledger) ledger_close(app.ledger, 0);
     budget_free(app.budget);
     snap_free_all(app_snap(&app));

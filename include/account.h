@@ -1,0 +1,13 @@
+/* account: periodic sync of Pinata's balance (GET /v0/credits/balance with
+ * the account JWT) into the budget's account projection. */
+#ifndef PINMETER_ACCOUNT_H
+#define PINMETER_ACCOUNT_H
+#include "app.h"
+
+/* Reads the balance once (before anything is served), then every sync_s on
+ * a thread of its own. jwt is copied. NULL on failure. */
+struct account *account_start(app_t *app, const char *jwt);
+/* Stops the thread and frees; NULL is a no-op. */
+void account_stop(struct account *a);
+
+#endif

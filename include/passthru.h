@@ -1,0 +1,14 @@
+/* passthru: requests forwarded to Pinata as they are, unmetered — GET
+ * /v0/llm/models (Pinata's public price list), and in passthrough mode GET
+ * /v0/credits/balance with the caller's own credentials. */
+#ifndef PINMETER_PASSTHRU_H
+#define PINMETER_PASSTHRU_H
+#include "req.h"
+
+/* GET /v0/llm/models (req_serve_fn). */
+enum MHD_Result passthru_models(req_t *r, struct MHD_Connection *c);
+/* Forwards r to path under upstream.base_url, with r->client_auth as its
+ * Authorization when set, and relays the answer. */
+enum MHD_Result passthru_forward(req_t *r, struct MHD_Connection *c, const char *path);
+
+#endif

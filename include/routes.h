@@ -1,0 +1,33 @@
+/* routes: the table of every endpoint — its path, the methods it takes,
+ * who may call it (in team mode and in passthrough mode), and its handler —
+ * and the first step of every request: find its route, answer 404, 405 or
+ * 401 from the table, or create the request and record its caller. Adding
+ * an endpoint is one row here and a handler in the module of its concern. */
+#ifndef PINMETER_ROUTES_H
+#define PINMETER_ROUTES_H
+#include "auth.h"
+#include "req.h"
+
+enum { ROUTE_GET = 1, ROUTE_POST = 2 };   /* a route's methods; HEAD goes with GET */
+
+typedef struct route {
+    const char *path;
+    unsigned methods;
+    auth_need_t auth;              /* who may call it with teams configured */
+    auth_need_t pt_auth;           /* ... in passthrough mode (AUTH_TEAM: any bearer key) */
+    int forward_auth;              /* passthrough: the caller's Authorization goes upstream */
+    req_serve_fn serve;
+} route_t;
+
+/* The row for path, or NULL. */
+const route_t *routes_find(const char *path);
+
+/* The first call of a request (its headers are in): answers 404, 405 or 401
+ * from the table; otherwise creates the request in *con_cls with its caller
+ * (team slot, key id, admin) and its route's handler, to be run once its
+ * body is complete. A 401 is answered with the request created (the
+ * listener's completion callback frees it). */
+enum MHD_Result routes_begin(app_t *app, struct MHD_Connection *c, const char *url,
+                             const char *method, void **con_cls);
+
+#endif

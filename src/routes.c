@@ -1,0 +1,85 @@
+/* routes: the route table and the checks every request passes before its
+ * handler runs (see routes.h). */
+#include "routes.h"
+#include "balance.h"
+#include "chat.h"
+#include "health.h"
+#include "passthru.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const route_t ROUTES[] = {
+    /* path                        methods     auth                pt_auth    fwd handler */
+    { "/v0/llm/chat/completions",  ROUTE_POST, AUTH_TEAM,          AUTH_TEAM, 1, chat_serve },
+    { "/v1/chat/completions",      ROUTE_POST, AUTH_TEAM,          AUTH_TEAM, 1, chat_serve },
+    { "/v0/llm/models",            ROUTE_GET,  AUTH_NONE,          AUTH_NONE, 0, passthru_models },
+    /* passthrough: Pinata answers the caller's own key */
+    { "/v0/credits/balance",       ROUTE_GET,  AUTH_TEAM_OR_ADMIN, AUTH_NONE, 1, balance_serve },
+    { "/healthz",                  ROUTE_GET,  AUTH_NONE,          AUTH_NONE, 0, health_serve },
+};
+
+const route_t *routes_find(const char *path)
+{
+    for (size_t i = 0; i < sizeof ROUTES / sizeof ROUTES[0]; i++)
+        if (strcmp(ROUTES[i].path, path) == 0) return &ROUTES[i];
+    return NULL;
+}
+
+static unsigned method_of(const char *m)
+{
+    if (strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0) return ROUTE_GET;
+    if (strcmp(m, "POST") == 0) return ROUTE_POST;
+    return 0;
+}
+
+/* Sets who r's caller is: its budget slot, team, key id. */
+static void take_caller(req_t *r, const snap_t *sn, const auth_caller_t *who)
+{
+    r->admin = who->admin;
+    if (who->passthrough) {
+        r->team = sn->default_slot;
+        snprintf(r->rec.team, sizeof r->rec.team, "default");
+    } else if (who->team >= 0) {
+        r->tconf = &sn->cfg->teams[who->team];
+        r->team = sn->slot[who->team];
+        snprintf(r->rec.team, sizeof r->rec.team, "%s", r->tconf->name);
+    }
+    snprintf(r->rec.key_id, sizeof r->rec.key_id, "%s", who->key_id);
+}
+
+enum MHD_Result routes_begin(app_t *app, struct MHD_Connection *c, const char *url,
+                             const char *method, void **con_cls)
+{
+    const route_t *rt = routes_find(url);
+    if (!rt)
+        return req_queue_error(c, 404, "no such endpoint", "invalid_request_error",
+                               "not_found", NULL);
+    if (!(method_of(method) & rt->methods))
+        return req_queue_error(c, 405, rt->methods == ROUTE_POST ? "use POST" : "use GET",
+                               "invalid_request_error", "method_not_allowed", NULL);
+    req_t *r = req_new(app, c);
+    if (!r) return MHD_NO;
+    *con_cls = r;
+    r->serve = rt->serve;
+    const snap_t *sn = r->snap;
+    const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                                   MHD_HTTP_HEADER_AUTHORIZATION);
+    auth_caller_t who;
+    int rc = auth_identify(app, sn, auth, sn->passthrough ? rt->pt_auth : rt->auth, &who);
+    if (rc == AUTH_MISSING)
+        return req_queue_error(c, 401, "missing API key: send 'Authorization: Bearer <key>'",
+                               "authentication_error", "missing_api_key", NULL);
+    if (rc != AUTH_OK)
+        return req_queue_error(c, 401, "invalid API key", "authentication_error",
+                               "invalid_api_key", NULL);
+    take_caller(r, sn, &who);
+    if (sn->passthrough && rt->forward_auth && auth && !(r->client_auth = strdup(auth)))
+        return MHD_NO;
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    unsigned long long declared = cl ? strtoull(cl, NULL, 10) : 0;
+    if (declared > sn->cfg->max_body) r->too_large = 1;
+    else r->body_hint = (size_t)declared;
+    return MHD_YES;
+}
