@@ -1,0 +1,181 @@
+/* journal: the begin journal beside the ledger's database (see journal.h).
+ *
+ * Owns the two segment files, which one is active, their sizes, and per
+ * segment the count of begins not yet committed to the database. A begin is
+ * one line "B\tID\tSTARTED_MS\tTEAM\tKEY\tMODEL\tSTREAM\tRESERVED\n" written
+ * with a single write(), so a crash leaves at most a torn last line. The
+ * active segment rotates past JOURNAL_ROTATE_BYTES onto the other one, which
+ * is emptied first, but only once every begin in it has its row. */
+#include "journal.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#define JOURNAL_ROTATE_BYTES (1 << 20)
+
+struct journal {
+    pthread_mutex_t mu;               /* guards everything below */
+    int fd[2];
+    int active;
+    off_t size[2];
+    long open[2];                     /* begins not yet committed to SQLite */
+    char path[2][1100];
+};
+
+journal_t *journal_open(const char *db_path, char *err, size_t errlen)
+{
+    journal_t *j = calloc(1, sizeof *j);
+    if (!j) { snprintf(err, errlen, "out of memory"); return NULL; }
+    j->fd[0] = j->fd[1] = -1;
+    for (int i = 0; i < 2; i++) {
+        snprintf(j->path[i], sizeof j->path[i], "%s-begins.%d", db_path, i);
+        j->fd[i] = open(j->path[i], O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (j->fd[i] < 0) {
+            snprintf(err, errlen, "%s: cannot open the begin journal: %s", j->path[i],
+                     strerror(errno));
+            goto fail;
+        }
+        j->size[i] = lseek(j->fd[i], 0, SEEK_END);
+    }
+    pthread_mutex_init(&j->mu, NULL);
+    return j;
+fail:
+    for (int i = 0; i < 2; i++)
+        if (j->fd[i] >= 0) close(j->fd[i]);
+    free(j);
+    return NULL;
+}
+
+/* Writes s into buf with bytes < 0x20, '%', '\t' and 0x7f as %XX, so a
+ * journal line has exactly its tab-separated fields. */
+static void jescape(char *buf, size_t cap, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (; *s && o + 4 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c < 0x20 || c == '%' || c == 0x7f) {
+            buf[o++] = '%';
+            buf[o++] = hex[c >> 4];
+            buf[o++] = hex[c & 15];
+        } else {
+            buf[o++] = (char)c;
+        }
+    }
+    buf[o] = '\0';
+}
+
+static void junescape(char *s)
+{
+    char *w = s;
+    for (char *r = s; *r; r++) {
+        if (*r == '%' && r[1] && r[2]) {
+            char h[3] = {r[1], r[2], 0};
+            *w++ = (char)strtol(h, NULL, 16);
+            r += 2;
+        } else {
+            *w++ = *r;
+        }
+    }
+    *w = '\0';
+}
+
+int journal_append(journal_t *j, const journal_begin_t *b)
+{
+    char team[200], key[200], model[800], line[1400];
+    jescape(team, sizeof team, b->team);
+    jescape(key, sizeof key, b->key_id);
+    jescape(model, sizeof model, b->model);
+    int n = snprintf(line, sizeof line, "B\t%s\t%lld\t%s\t%s\t%s\t%d\t%lld\n", b->id,
+                     (long long)b->started_ms, team, key, model, b->stream,
+                     (long long)b->reserved);
+    pthread_mutex_lock(&j->mu);
+    int a = j->active;
+    if (j->size[a] > JOURNAL_ROTATE_BYTES && j->open[1 - a] == 0 &&
+        ftruncate(j->fd[1 - a], 0) == 0) {
+        j->size[1 - a] = 0;
+        a = j->active = 1 - a;
+    }
+    ssize_t w = write(j->fd[a], line, (size_t)n);
+    if (w != n) {
+        /* a short write leaves a partial line, which replay ignores */
+        pthread_mutex_unlock(&j->mu);
+        return -1;
+    }
+    j->size[a] += n;
+    j->open[a]++;
+    pthread_mutex_unlock(&j->mu);
+    return a;
+}
+
+void journal_done(journal_t *j, int seg)
+{
+    pthread_mutex_lock(&j->mu);
+    j->open[seg]--;
+    pthread_mutex_unlock(&j->mu);
+}
+
+int journal_probe(journal_t *j)
+{
+    pthread_mutex_lock(&j->mu);
+    int ok = write(j->fd[j->active], "", 0) == 0;
+    pthread_mutex_unlock(&j->mu);
+    return ok ? 0 : -1;
+}
+
+int journal_replay(journal_t *j, journal_replay_fn fn, void *ud)
+{
+    for (int i = 0; i < 2; i++) {
+        FILE *f = fopen(j->path[i], "r");
+        if (!f) continue;
+        char line[1600];
+        while (fgets(line, sizeof line, f)) {
+            size_t len = strlen(line);
+            if (len == 0 || line[len - 1] != '\n') break;     /* torn last line */
+            line[len - 1] = '\0';
+            char *fld[8], *save = NULL;
+            int k = 0;
+            for (char *t = strtok_r(line, "\t", &save); t && k < 8; t = strtok_r(NULL, "\t", &save))
+                fld[k++] = t;
+            if (k != 8 || strcmp(fld[0], "B") != 0) continue;
+            for (int m = 3; m <= 5; m++) junescape(fld[m]);
+            journal_begin_t b = {
+                .id = fld[1], .started_ms = strtoll(fld[2], NULL, 10),
+                .team = fld[3], .key_id = fld[4], .model = fld[5],
+                .stream = atoi(fld[6]), .reserved = strtoll(fld[7], NULL, 10),
+            };
+            if (fn(ud, &b) != 0) { fclose(f); return -1; }
+        }
+        fclose(f);
+    }
+    return 0;
+}
+
+int journal_reset(journal_t *j)
+{
+    int rc = 0;
+    pthread_mutex_lock(&j->mu);
+    for (int i = 0; i < 2 && rc == 0; i++) {
+        if (ftruncate(j->fd[i], 0) != 0) { rc = -1; break; }
+        j->size[i] = 0;
+        j->open[i] = 0;
+    }
+    pthread_mutex_unlock(&j->mu);
+    return rc;
+}
+
+void journal_close(journal_t *j)
+{
+    if (!j) return;
+    for (int i = 0; i < 2; i++) {
+        if (j->open[i] == 0 && ftruncate(j->fd[i], 0) != 0) { /* replayed next start */ }
+        close(j->fd[i]);
+    }
+    pthread_mutex_destroy(&j->mu);
+    free(j);
+}
