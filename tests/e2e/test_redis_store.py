@@ -455,6 +455,38 @@ class StoreKilledClosedTest(StoreDownClosedTest):
     HOW = "kill"
 
 
+class StoreRedialTest(FleetBase):
+    """Redis dies just after a reconnect, before any request has used the
+    connection the reconnect asked to be dialed anew: the first reserve's dial
+    fails. That request must get the outage's answer (503 under "closed"),
+    not be judged by a script that never ran (a 402 quoting zeros)."""
+    N = 1
+    POLICY = "closed"
+
+    def test_reserve_whose_dial_fails_gets_503_not_402(self):
+        p = self.fleet[0]
+        ok = chat_body(SONNET, max_tokens=50, mock={"usage": {"prompt_tokens": 20,
+                                                              "completion_tokens": 9}})
+        self.assertEqual(p.chat(ok, key=self.team.key).status, 200)
+        mark = len(p.logs_text())
+        self.redis.restart()            # empty: no persistence
+        deadline = time.time() + 10
+        while "Redis is back" not in p.logs_text()[mark:] and time.time() < deadline:
+            time.sleep(0.02)
+        self.assertIn("Redis is back", p.logs_text()[mark:], "the worker reconnected")
+        served = self.mock.chat_count()
+        self.redis.kill9()
+        r = p.chat(ok, key=self.team.key)
+        self.assertJSONError(r, 503, code="budget_store_unavailable")
+        self.assertEqual(self.mock.chat_count(), served, "a refused request reached the upstream")
+        self.redis.start()
+        self.wait_store_up(p)
+        self.assertEqual(p.chat(ok, key=self.team.key).status, 200)
+        self.wait_fleet_idle()
+        self.assert_redis_matches_ledgers()
+        self.check(fleet=True)
+
+
 class StoreStallTest(FleetBase):
     N = 2
     POLICY = "closed"
