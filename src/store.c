@@ -211,6 +211,7 @@ static void pend_prepare_locked(store_t *s, pend_t *p)
     p->call.keys = p->keys;
     p->call.na = 6;
     p->call.args = p->args;
+    p->call.rc = RCONN_IO;         /* until Redis answers: a failed dial sends nothing */
     p->send = 1;
 }
 
