@@ -4,7 +4,7 @@
  * It holds what they all reach for — the current config snapshot, the budget,
  * the ledger, the loop — and nothing that only one of them uses.
  *
- * One app_t lives in cmd_serve for the whole run and is passed explicitly;
+ * One app_t lives in serve_run (serve.c) for the whole run and is passed explicitly;
  * there is no global. */
 #ifndef PINMETER_APP_H
 #define PINMETER_APP_H
@@ -37,10 +37,6 @@ typedef struct snap {
 
 typedef struct app {
     snap_t *_Atomic snap;          /* current config; load once per use */
-    char **slot_names;             /* team name of each budget slot (main thread) */
-    size_t n_slots;
-    period_t *slot_period;         /* period each slot was last set up with */
-    int *slot_period_known;
     budget_t *budget;
     ledger_t *ledger;
     struct loop *loop;             /* the event loop (loop.h) */

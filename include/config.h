@@ -67,6 +67,9 @@ config_t *config_parse(const char *json, size_t len, const char *fname,
 /* Reads and parses a file (NULL + message if it cannot be read). */
 config_t *config_load(const char *path, char *err, size_t errlen);
 void config_free(config_t *c);
+/* Reads and parses the rates file c->rates_file names, at c->credits_per_usd.
+ * NULL with "FILE: why" in err. Free with rates_free. */
+rates_t *config_load_rates(const config_t *c, char *err, size_t errlen);
 
 /* 1 if model matches one of the team's globs (or the team has no list). */
 int config_model_allowed(const team_conf_t *t, const char *model);

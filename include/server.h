@@ -9,10 +9,10 @@
 #include "app.h"
 
 /* Listens on the config's address (app->srv) and serves until *stop; calls
- * reload(app) whenever *hup is set. On stop: stops accepting and waits up to
+ * reload(ctx) whenever *hup is set. On stop: stops accepting and waits up to
  * drain_s for requests in flight. 0, or -1 when it cannot listen. */
 int server_run(app_t *app, volatile sig_atomic_t *stop, volatile sig_atomic_t *hup,
-               void (*reload)(app_t *app));
+               void (*reload)(void *ctx), void *ctx);
 /* Stops the listener and frees it, after loop_stop; NULL is a no-op. */
 void server_free(struct server *s);
 

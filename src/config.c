@@ -411,3 +411,42 @@ int config_model_allowed(const team_conf_t *t, const char *model)
             return 1;
     return 0;
 }
+
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n + 65536 > cap) {
+            cap = cap ? cap * 2 : 65536;
+            char *nb = realloc(buf, cap);
+            if (!nb) { free(buf); fclose(f); return NULL; }
+            buf = nb;
+        }
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0) break;
+    }
+    fclose(f);
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+rates_t *config_load_rates(const config_t *cfg, char *err, size_t errlen)
+{
+    size_t len;
+    char *txt = read_file(cfg->rates_file, &len);
+    if (!txt) {
+        snprintf(err, errlen, "%.400s: cannot read the rates file (rates_file in %.400s)",
+                 cfg->rates_file, cfg->path);
+        return NULL;
+    }
+    char e[400];
+    rates_t *r = rates_parse(txt, len, cfg->credits_per_usd, e, sizeof e);
+    free(txt);
+    if (!r) snprintf(err, errlen, "%.400s: %.400s", cfg->rates_file, e);
+    return r;
+}

@@ -278,7 +278,7 @@ static int listen_on(struct server *s, const config_t *cfg)
 }
 
 int server_run(app_t *app, volatile sig_atomic_t *stop, volatile sig_atomic_t *hup,
-               void (*reload)(app_t *app))
+               void (*reload)(void *ctx), void *ctx)
 {
     const config_t *cfg = app_snap(app)->cfg;
     struct server *s = calloc(1, sizeof *s);
@@ -300,7 +300,7 @@ int server_run(app_t *app, volatile sig_atomic_t *stop, volatile sig_atomic_t *h
             sweep_connections(s, (int64_t)cfg->client_timeout_s * 1000);
         if (*hup) {
             *hup = 0;
-            reload(app);
+            reload(ctx);
         }
     }
     /* Drain: stop accepting, let requests in flight finish up to drain_s. */
