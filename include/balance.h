@@ -1,7 +1,7 @@
 /* balance: GET /v0/credits/balance. A team key sees its team's current
  * period (fleet-wide with the Redis store); the admin token sees the Pinata
- * account as pinmeter projects it; in passthrough mode Pinata answers the
- * caller's own key. */
+ * account as pinmeter projects it. (In passthrough mode Pinata answers the
+ * caller's own key: passthru.h.) */
 #ifndef PINMETER_BALANCE_H
 #define PINMETER_BALANCE_H
 #include "req.h"

@@ -5,10 +5,9 @@
 #define PINMETER_PASSTHRU_H
 #include "req.h"
 
-/* GET /v0/llm/models (req_serve_fn). */
+/* GET /v0/llm/models, and passthrough's GET /v0/credits/balance
+ * (req_serve_fn). */
 enum MHD_Result passthru_models(req_t *r, struct MHD_Connection *c);
-/* Forwards r to path under upstream.base_url, with r->client_auth as its
- * Authorization when set, and relays the answer. */
-enum MHD_Result passthru_forward(req_t *r, struct MHD_Connection *c, const char *path);
+enum MHD_Result passthru_balance(req_t *r, struct MHD_Connection *c);
 
 #endif

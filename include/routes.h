@@ -9,24 +9,26 @@
 #include "req.h"
 
 enum { ROUTE_GET = 1, ROUTE_POST = 2 };   /* a route's methods; HEAD goes with GET */
+enum { ROUTE_TEAMS = 1, ROUTE_PT = 2, ROUTE_ANY = 3 };   /* the modes a row serves */
 
 typedef struct route {
     const char *path;
     unsigned methods;
-    auth_need_t auth;              /* who may call it with teams configured */
-    auth_need_t pt_auth;           /* ... in passthrough mode (AUTH_TEAM: any bearer key) */
+    unsigned modes;                /* with teams configured, in passthrough mode, or both */
+    auth_need_t auth;              /* who may call it (passthrough: AUTH_TEAM = any bearer key) */
     int forward_auth;              /* passthrough: the caller's Authorization goes upstream */
+    int early;                     /* answered from the headers alone, body not awaited */
     req_serve_fn serve;
 } route_t;
 
-/* The row for path, or NULL. */
-const route_t *routes_find(const char *path);
+/* The row for path in the mode passthrough says, or NULL. */
+const route_t *routes_find(const char *path, int passthrough);
 
 /* The first call of a request (its headers are in): answers 404, 405 or 401
  * from the table; otherwise creates the request in *con_cls with its caller
  * (team slot, key id, admin) and its route's handler, to be run once its
- * body is complete. A 401 is answered with the request created (the
- * listener's completion callback frees it). */
+ * body is complete (an early route's runs at once). A 401 is answered with
+ * the request created (the listener's completion callback frees it). */
 enum MHD_Result routes_begin(app_t *app, struct MHD_Connection *c, const char *url,
                              const char *method, void **con_cls);
 

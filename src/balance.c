@@ -2,7 +2,6 @@
  * store) is a synchronous Redis call on the loop, bounded at 300 ms when
  * Redis stalls. */
 #include "balance.h"
-#include "passthru.h"
 #include <string.h>
 
 /* {"total": cap, "loaned", "available"}; null total/available when uncapped. */
@@ -21,7 +20,6 @@ static enum MHD_Result queue_balance(struct MHD_Connection *c, const book_view_t
 enum MHD_Result balance_serve(req_t *r, struct MHD_Connection *c)
 {
     app_t *app = r->app;
-    if (r->snap->passthrough) return passthru_forward(r, c, "/v0/credits/balance");
     book_view_t v;
     if (r->admin) {
         if (budget_account_view(app->budget, &v) != 0)

@@ -3,7 +3,9 @@
 #include "passthru.h"
 #include "upstream.h"
 
-enum MHD_Result passthru_forward(req_t *r, struct MHD_Connection *c, const char *path)
+/* Forwards r to path under upstream.base_url, with r->client_auth as its
+ * Authorization when set; the upstream side answers it. */
+static enum MHD_Result passthru_forward(req_t *r, struct MHD_Connection *c, const char *path)
 {
     (void)c;
     r->up_path = path;
@@ -15,4 +17,9 @@ enum MHD_Result passthru_forward(req_t *r, struct MHD_Connection *c, const char 
 enum MHD_Result passthru_models(req_t *r, struct MHD_Connection *c)
 {
     return passthru_forward(r, c, "/v0/llm/models");
+}
+
+enum MHD_Result passthru_balance(req_t *r, struct MHD_Connection *c)
+{
+    return passthru_forward(r, c, "/v0/credits/balance");
 }

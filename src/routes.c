@@ -10,19 +10,21 @@
 #include <string.h>
 
 static const route_t ROUTES[] = {
-    /* path                        methods     auth                pt_auth    fwd handler */
-    { "/v0/llm/chat/completions",  ROUTE_POST, AUTH_TEAM,          AUTH_TEAM, 1, chat_serve },
-    { "/v1/chat/completions",      ROUTE_POST, AUTH_TEAM,          AUTH_TEAM, 1, chat_serve },
-    { "/v0/llm/models",            ROUTE_GET,  AUTH_NONE,          AUTH_NONE, 0, passthru_models },
+    /* path                        methods     modes        auth                fwd early handler */
+    { "/v0/llm/chat/completions",  ROUTE_POST, ROUTE_ANY,   AUTH_TEAM,          1,  0, chat_serve },
+    { "/v1/chat/completions",      ROUTE_POST, ROUTE_ANY,   AUTH_TEAM,          1,  0, chat_serve },
+    { "/v0/llm/models",            ROUTE_GET,  ROUTE_ANY,   AUTH_NONE,          0,  0, passthru_models },
+    { "/v0/credits/balance",       ROUTE_GET,  ROUTE_TEAMS, AUTH_TEAM_OR_ADMIN, 0,  1, balance_serve },
     /* passthrough: Pinata answers the caller's own key */
-    { "/v0/credits/balance",       ROUTE_GET,  AUTH_TEAM_OR_ADMIN, AUTH_NONE, 1, balance_serve },
-    { "/healthz",                  ROUTE_GET,  AUTH_NONE,          AUTH_NONE, 0, health_serve },
+    { "/v0/credits/balance",       ROUTE_GET,  ROUTE_PT,    AUTH_NONE,          1,  0, passthru_balance },
+    { "/healthz",                  ROUTE_GET,  ROUTE_ANY,   AUTH_NONE,          0,  1, health_serve },
 };
 
-const route_t *routes_find(const char *path)
+const route_t *routes_find(const char *path, int passthrough)
 {
+    unsigned mode = passthrough ? ROUTE_PT : ROUTE_TEAMS;
     for (size_t i = 0; i < sizeof ROUTES / sizeof ROUTES[0]; i++)
-        if (strcmp(ROUTES[i].path, path) == 0) return &ROUTES[i];
+        if ((ROUTES[i].modes & mode) && strcmp(ROUTES[i].path, path) == 0) return &ROUTES[i];
     return NULL;
 }
 
@@ -51,7 +53,8 @@ static void take_caller(req_t *r, const snap_t *sn, const auth_caller_t *who)
 enum MHD_Result routes_begin(app_t *app, struct MHD_Connection *c, const char *url,
                              const char *method, void **con_cls)
 {
-    const route_t *rt = routes_find(url);
+    const snap_t *sn = app_snap(app);
+    const route_t *rt = routes_find(url, sn->passthrough);
     if (!rt)
         return req_queue_error(c, 404, "no such endpoint", "invalid_request_error",
                                "not_found", NULL);
@@ -62,11 +65,11 @@ enum MHD_Result routes_begin(app_t *app, struct MHD_Connection *c, const char *u
     if (!r) return MHD_NO;
     *con_cls = r;
     r->serve = rt->serve;
-    const snap_t *sn = r->snap;
+    r->snap = sn;
     const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
                                                    MHD_HTTP_HEADER_AUTHORIZATION);
     auth_caller_t who;
-    int rc = auth_identify(app, sn, auth, sn->passthrough ? rt->pt_auth : rt->auth, &who);
+    int rc = auth_identify(app, sn, auth, rt->auth, &who);
     if (rc == AUTH_MISSING)
         return req_queue_error(c, 401, "missing API key: send 'Authorization: Bearer <key>'",
                                "authentication_error", "missing_api_key", NULL);
@@ -81,5 +84,5 @@ enum MHD_Result routes_begin(app_t *app, struct MHD_Connection *c, const char *u
     unsigned long long declared = cl ? strtoull(cl, NULL, 10) : 0;
     if (declared > sn->cfg->max_body) r->too_large = 1;
     else r->body_hint = (size_t)declared;
-    return MHD_YES;
+    return rt->early ? r->serve(r, c) : MHD_YES;
 }
