@@ -1,8 +1,10 @@
 /* app: the serving process's context, shared by every room that serves: the
  * listener (server.c), the route handlers, the event loop (loop.c), the
  * upstream transfers (upstream.c), account sync and the start-up in main.c.
- * It holds what they all reach for — the current config snapshot, the budget,
- * the ledger, the loop — and nothing that only one of them uses.
+ * It holds what they reach for — the current config snapshot, the budget,
+ * the ledger, the loop — and what start-up reads once for them (the
+ * upstream key, the admin token's hash); the serve command's own state (team
+ * slots, arguments) stays in serve.c.
  *
  * One app_t lives in serve_run (serve.c) for the whole run and is passed explicitly;
  * there is no global. */

@@ -41,7 +41,7 @@ typedef enum {
 enum {
     CFGROW_REQUIRED = 1,              /* "missing" when absent */
     CFGROW_EMPTY_OK = 2,              /* STR: "" allowed */
-    CFGROW_ENV = 4,                   /* STR: an environment variable name (or "") */
+    CFGROW_ENV = 4,                   /* STR: an environment variable name ("" only with EMPTY_OK) */
     CFGROW_NAME = 8                   /* STR: only letters, digits, '_', '.' and '-' */
 };
 

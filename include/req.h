@@ -12,7 +12,8 @@
  *
  * References: one for the MHD connection (dropped in the listener's
  * completion callback), one while the request is with the upstream side
- * (taken by req_wait_upstream, dropped when the transfer is finished), and
+ * (taken by req_wait_upstream, dropped when the transfer is finished; with
+ * the shared store it is first the reservation's, dropped by a refusal), and
  * one per queued unpause or abort. */
 #ifndef PINMETER_REQ_H
 #define PINMETER_REQ_H
@@ -145,7 +146,7 @@ enum MHD_Result req_queue_error(struct MHD_Connection *c, int status, const char
  * connection, which queues it (any thread). Takes ownership of body; the
  * answer carries no request id. */
 void req_answer_later(req_t *r, int status, char *body, const char *retry_after);
-/* Prepares the answer the upstream gave (loop thread): the buffered body
+/* Prepares the answer the upstream gave (the transfer's thread): the buffered body
  * (owned) unless a stream is already being relayed, marks the upstream done
  * and wakes the connection. */
 void req_answer_upstream(req_t *r, int status, char *body, size_t len, const char *ctype);

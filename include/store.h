@@ -1,14 +1,16 @@
-/* store: the shared budget store on Redis (hiredis). budget.c forwards to it
+/* store: the shared budget store on Redis. budget.c forwards to it
  * when "budget_store" is configured; see budget.h for each call's contract.
  *
  * Layout (one hash tag per team, so every key a script touches is in one
  * Redis Cluster slot): pm:{TEAM}:<k><START>:spent|loaned|holds|lease|by,
  * where k is the period (d, w, m, n) and START its first second; plus
  * pm:{TEAM}:done:<request id> (settled marks, 2 days) and pm:instances.
- * The scripts are in src/lua. Reserve and view run on the caller's thread
- * (the listener) over one connection; settle, release, lease renewal,
- * re-adding this instance's share and the liveness beat run on a worker
- * thread over another, in order, each retried until Redis acknowledges it. */
+ * The scripts are in src/lua, run over rconn (the only user of hiredis).
+ * A synchronous reserve and the view run on the caller's thread (the loop)
+ * over one connection; asynchronous reserves are pipelined by the reserver
+ * thread over another; settle, release, lease renewal, re-adding this
+ * instance's share and the liveness beat run on the worker thread over a
+ * third, in order, each retried until Redis acknowledges it. */
 #ifndef PINMETER_STORE_H
 #define PINMETER_STORE_H
 #include "budget.h"

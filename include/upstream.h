@@ -3,7 +3,9 @@
  * through the request's hand-over buffer, paused when the client is slow),
  * and finishing it: the verdict on the facts seen, the ledger row, the
  * budget settlement and the answer for the listener, exactly once. Runs on
- * the event loop's thread (loop.h), which calls it through loop_ops_t. */
+ * the event loop's thread (loop.h), which calls it through loop_ops_t —
+ * but for a submit refused while the loop stops, which is finished on the
+ * submitting thread. */
 #ifndef PINMETER_UPSTREAM_H
 #define PINMETER_UPSTREAM_H
 #include "req.h"

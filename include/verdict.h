@@ -24,7 +24,8 @@ typedef enum {
 /* What the transfer saw of one chat completion. Borrowed for the call. */
 typedef struct verdict_facts {
     verdict_net_t net;
-    int aborted;                   /* pinmeter cut it: the client left a stream */
+    int aborted;                   /* pinmeter cut it: a stream's client left, or the
+                                    * loop is stopping (every transfer is cut) */
     int client_gone;               /* the client hung up before its answer */
     /* a stream relayed as SSE (200 text/event-stream to a stream request) */
     int stream_mode;

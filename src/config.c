@@ -9,7 +9,8 @@
  * config_team.c (src/config_int.h). Cross-entry rules (unique names and keys,
  * prices needing credits_per_usd) run after the walk. Errors read
  * "FILE: KEY: why" with KEY a JSON path such as teams[0].keys[1].sha256.
- * Only config_load does I/O. */
+ * Only config_load and config_load_rates (the rates file the config names)
+ * do I/O. */
 #include "config_int.h"
 
 #include <errno.h>

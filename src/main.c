@@ -88,19 +88,6 @@ static int parse_args(int argc, char **argv, args_t *a)
     return 0;
 }
 
-
-
-
-
-
-
-
-
-
-
-
-
-
 static int cmd_serve(const args_t *a)
 {
     serve_opts_t o = { .config = a->config, .listen = a->listen, .upstream = a->upstream,

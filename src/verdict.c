@@ -96,7 +96,7 @@ void verdict_chat(const verdict_facts_t *f, verdict_t *o)
         o->cut_stream = f->net != VERDICT_NET_OK || f->aborted || !f->saw_done ||
                         f->stream_error;
     } else if (f->aborted) {
-        o->status = 499;               /* a stream's client left before its headers */
+        o->status = 499;               /* cut before its headers: the client left, or stop */
         estimate(f, o, 0);
     } else if (f->net != VERDICT_NET_OK) {
         net_error(f->net, o);
