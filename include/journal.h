@@ -35,8 +35,8 @@ journal_t *journal_open(const char *db_path, char *err, size_t errlen);
 /* Appends b as one line to the active segment, first switching to the other
  * segment (emptied) when the active one is past its size and the other has
  * no open begins. Returns the segment written (0 or 1) with its open count
- * raised, or -1 if the write failed or was short (a partial line is left,
- * which replay ignores). */
+ * raised, or -1 if the write failed or was short (a partial line is cut off
+ * again; while it cannot be, the segment refuses appends). */
 int journal_append(journal_t *j, const journal_begin_t *b);
 
 /* A begin appended to seg has its row committed: lowers seg's open count. */

@@ -24,6 +24,7 @@ struct journal {
     int active;
     off_t size[2];
     long open[2];                     /* begins not yet committed to SQLite */
+    int torn[2];                      /* a short write's bytes could not be cut off */
     char path[2][1100];
 };
 
@@ -99,11 +100,17 @@ int journal_append(journal_t *j, const journal_begin_t *b)
     if (j->size[a] > JOURNAL_ROTATE_BYTES && j->open[1 - a] == 0 &&
         ftruncate(j->fd[1 - a], 0) == 0) {
         j->size[1 - a] = 0;
+        j->torn[1 - a] = 0;
         a = j->active = 1 - a;
     }
-    ssize_t w = write(j->fd[a], line, (size_t)n);
+    /* A short write's partial line is cut off again: a later line appended
+     * after it would join it into one that replays wrongly (the first begin
+     * with a cut amount, the second lost). Until it can be cut, the segment
+     * takes nothing (the request is refused: fail closed). */
+    if (j->torn[a] && ftruncate(j->fd[a], j->size[a]) == 0) j->torn[a] = 0;
+    ssize_t w = j->torn[a] ? -1 : write(j->fd[a], line, (size_t)n);
     if (w != n) {
-        /* a short write leaves a partial line, which replay ignores */
+        if (w > 0 && ftruncate(j->fd[a], j->size[a]) != 0) j->torn[a] = 1;
         pthread_mutex_unlock(&j->mu);
         return -1;
     }
@@ -164,6 +171,7 @@ int journal_reset(journal_t *j)
         if (ftruncate(j->fd[i], 0) != 0) { rc = -1; break; }
         j->size[i] = 0;
         j->open[i] = 0;
+        j->torn[i] = 0;
     }
     pthread_mutex_unlock(&j->mu);
     return rc;
