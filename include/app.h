@@ -23,6 +23,7 @@ struct loop;
 struct upstream;
 struct account;
 struct server;
+struct jobs;
 
 /* What one config file says, with its rates, as served at one time. SIGHUP
  * builds a new snapshot and swaps it in only when the whole of it is valid;
@@ -45,6 +46,7 @@ typedef struct app {
     struct upstream *up;           /* transfers to Pinata (upstream.h) */
     struct account *acct;          /* balance sync (account.h); NULL when off */
     struct server *srv;            /* the listener (server.h) */
+    struct jobs *jobs;             /* work kept off the loop (jobs.h) */
     char *llm_key;                 /* upstream key from the environment; NULL in passthrough */
     int admin_on;
     unsigned char admin_sha[32];

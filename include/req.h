@@ -12,7 +12,7 @@
  *
  * References: one for the MHD connection (dropped in the listener's
  * completion callback), one while the request is with the upstream side
- * (taken by req_wait_upstream, dropped when the transfer is finished; with
+ * (taken by req_hold, dropped when the transfer or job is finished; with
  * the shared store it is first the reservation's, dropped by a refusal), and
  * one per queued unpause or abort. */
 #ifndef PINMETER_REQ_H
@@ -39,7 +39,7 @@ typedef enum { RESP_NONE = 0, RESP_BUFFER, RESP_STREAM } resp_kind_t;
 typedef struct req req_t;
 
 /* A route's handler: runs on the loop's thread once the request's body is
- * complete; queues an answer, or suspends the request (req_wait_upstream). */
+ * complete; queues an answer, or suspends the request (req_hold). */
 typedef enum MHD_Result (*req_serve_fn)(req_t *r, struct MHD_Connection *c);
 
 struct req {
@@ -50,6 +50,7 @@ struct req {
     int refs;                      /* [mu] */
     req_serve_fn serve;            /* its route's handler */
     int64_t t_start_ms;
+    int64_t t_body_us;             /* monotonic: the body was complete (handler ran) */
 
     /* client request */
     char *body;
@@ -57,6 +58,9 @@ struct req {
     size_t body_hint;              /* Content-Length, to size the body buffer once */
     int too_large;
     char *client_auth;             /* passthrough only: the Authorization to forward */
+    char *path_rest;               /* a prefix route: the path after the prefix */
+    char **query;                  /* name, value pairs (req_take_query) */
+    size_t n_query;
     int admin;                     /* the caller showed the admin token */
 
     /* admission */
@@ -64,10 +68,11 @@ struct req {
     const team_conf_t *tconf;      /* NULL in passthrough */
     admit_req_t adm;
     rate_t rate;
+    int priced;                    /* the model is in the rate table (rate is its price) */
     budget_hold_t hold;
     ledger_rec_t rec;
 
-    /* what goes upstream (set by the handler) */
+    /* what goes upstream (set by the route table and the handler) */
     int chat;                      /* a metered chat completion (else forwarded as is) */
     const char *up_path;           /* path under upstream.base_url */
 
@@ -121,9 +126,17 @@ void req_suspend_locked(req_t *r);
 /* Resumes the MHD connection if suspended and still open (the loop then runs
  * the listener). Call with r->mu held. */
 void req_resume_locked(req_t *r);
-/* Takes a reference for the upstream side, marks r dispatched and suspends
- * its connection until its answer is prepared. */
-void req_wait_upstream(req_t *r);
+/* Takes a reference for the side that will answer r (the budget store and
+ * the upstream, or a job), marks r dispatched and suspends its connection
+ * until its answer is prepared. */
+void req_hold(req_t *r);
+
+/* Copies the request's query arguments (loop thread, before a job reads
+ * them; a repeated name keeps its first value). 0, or -1 on OOM. */
+int req_take_query(req_t *r, struct MHD_Connection *c);
+/* The value of query argument name as copied by req_take_query ("" for a
+ * name without a value), or NULL. Borrowed until req_unref frees r. */
+const char *req_arg(const req_t *r, const char *name);
 
 /* Appends to the request body, up to the snapshot's max_body (past it only
  * too_large is set). 0, or -1 on OOM. */
@@ -146,6 +159,8 @@ enum MHD_Result req_queue_error(struct MHD_Connection *c, int status, const char
  * connection, which queues it (any thread). Takes ownership of body; the
  * answer carries no request id. */
 void req_answer_later(req_t *r, int status, char *body, const char *retry_after);
+/* The same for any content type and no Retry-After: a job's answer. */
+void req_answer_later_as(req_t *r, int status, char *body, size_t len, const char *ctype);
 /* Prepares the answer the upstream gave (the transfer's thread): the buffered body
  * (owned) unless a stream is already being relayed, marks the upstream done
  * and wakes the connection. */

@@ -18,6 +18,8 @@ typedef struct route {
     auth_need_t auth;              /* who may call it (passthrough: AUTH_TEAM = any bearer key) */
     int forward_auth;              /* passthrough: the caller's Authorization goes upstream */
     int early;                     /* answered from the headers alone, body not awaited */
+    int metered;                   /* a chat completion: metered, counted, alerted on */
+    int prefix;                    /* path is a prefix ("/x/"); the rest is r->path_rest */
     req_serve_fn serve;
 } route_t;
 

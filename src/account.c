@@ -3,6 +3,7 @@
  * the account projection. A failed read is logged once per outage, not per
  * request; team caps apply throughout. */
 #include "account.h"
+#include "events.h"
 #include <curl/curl.h>
 #include <pthread.h>
 #include <cjson/cJSON.h>
@@ -74,6 +75,7 @@ static int sync_once(struct account *a, char *why, size_t whylen)
         if (cJSON_IsNumber(t)) money_from_double(t->valuedouble, &total);
         else total = avail;
         budget_account_sync(a->app->budget, total, avail);
+        events_account_synced(a->app);
         rc = 0;
     }
     cJSON_Delete(j);

@@ -2,6 +2,7 @@
  * before the request is recorded or held, except the ledger's: a reservation
  * taken is released when the begin cannot be journaled. */
 #include "chat.h"
+#include "events.h"
 #include "upstream.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,16 +61,21 @@ static void on_reserved(void *arg, int rc, const book_refusal_t *why)
     app_t *app = r->app;
     if (rc == BUDGET_OK) {
         if (ledger_begin(app->ledger, &r->rec) == 0) {
+            events_admitted(app, r);
             upstream_submit(app->up, r);          /* the reference goes with it */
             return;
         }
         budget_release(app->budget, &r->hold);
         base_log("ledger cannot be written: refusing request %s (503)", r->rec.id);
+        events_refused(app, r, EVENTS_LEDGER_UNAVAILABLE, NULL);
         req_answer_later(r, 503, req_error_json(LEDGER_DOWN_MSG, "ledger_unavailable",
                                                 "ledger_unavailable"), NULL);
     } else if (rc == BUDGET_REFUSED) {
+        events_refused(app, r, why->scope == BOOK_SCOPE_TEAM ? EVENTS_TEAM_CAP : EVENTS_ACCOUNT,
+                       why);
         req_answer_later(r, 402, refusal_body(r, why), why->retry ? "1" : NULL);
     } else {
+        events_refused(app, r, EVENTS_STORE_UNAVAILABLE, NULL);
         req_answer_later(r, 503, req_error_json(STORE_DOWN_MSG, "budget_store_unavailable",
                                                 "budget_store_unavailable"), NULL);
     }
@@ -82,7 +88,9 @@ static int check_and_price(req_t *r, struct MHD_Connection *c, enum MHD_Result *
 {
     const config_t *cfg = r->snap->cfg;
     char err[256];
+    app_t *app = r->app;
     if (r->too_large) {
+        events_refused(app, r, EVENTS_BODY_TOO_LARGE, NULL);
         snprintf(err, sizeof err, "request body is larger than the limit of %zu bytes",
                  cfg->max_body);
         *ret = req_queue_error(c, 413, err, "invalid_request_error", "body_too_large", NULL);
@@ -91,23 +99,28 @@ static int check_and_price(req_t *r, struct MHD_Connection *c, enum MHD_Result *
     const char *ctype = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
                                                     MHD_HTTP_HEADER_CONTENT_TYPE);
     if (ctype && !is_json_type(ctype)) {
+        events_refused(app, r, EVENTS_INVALID_REQUEST, NULL);
         *ret = req_queue_error(c, 415, "send the request body as JSON with "
                                "'Content-Type: application/json'", "invalid_request_error",
                                "unsupported_media_type", NULL);
         return -1;
     }
     if (admit_parse(r->body ? r->body : "", r->body_len, &r->adm, err, sizeof err) != 0) {
+        events_refused(app, r, EVENTS_INVALID_REQUEST, NULL);
         *ret = req_queue_error(c, 400, err, "invalid_request_error", "invalid_request", NULL);
         return -1;
     }
+    r->priced = rates_lookup(r->snap->rates, r->adm.model, &r->rate) == 0;
     if (r->tconf && !config_model_allowed(r->tconf, r->adm.model)) {
+        events_refused(app, r, EVENTS_MODEL_NOT_ALLOWED, NULL);
         snprintf(err, sizeof err, "model '%.150s' is not allowed for team '%.60s'",
                  r->adm.model, r->rec.team);
         *ret = req_queue_error(c, 403, err, "permission_error", "model_not_allowed", NULL);
         return -1;
     }
-    if (rates_lookup(r->snap->rates, r->adm.model, &r->rate) != 0) {
+    if (!r->priced) {
         if (cfg->unknown_reject) {
+            events_refused(app, r, EVENTS_MODEL_NOT_PRICED, NULL);
             snprintf(err, sizeof err, "model '%.200s' has no price in the rate table",
                      r->adm.model);
             *ret = req_queue_error(c, 400, err, "model_not_priced", "model_not_priced", NULL);
@@ -116,7 +129,6 @@ static int check_and_price(req_t *r, struct MHD_Connection *c, enum MHD_Result *
         r->rate = cfg->unknown_rate;
     }
     int64_t max_out = r->adm.max_tokens > 0 ? r->adm.max_tokens : cfg->default_max_tokens;
-    app_t *app = r->app;
     snprintf(r->rec.id, sizeof r->rec.id, "%s-%06llx", app->instance,
              (unsigned long long)atomic_fetch_add(&app->seq, 1));
     r->rec.started_ms = r->t_start_ms;
@@ -131,7 +143,6 @@ enum MHD_Result chat_serve(req_t *r, struct MHD_Connection *c)
 {
     app_t *app = r->app;
     enum MHD_Result ret = MHD_YES;
-    r->chat = 1;
     r->up_path = "/v0/llm/chat/completions";
     if (check_and_price(r, c, &ret) != 0) return ret;
     nanos_t need = r->rec.reserved;
@@ -139,7 +150,7 @@ enum MHD_Result chat_serve(req_t *r, struct MHD_Connection *c)
         /* The shared store answers on its own thread (pipelined with other
          * requests); the connection waits suspended meanwhile. The reference
          * is for the store's answer, then the upstream side. */
-        req_wait_upstream(r);
+        req_hold(r);
         if (budget_reserve_async(app->budget, r->team, need, r->t_start_ms / 1000, r->rec.id,
                                  &r->hold, on_reserved, r) == 0)
             return MHD_YES;
@@ -152,9 +163,13 @@ enum MHD_Result chat_serve(req_t *r, struct MHD_Connection *c)
                              &r->hold, &why);
     if (brc != BUDGET_OK) {
         r->rec.id[0] = '\0';
-        if (brc == BUDGET_UNAVAILABLE)
+        if (brc == BUDGET_UNAVAILABLE) {
+            events_refused(app, r, EVENTS_STORE_UNAVAILABLE, NULL);
             return req_queue_error(c, 503, STORE_DOWN_MSG, "budget_store_unavailable",
                                    "budget_store_unavailable", NULL);
+        }
+        events_refused(app, r, why.scope == BOOK_SCOPE_TEAM ? EVENTS_TEAM_CAP : EVENTS_ACCOUNT,
+                       &why);
         char *body = refusal_body(r, &why);
         return req_queue_body(c, 402, body, body ? strlen(body) : 0, "application/json", NULL,
                               why.retry ? "1" : NULL);
@@ -164,10 +179,12 @@ enum MHD_Result chat_serve(req_t *r, struct MHD_Connection *c)
     if (ledger_begin(app->ledger, &r->rec) != 0) {
         budget_release(app->budget, &r->hold);
         base_log("ledger cannot be written: refusing request %s (503)", r->rec.id);
+        events_refused(app, r, EVENTS_LEDGER_UNAVAILABLE, NULL);
         return req_queue_error(c, 503, LEDGER_DOWN_MSG, "ledger_unavailable",
                                "ledger_unavailable", NULL);
     }
-    req_wait_upstream(r);
+    events_admitted(app, r);
+    req_hold(r);
     upstream_submit(app->up, r);
     return MHD_YES;
 }

@@ -9,7 +9,7 @@ static enum MHD_Result passthru_forward(req_t *r, struct MHD_Connection *c, cons
 {
     (void)c;
     r->up_path = path;
-    req_wait_upstream(r);
+    req_hold(r);
     upstream_submit(r->app->up, r);
     return MHD_YES;
 }

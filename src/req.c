@@ -40,6 +40,9 @@ void req_unref(req_t *r)
     curl_slist_free_all(r->hdrs);
     free(r->body);
     free(r->client_auth);
+    free(r->path_rest);
+    for (size_t i = 0; i < 2 * r->n_query; i++) free(r->query[i]);
+    free(r->query);
     free(r->ubody);
     free(r->out);
     free(r->resp_body);
@@ -64,13 +67,46 @@ void req_resume_locked(req_t *r)
     }
 }
 
-void req_wait_upstream(req_t *r)
+void req_hold(req_t *r)
 {
     pthread_mutex_lock(&r->mu);
     r->refs++;
     r->dispatched = 1;
     req_suspend_locked(r);
     pthread_mutex_unlock(&r->mu);
+}
+
+typedef struct take { req_t *r; int oom; } take_t;
+
+static enum MHD_Result take_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                const char *value)
+{
+    (void)kind;
+    take_t *t = cls;
+    req_t *r = t->r;
+    if (req_arg(r, key)) return MHD_YES;               /* the first value counts */
+    char **q = realloc(r->query, (r->n_query + 1) * 2 * sizeof *q);
+    if (!q) { t->oom = 1; return MHD_NO; }
+    r->query = q;
+    q[2 * r->n_query] = strdup(key);
+    q[2 * r->n_query + 1] = strdup(value ? value : "");
+    r->n_query++;
+    if (!q[2 * r->n_query - 2] || !q[2 * r->n_query - 1]) { t->oom = 1; return MHD_NO; }
+    return MHD_YES;
+}
+
+int req_take_query(req_t *r, struct MHD_Connection *c)
+{
+    take_t t = { r, 0 };
+    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, take_arg, &t);
+    return t.oom ? -1 : 0;
+}
+
+const char *req_arg(const req_t *r, const char *name)
+{
+    for (size_t i = 0; i < r->n_query; i++)
+        if (r->query[2 * i] && strcmp(r->query[2 * i], name) == 0) return r->query[2 * i + 1];
+    return NULL;
 }
 
 int req_append_body(req_t *r, const char *data, size_t len)
@@ -135,19 +171,31 @@ enum MHD_Result req_queue_error(struct MHD_Connection *c, int status, const char
     return req_queue_body(c, status, s, s ? strlen(s) : 0, "application/json", r, NULL);
 }
 
-void req_answer_later(req_t *r, int status, char *body, const char *retry_after)
+/* Sets a buffered answer on a suspended request and wakes its connection. */
+static void answer_later(req_t *r, int status, char *body, size_t len, const char *ctype,
+                         const char *retry_after)
 {
     pthread_mutex_lock(&r->mu);
     r->rec.id[0] = '\0';
     r->resp_status = status;
     r->resp_body = body;
-    r->resp_len = body ? strlen(body) : 0;
-    snprintf(r->resp_type, sizeof r->resp_type, "application/json");
+    r->resp_len = len;
+    snprintf(r->resp_type, sizeof r->resp_type, "%s", ctype);
     snprintf(r->retry_after, sizeof r->retry_after, "%s", retry_after ? retry_after : "");
     r->upstream_done = 1;
     r->resp_kind = RESP_BUFFER;
     req_resume_locked(r);
     pthread_mutex_unlock(&r->mu);
+}
+
+void req_answer_later(req_t *r, int status, char *body, const char *retry_after)
+{
+    answer_later(r, status, body, body ? strlen(body) : 0, "application/json", retry_after);
+}
+
+void req_answer_later_as(req_t *r, int status, char *body, size_t len, const char *ctype)
+{
+    answer_later(r, status, body, len, ctype, NULL);
 }
 
 void req_answer_upstream(req_t *r, int status, char *body, size_t len, const char *ctype)

@@ -3,6 +3,7 @@
 #include "routes.h"
 #include "balance.h"
 #include "chat.h"
+#include "events.h"
 #include "health.h"
 #include "passthru.h"
 #include <stdio.h>
@@ -10,21 +11,31 @@
 #include <string.h>
 
 static const route_t ROUTES[] = {
-    /* path                        methods     modes        auth                fwd early handler */
-    { "/v0/llm/chat/completions",  ROUTE_POST, ROUTE_ANY,   AUTH_TEAM,          1,  0, chat_serve },
-    { "/v1/chat/completions",      ROUTE_POST, ROUTE_ANY,   AUTH_TEAM,          1,  0, chat_serve },
-    { "/v0/llm/models",            ROUTE_GET,  ROUTE_ANY,   AUTH_NONE,          0,  0, passthru_models },
-    { "/v0/credits/balance",       ROUTE_GET,  ROUTE_TEAMS, AUTH_TEAM_OR_ADMIN, 0,  1, balance_serve },
+    /* path                       methods     modes        auth                fwd early
+     *                            metered prefix handler */
+    { "/v0/llm/chat/completions", ROUTE_POST, ROUTE_ANY,   AUTH_TEAM,          1, 0,
+                                  1, 0, chat_serve },
+    { "/v1/chat/completions",     ROUTE_POST, ROUTE_ANY,   AUTH_TEAM,          1, 0,
+                                  1, 0, chat_serve },
+    { "/v0/llm/models",           ROUTE_GET,  ROUTE_ANY,   AUTH_NONE,          0, 0,
+                                  0, 0, passthru_models },
+    { "/v0/credits/balance",      ROUTE_GET,  ROUTE_TEAMS, AUTH_TEAM_OR_ADMIN, 0, 1,
+                                  0, 0, balance_serve },
     /* passthrough: Pinata answers the caller's own key */
-    { "/v0/credits/balance",       ROUTE_GET,  ROUTE_PT,    AUTH_NONE,          1,  0, passthru_balance },
-    { "/healthz",                  ROUTE_GET,  ROUTE_ANY,   AUTH_NONE,          0,  1, health_serve },
+    { "/v0/credits/balance",      ROUTE_GET,  ROUTE_PT,    AUTH_NONE,          1, 0,
+                                  0, 0, passthru_balance },
+    { "/healthz",                 ROUTE_GET,  ROUTE_ANY,   AUTH_NONE,          0, 1,
+                                  0, 0, health_serve },
 };
 
 const route_t *routes_find(const char *path, int passthrough)
 {
     unsigned mode = passthrough ? ROUTE_PT : ROUTE_TEAMS;
     for (size_t i = 0; i < sizeof ROUTES / sizeof ROUTES[0]; i++)
-        if ((ROUTES[i].modes & mode) && strcmp(ROUTES[i].path, path) == 0) return &ROUTES[i];
+        if ((ROUTES[i].modes & mode) &&
+            (ROUTES[i].prefix ? strncmp(ROUTES[i].path, path, strlen(ROUTES[i].path)) == 0
+                              : strcmp(ROUTES[i].path, path) == 0))
+            return &ROUTES[i];
     return NULL;
 }
 
@@ -66,10 +77,13 @@ enum MHD_Result routes_begin(app_t *app, struct MHD_Connection *c, const char *u
     *con_cls = r;
     r->serve = rt->serve;
     r->snap = sn;
+    r->chat = rt->metered;
+    if (rt->prefix && !(r->path_rest = strdup(url + strlen(rt->path)))) return MHD_NO;
     const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
                                                    MHD_HTTP_HEADER_AUTHORIZATION);
     auth_caller_t who;
     int rc = auth_identify(app, sn, auth, rt->auth, &who);
+    if (rc != AUTH_OK && r->chat) events_refused(app, r, EVENTS_UNAUTHORIZED, NULL);
     if (rc == AUTH_MISSING)
         return req_queue_error(c, 401, "missing API key: send 'Authorization: Bearer <key>'",
                                "authentication_error", "missing_api_key", NULL);

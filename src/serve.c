@@ -9,6 +9,7 @@
 #include "serve.h"
 #include "account.h"
 #include "app.h"
+#include "jobs.h"
 #include "keys.h"
 #include "loop.h"
 #include "server.h"
@@ -296,6 +297,10 @@ int serve_run(const serve_opts_t *a)
         fprintf(stderr, "pinmeter: cannot start the ledger writer\n");
         goto out;
     }
+    if (!(app->jobs = jobs_start(2))) {
+        fprintf(stderr, "pinmeter: cannot start the job threads\n");
+        goto out;
+    }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !(app->loop = loop_new()) ||
         !(app->up = upstream_start(app))) {
         fprintf(stderr, "pinmeter: cannot start the upstream client\n");
@@ -329,6 +334,8 @@ int serve_run(const serve_opts_t *a)
         struct timespec ts = {0, 10 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
+    jobs_stop(app->jobs);          /* a job still running finishes (its answer is dropped) */
+    app->jobs = NULL;
     server_free(app->srv);
     app->srv = NULL;
     account_stop(app->acct);
@@ -341,6 +348,7 @@ int serve_run(const serve_opts_t *a)
     app->up = NULL;
     base_log("stopped");
 out:
+    jobs_stop(app->jobs);
     account_stop(app->acct);
     loop_stop(app->loop);
     server_free(app->srv);

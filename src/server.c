@@ -3,6 +3,7 @@
  * supervisor's (server_run's) thread. A connection waiting on the upstream
  * is suspended (req.h); the upstream side resumes it. */
 #include "server.h"
+#include "events.h"
 #include "loop.h"
 #include "req.h"
 #include "routes.h"
@@ -92,8 +93,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     req_t *r = *con_cls;
     if (!r) {
         conn_mark(s, c, 1);
-        if (atomic_load(&s->conns) > app_snap(s->app)->cfg->max_connections)
+        if (atomic_load(&s->conns) > app_snap(s->app)->cfg->max_connections) {
+            events_refused(s->app, NULL, EVENTS_TOO_MANY_CONNECTIONS, NULL);
             return refuse_overload(c);
+        }
         return routes_begin(s->app, c, url, method, con_cls);
     }
     if (*upload_size) {
@@ -118,6 +121,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     pthread_mutex_unlock(&r->mu);
+    r->t_body_us = base_mono_us();
     enum MHD_Result ret = r->serve(r, c);
     /* dispatched only by this thread, just now */
     if (r->dispatched) conn_set_req(s, c, r);
@@ -137,6 +141,11 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     r->client_gone = 1;
     int abort = r->dispatched && !r->upstream_done && r->adm.stream;
     pthread_mutex_unlock(&r->mu);
+    if (r->chat) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_HTTP_STATUS);
+        events_answered(s->app, r, ci ? (int)ci->http_status : 0);
+    }
     /* A stream whose reader left is cut upstream too; a non-stream request
      * runs to its end so its usage is known and charged exactly. */
     if (abort) upstream_abort(s->app->up, r);

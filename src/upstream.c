@@ -5,6 +5,7 @@
  * the verdict (verdict.h) on what was seen, then the ledger row, the budget
  * and the response prepared for the listener. */
 #include "upstream.h"
+#include "events.h"
 #include "loop.h"
 #include "verdict.h"
 #include <stdio.h>
@@ -72,6 +73,7 @@ static int on_event(void *ud, const sse_event_t *ev)
             int rc = usage_parse(ev->data, ev->data_len, &ui);
             if (rc == USAGE_BAD) r->usage_bad = 1;
             if (rc == USAGE_OK) {
+                if (ui.content_deltas && !r->content_deltas) events_first_token(r->app, r);
                 r->content_bytes += ui.content_bytes;
                 r->content_deltas += ui.content_deltas;
                 if (!r->upstream_id[0] && ui.id[0])
@@ -217,6 +219,7 @@ static void settle_chat(upstream_t *u, req_t *r, verdict_net_t net, verdict_t *v
      * 0 and the ledger's backlog is empty, every row is in the file. */
     budget_settle(app->budget, &r->hold, v->charge, now / 1000);
     if (v->account_exhausted) budget_account_exhausted(app->budget);
+    events_settled(app, r, v);
     char ch[MONEY_FMT_MAX];
     if (r->snap->cfg->log_requests || v->state != LEDGER_SETTLED || r->rec.status >= 500)
         base_log("%s team=%s key=%s model=%s stream=%d status=%d state=%s charged=%s ms=%lld",
@@ -344,6 +347,7 @@ static int start_transfer(upstream_t *u, req_t *r)
         r->easy = NULL;
         return -1;
     }
+    if (r->chat) events_upstream_started(app, r);
     return 0;
 }
 
