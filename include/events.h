@@ -38,5 +38,8 @@ void events_settled(app_t *app, const req_t *r, const verdict_t *v);
 void events_answered(app_t *app, const req_t *r, int status);
 /* Account sync read Pinata's balance (account's thread). */
 void events_account_synced(app_t *app);
+/* An alert delivery attempt ended: sent (the receiver answered 2xx) or
+ * failed (the alert sender's thread). */
+void events_alert(app_t *app, const char *event, int sent);
 
 #endif

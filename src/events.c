@@ -36,3 +36,8 @@ void events_account_synced(app_t *app)
 {
     (void)app;
 }
+
+void events_alert(app_t *app, const char *event, int sent)
+{
+    (void)app; (void)event; (void)sent;
+}
