@@ -19,6 +19,9 @@ typedef struct budget_hold {
     int in_fb;
     int team;
     nanos_t amount;
+    nanos_t team_available;        /* the team's available just after this hold (fleet-wide
+                                    * with Redis; the local share while it is down); -1
+                                    * for an uncapped team */
     period_t period;
     int64_t period_start;          /* period the hold (and its charge) belongs to */
     char rid[48];                  /* request id: the hold's name in the shared store */

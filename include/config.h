@@ -47,6 +47,7 @@ typedef struct config {
     int client_timeout_s;          /* idle client connection cut after this, default 30 */
     int log_requests;              /* a log line per request (default false: only
                                     * requests not settled normally are logged) */
+    int log_json;                  /* log_format: 0 "text" (default), 1 "json" lines */
     /* Shared budget store (issue 5). store_url "" = the in-process book. */
     char store_url[512];           /* budget_store: redis://HOST[:PORT][/DB] */
     char store_host[256];

@@ -69,6 +69,7 @@ struct req {
     admit_req_t adm;
     rate_t rate;
     int priced;                    /* the model is in the rate table (rate is its price) */
+    int charged_known;             /* rec.charged is final (a buffered answer's X-Pinmeter-Cost) */
     budget_hold_t hold;
     ledger_rec_t rec;
 

@@ -89,7 +89,12 @@ int budget_reserve(budget_t *bg, int team, nanos_t amount, int64_t now, const ch
     int rc;
     if (bg->store) return store_reserve(bg->store, team, amount, now, rid, hold, why);
     memset(hold, 0, sizeof *hold);
-    LOCKED(rc = book_reserve(bg->book, team, amount, now, &hold->acct, why));
+    book_view_t v;
+    pthread_mutex_lock(&bg->mu);
+    rc = book_reserve(bg->book, team, amount, now, &hold->acct, why);
+    if (rc == 0) book_team_view(bg->book, team, now, &v);
+    pthread_mutex_unlock(&bg->mu);
+    hold->team_available = rc == 0 && v.cap >= 0 ? v.available : -1;
     hold->team = team;
     hold->amount = amount;
     hold->period_start = hold->acct.period_start;

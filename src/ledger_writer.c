@@ -10,6 +10,7 @@
  * the front of the queue and are retried until they commit, unjournaled
  * begins fail back to their callers. Calls nothing in ledger.c. */
 #include "ledger_int.h"
+#include "base.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -203,7 +204,7 @@ static int apply(ledger_t *l, const op_t *o)
          * and mark the id as a repeat rather than lose or merge it. */
         char dup[sizeof r->upstream_id + LEDGER_ID_MAX + 8];
         snprintf(dup, sizeof dup, "%s#dup-%s", r->upstream_id, r->id);
-        fprintf(stderr, "pinmeter: ledger: upstream id %s seen twice; stored as %s\n",
+        base_logl(BASE_WARN, "ledger: upstream id %s seen twice; stored as %s",
                 r->upstream_id, dup);
         sqlite3_bind_text(st, 9, dup, -1, SQLITE_TRANSIENT);
         rc = sqlite3_step(st);
@@ -350,10 +351,10 @@ static void *writer_main(void *arg)
         failing = !commit_batch(l, batch);
         if (failing != l->failing) {
             if (failing)
-                fprintf(stderr, "pinmeter: ledger: writes are failing (%s); new requests get "
-                        "503 and completions are kept and retried\n", sqlite3_errmsg(l->db));
+                base_logl(BASE_ERROR, "ledger: writes are failing (%s); new requests get "
+                          "503 and completions are kept and retried", sqlite3_errmsg(l->db));
             else
-                fprintf(stderr, "pinmeter: ledger: writable again\n");
+                base_log("ledger: writable again");
             atomic_store(&l->failing, failing);
         }
         if (failing) {
@@ -422,7 +423,7 @@ void ledger_writer_stop(ledger_t *l, int timeout_ms)
     while (l->head) {             /* gave up retrying: report and drop */
         op_t *o = l->head;
         l->head = o->next;
-        fprintf(stderr, "pinmeter: ledger: could not record completion of %s\n", o->rec.id);
+        base_logl(BASE_ERROR, "ledger: could not record completion of %s", o->rec.id);
         if (o->done) o->done(o->ud, 0);
         free(o);
     }

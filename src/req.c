@@ -147,6 +147,22 @@ void req_add_credits(cJSON *obj, const char *name, nanos_t v)
     cJSON_AddItemToObject(obj, name, cJSON_CreateRaw(money_fmt(v, buf)));
 }
 
+/* The metering headers of an admitted request's answer: its id, what was
+ * reserved, the team's available after the hold, and (buffered answers)
+ * the charge. */
+static void metering_headers(struct MHD_Response *resp, const req_t *r, int buffered)
+{
+    char buf[MONEY_FMT_MAX];
+    MHD_add_response_header(resp, "X-Pinmeter-Request-Id", r->rec.id);
+    if (!r->chat) return;
+    MHD_add_response_header(resp, "X-Pinmeter-Reserved", money_fmt(r->rec.reserved, buf));
+    if (r->hold.team_available >= 0)
+        MHD_add_response_header(resp, "X-Pinmeter-Team-Available",
+                                money_fmt(r->hold.team_available, buf));
+    if (buffered && r->charged_known)
+        MHD_add_response_header(resp, "X-Pinmeter-Cost", money_fmt(r->rec.charged, buf));
+}
+
 enum MHD_Result req_queue_body(struct MHD_Connection *c, int status, char *body, size_t len,
                                const char *ctype, const req_t *r, const char *retry_after)
 {
@@ -156,7 +172,7 @@ enum MHD_Result req_queue_body(struct MHD_Connection *c, int status, char *body,
     if (!resp) { free(body); return MHD_NO; }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
                             ctype && *ctype ? ctype : "application/json");
-    if (r && r->rec.id[0]) MHD_add_response_header(resp, "X-Pinmeter-Request-Id", r->rec.id);
+    if (r && r->rec.id[0]) metering_headers(resp, r, 1);
     if (retry_after && *retry_after)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, retry_after);
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, resp);
@@ -294,7 +310,7 @@ enum MHD_Result req_queue_prepared(req_t *r, struct MHD_Connection *c, resp_kind
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
                                 r->content_type[0] ? r->content_type : "text/event-stream");
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-        if (r->rec.id[0]) MHD_add_response_header(resp, "X-Pinmeter-Request-Id", r->rec.id);
+        if (r->rec.id[0]) metering_headers(resp, r, 0);
         enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->resp_status, resp);
         MHD_destroy_response(resp);
         return ret;

@@ -204,6 +204,7 @@ static void reload(void *ctx)
     }
     sn->older = app_snap(app);
     atomic_store(&app->snap, sn);
+    base_log_json(sn->cfg->log_json);
     base_log("reloaded %s: %zu team(s), %zu priced model(s)", sv->opts->config, n_teams, n_rates);
 }
 
@@ -268,6 +269,7 @@ int serve_run(const serve_opts_t *a)
     rates_t *rates = NULL;
     config_t *cfg = load_checked(a, app, &rates, err, sizeof err);
     if (!cfg) { fprintf(stderr, "pinmeter: %s\n", err); goto out; }
+    base_log_json(cfg->log_json);
     unsigned char rnd[8];
     RAND_bytes(rnd, sizeof rnd);
     for (int i = 0; i < 8; i++) snprintf(app->instance + 2 * i, 3, "%02x", rnd[i]);

@@ -10,6 +10,7 @@
 #include "upstream.h"
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -230,6 +231,17 @@ static int is_loopback(const struct sockaddr *sa)
     return 0;
 }
 
+/* libmicrohttpd's own messages, as log lines of ours (text or JSON). */
+static void mhd_logger(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
+    base_logl(BASE_WARN, "listener: %s", msg);
+}
+
 /* Starts libmicrohttpd on the config's address, driven by the loop. 0 or -1. */
 static int listen_on(struct server *s, const config_t *cfg)
 {
@@ -259,6 +271,7 @@ static int listen_on(struct server *s, const config_t *cfg)
     s->mhd = MHD_start_daemon(flags, (uint16_t)cfg->listen_port, NULL, NULL,
                               on_request, s,
                               MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                              MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                               MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
                               /* hard limit above the soft one, so that extra

@@ -258,6 +258,7 @@ static void pend_apply_locked(store_t *s, pend_t *p)
     t->fig_spent = p->spent;
     t->fig_loaned = p->loaned;
     if (p->ok == 1) {
+        h->team_available = p->cap >= 0 ? p->cap - p->spent - p->loaned : -1;
         st_live_add_locked(s, h);
         p->rc = BUDGET_OK;
         return;

@@ -126,6 +126,9 @@ int st_reserve_down_locked(store_t *s, int team, nanos_t amount, int64_t now,
         return BUDGET_REFUSED;
     }
     h->in_fb = 1;
+    book_view_t v;
+    book_team_view(s->fb, team, now, &v);
+    h->team_available = v.cap >= 0 ? v.available : -1;
     st_live_add_locked(s, h);
     return BUDGET_OK;
 unavailable:
