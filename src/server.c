@@ -270,8 +270,9 @@ static int listen_on(struct server *s, const config_t *cfg)
                      MHD_USE_ERROR_LOG | (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);
     s->mhd = MHD_start_daemon(flags, (uint16_t)cfg->listen_port, NULL, NULL,
                               on_request, s,
-                              MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                              /* first, so that it logs the other options' errors */
                               MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
+                              MHD_OPTION_SOCK_ADDR, ai->ai_addr,
                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                               MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
                               /* hard limit above the soft one, so that extra
