@@ -33,6 +33,11 @@ typedef struct tstate {               /* a team slot, as the thread sees it */
     int refused;                      /* a cap_refused to record (retried with the check) */
     int64_t refused_at_s;
     book_refusal_t why;
+    /* the ids of its thresholds for one period (a SHA-256 each: computed
+     * once per period and threshold list, not per check) */
+    const alert_thresholds_t *ids_of;
+    int64_t ids_start;
+    char ids[CONFIG_THRESHOLDS_MAX][ALERTCORE_ID_LEN + 1];
 } tstate_t;
 
 typedef struct delivery {             /* an event still to be delivered */
@@ -230,12 +235,16 @@ static int check_thresholds(alerts_t *a, int slot, const char *name, int64_t now
     if (!cfg->alerts_on || !tc || tc->cap <= 0) return 0;
     const alert_thresholds_t *th = config_team_thresholds(cfg, tc);
     int64_t start = book_period_start(tc->period, now / 1000);
-    char ids[CONFIG_THRESHOLDS_MAX][ALERTCORE_ID_LEN + 1];
-    size_t open = 0;
-    for (size_t i = 0; i < th->n; i++) {
-        alertcore_id(ALERTCORE_THRESHOLD, name, start, th->ppm[i], ids[i]);
-        open += !known_has(a, ids[i]);
+    tstate_t *t = &a->ts[slot];
+    char (*ids)[ALERTCORE_ID_LEN + 1] = t->ids;
+    if (t->ids_of != th || t->ids_start != start) {   /* a new period or a reload */
+        for (size_t i = 0; i < th->n; i++)
+            alertcore_id(ALERTCORE_THRESHOLD, name, start, th->ppm[i], ids[i]);
+        t->ids_of = th;
+        t->ids_start = start;
     }
+    size_t open = 0;
+    for (size_t i = 0; i < th->n; i++) open += !known_has(a, ids[i]);
     if (!open) return 0;                /* every threshold of this period has fired */
     book_view_t v;
     if (budget_team_view(a->app->budget, slot, now / 1000, &v) != 0) return -1;
