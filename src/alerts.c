@@ -157,7 +157,8 @@ static void add_delivery(alerts_t *a, const char *id, const char *event, char *p
         size_t cap = a->cap_dl ? 2 * a->cap_dl : 16;
         delivery_t *d = realloc(a->dl, cap * sizeof *d);
         if (!d) {
-            base_log("alert %s: out of memory; its delivery resumes at the next start", id);
+            base_logl(BASE_ERROR, "alert %s: out of memory; its delivery resumes at the next start",
+                      id);
             free(payload);
             return;
         }
@@ -196,8 +197,8 @@ static int fire(alerts_t *a, const alertcore_event_t *e, int slot, const char *m
                           .next_ms = e->at_ms, .payload = payload };
     int rc = ledger_alert_add(a->store, &al, meta_k, meta_v);
     if (rc < 0) {
-        base_log("alert %s %s: cannot record it in the ledger; trying again shortly", e->event,
-                 e->id);
+        base_logl(BASE_ERROR, "alert %s %s: cannot record it in the ledger; trying again shortly",
+                  e->event, e->id);
         free(payload);
         return -1;
     }
@@ -387,7 +388,7 @@ static int attempt(alerts_t *a, size_t i)
                  d->attempts);
         if (ledger_alert_update(a->store, d->id, LEDGER_ALERT_DELIVERED, d->attempts, NULL,
                                 now) != 0)
-            base_log("alert %s: cannot record its delivery in the ledger", d->id);
+            base_logl(BASE_ERROR, "alert %s: cannot record its delivery in the ledger", d->id);
         events_alert(a->app, d->event, 1);
         drop_delivery(a, i);
         return 1;
@@ -397,18 +398,18 @@ static int attempt(alerts_t *a, size_t i)
     int64_t next;
     if (alertcore_next_attempt(d->first_ms, d->attempts, now, a->base_ms, a->cap_ms,
                                a->giveup_ms, &next) == 0) {
-        base_log("alert %s %s: attempt %d failed (%s); next in %lld ms", d->event, d->id,
-                 d->attempts, err, (long long)(next - now));
+        base_logl(BASE_WARN, "alert %s %s: attempt %d failed (%s); next in %lld ms", d->event,
+                  d->id, d->attempts, err, (long long)(next - now));
         d->next_ms = next;
         if (ledger_alert_update(a->store, d->id, LEDGER_ALERT_PENDING, d->attempts, err,
                                 next) != 0)
-            base_log("alert %s: cannot record the attempt in the ledger", d->id);
+            base_logl(BASE_ERROR, "alert %s: cannot record the attempt in the ledger", d->id);
         return 0;
     }
-    base_log("alert %s %s: giving up after %d attempts over %lld s (last: %s)", d->event, d->id,
-             d->attempts, (long long)((now - d->first_ms) / 1000), err);
+    base_logl(BASE_ERROR, "alert %s %s: giving up after %d attempts over %lld s (last: %s)",
+              d->event, d->id, d->attempts, (long long)((now - d->first_ms) / 1000), err);
     if (ledger_alert_update(a->store, d->id, LEDGER_ALERT_FAILED, d->attempts, err, now) != 0)
-        base_log("alert %s: cannot record its failure in the ledger", d->id);
+        base_logl(BASE_ERROR, "alert %s: cannot record its failure in the ledger", d->id);
     drop_delivery(a, i);
     return 1;
 }
@@ -518,8 +519,8 @@ int alerts_start(app_t *app, const char *instance, alerts_t **out, char *err, si
     test_hooks(a);
     const char *secret = cfg->alert_secret_env[0] ? getenv(cfg->alert_secret_env) : NULL;
     if (cfg->alert_secret_env[0] && (!secret || !*secret))
-        base_log("alerts: %s (alerts.secret_env) is not set: events are sent unsigned",
-                 cfg->alert_secret_env);
+        base_logl(BASE_WARN, "alerts: %s (alerts.secret_env) is not set: events are sent "
+                  "unsigned", cfg->alert_secret_env);
     if (!(a->q = alertq_new()) || !(a->wh = webhook_new(secret, &a->stop))) goto oom;
     if (!(a->store = ledger_alerts_open(app->ledger, err, errlen))) goto fail;
     char meta[64];

@@ -25,7 +25,8 @@ int config_thresholds_parse(cfgrow_ctx_t *x, const cJSON *v, const char *path,
     alert_thresholds_t t = { .n = 0 };
 
     if (!cJSON_IsArray(v))
-        return cfgrow_fail(x, path, "must be an array of fractions of the cap, e.g. [0.5, 0.8, 1.0]");
+        return cfgrow_fail(x, path,
+                           "must be an array of fractions of the cap, e.g. [0.5, 0.8, 1.0]");
     for (const cJSON *e = v->child; e; e = e->next, i++) {
         cfgrow_join_index(sub, path, i);
         if (i >= CONFIG_THRESHOLDS_MAX)
