@@ -212,7 +212,8 @@ int main(int argc, char **argv)
     args_t a;
     if (strcmp(cmd, "alert") == 0) {           /* a command with a subcommand */
         if (argc < 3 || strcmp(argv[2], "test") != 0) {
-            fprintf(stderr, "pinmeter: alert wants a subcommand: pinmeter alert test [-c FILE]\n");
+            fprintf(stderr, "pinmeter: alert wants a subcommand: "
+                    "pinmeter alert test [-c FILE]\n");
             return 2;
         }
         int pr = parse_args(argc - 2, argv + 2, &a);

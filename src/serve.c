@@ -4,8 +4,8 @@
  * rebuilt from the ledger's daily table), the ledger writer, the jobs, the
  * alert thread, the event loop and its transfers, account sync, the
  * listener. SIGHUP builds a new snapshot and swaps it in only when all of
- * it is valid; SIGTERM/SIGINT drain and stop in the reverse order. The two signal flags are the
- * process's only globals. */
+ * it is valid; SIGTERM/SIGINT drain and stop in the reverse order. The two
+ * signal flags are the process's only globals. */
 #include "serve.h"
 #include "account.h"
 #include "alerts.h"
