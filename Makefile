@@ -45,8 +45,8 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIBOBJ)
 	@echo "  CC    $<"
 	@$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(LIBOBJ) $(LDLIBS)
 
-# The same program with test-only fault hooks (PINMETER_TEST_LEDGER_FAULT);
-# the e2e fault tests use it. Never shipped.
+# The same program with test-only fault hooks (PINMETER_TEST_LEDGER_FAULT,
+# PINMETER_TEST_ALERT_*); the e2e fault and alert tests use it. Never shipped.
 ifneq ($(BUILD),build-test)
 build-test/pinmeter: FORCE
 	@$(MAKE) --no-print-directory BUILD=build-test EXTRA_CFLAGS=-DPINMETER_TEST_HOOKS build-test/pinmeter

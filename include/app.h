@@ -24,6 +24,7 @@ struct upstream;
 struct account;
 struct server;
 struct jobs;
+struct alertq;
 
 /* What one config file says, with its rates, as served at one time. SIGHUP
  * builds a new snapshot and swaps it in only when the whole of it is valid;
@@ -47,6 +48,7 @@ typedef struct app {
     struct account *acct;          /* balance sync (account.h); NULL when off */
     struct server *srv;            /* the listener (server.h) */
     struct jobs *jobs;             /* work kept off the loop (jobs.h) */
+    struct alertq *alertq;         /* the alert thread's inbox (alertq.h); NULL when off */
     char *llm_key;                 /* upstream key from the environment; NULL in passthrough */
     int admin_on;
     unsigned char admin_sha[32];

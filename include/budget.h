@@ -88,6 +88,13 @@ void budget_release(budget_t *bg, budget_hold_t *hold);
  * store cannot be reached. */
 int budget_team_view(budget_t *bg, int team, int64_t now, book_view_t *out);
 
+/* Claims alert event id (of team's current period at now, unix s) for this
+ * instance, so one instance of a fleet sends it: 1 claimed (by this
+ * instance, now or before), 0 another instance holds it, -1 the shared
+ * store cannot be reached (try again later). The in-process store always
+ * answers 1. A Redis round trip: call it off the event loop. */
+int budget_alert_claim(budget_t *bg, int team, const char *id, int64_t now);
+
 /* "local", or for the shared store "redis" / "redis-down". */
 const char *budget_store_state(budget_t *bg);
 

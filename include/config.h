@@ -10,6 +10,16 @@
 
 typedef enum { PERIOD_NONE = 0, PERIOD_DAY, PERIOD_WEEK, PERIOD_MONTH } period_t;
 
+/* Budget alert thresholds (alerts.thresholds, a team's alert_thresholds):
+ * fractions of the cap in parts per million, sorted, unique, each in
+ * (0, 10 * CONFIG_PPM]. */
+#define CONFIG_PPM 1000000
+#define CONFIG_THRESHOLDS_MAX 32
+typedef struct alert_thresholds {
+    int32_t ppm[CONFIG_THRESHOLDS_MAX];
+    size_t n;
+} alert_thresholds_t;
+
 typedef struct key_conf {
     char id[64];
     unsigned char sha256[32];      /* SHA-256 of the key text */
@@ -23,6 +33,8 @@ typedef struct team_conf {
     size_t n_models;
     key_conf_t *keys;
     size_t n_keys;
+    int has_alert_thresholds;      /* alert_thresholds given: replaces alerts.thresholds */
+    alert_thresholds_t alert_thresholds;
 } team_conf_t;
 
 typedef struct config {
@@ -57,6 +69,12 @@ typedef struct config {
     int store_down_local;          /* on_store_down: 0 "closed" (default), 1 "local" */
     int lease_s;                   /* budget_lease_s; 0 = upstream.timeout_s + 30 */
     char instance_id[64];          /* instance_id; "" = the one kept in the ledger */
+    /* Budget alerts (issue 13); alerts_on: the "alerts" object is present. */
+    int alerts_on;
+    char alert_url[1024];          /* alerts.webhook_url (http:// or https://) */
+    char alert_secret_env[128];    /* alerts.secret_env; "" = events are not signed */
+    alert_thresholds_t alert_thresholds;   /* alerts.thresholds, default 0.5, 0.8, 1.0 */
+    nanos_t alert_account_below;   /* alerts.account_below; -1 = no account_low */
     team_conf_t *teams;            /* empty = passthrough mode */
     size_t n_teams;
 } config_t;
@@ -76,6 +94,10 @@ rates_t *config_load_rates(const config_t *c, char *err, size_t errlen);
 int config_model_allowed(const team_conf_t *t, const char *model);
 /* Glob match where '*' matches any run of characters (including '/'). */
 int config_glob_match(const char *pattern, const char *s);
+
+/* The thresholds that apply to team t: its alert_thresholds when given,
+ * else c->alert_thresholds. Borrowed from c. */
+const alert_thresholds_t *config_team_thresholds(const config_t *c, const team_conf_t *t);
 
 /* Parses "day|week|month|none"; -1 if unknown. */
 int config_period_parse(const char *s, period_t *out);

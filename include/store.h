@@ -4,7 +4,8 @@
  * Layout (one hash tag per team, so every key a script touches is in one
  * Redis Cluster slot): pm:{TEAM}:<k><START>:spent|loaned|holds|lease|by,
  * where k is the period (d, w, m, n) and START its first second; plus
- * pm:{TEAM}:done:<request id> (settled marks, 2 days) and pm:instances.
+ * pm:{TEAM}:done:<request id> (settled marks, 2 days), pm:{TEAM}:alert:<id>
+ * (alert claims, until their period's keys expire) and pm:instances.
  * The scripts are in src/lua, run over rconn (the only user of hiredis).
  * A synchronous reserve and the view run on the caller's thread (the loop)
  * over one connection; asynchronous reserves are pipelined by the reserver
@@ -33,6 +34,7 @@ int store_reserve_async(store_t *s, int team, nanos_t amount, int64_t now, const
 void store_settle(store_t *s, budget_hold_t *hold, nanos_t charge, int64_t now);
 void store_release(store_t *s, budget_hold_t *hold);
 int store_team_view(store_t *s, int team, int64_t now, book_view_t *out);
+int store_alert_claim(store_t *s, int team, const char *id, int64_t now);
 const char *store_state(store_t *s);
 /* The account projection stays per instance (a local book). */
 void store_account_sync(store_t *s, nanos_t total, nanos_t available);

@@ -132,6 +132,11 @@ int budget_team_view(budget_t *bg, int team, int64_t now, book_view_t *out)
     return 0;
 }
 
+int budget_alert_claim(budget_t *bg, int team, const char *id, int64_t now)
+{
+    return bg->store ? store_alert_claim(bg->store, team, id, now) : 1;
+}
+
 const char *budget_store_state(budget_t *bg)
 {
     return bg->store ? store_state(bg->store) : "local";

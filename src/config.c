@@ -6,8 +6,9 @@
  * keys starting with "_" or "//" are comments). This file owns the top-level
  * rows and their custom parsers, the defaults, config_parse/load/free and the
  * model glob; the "teams" array and the rules across teams and keys are in
- * config_team.c (src/config_int.h). Cross-entry rules (unique names and keys,
- * prices needing credits_per_usd) run after the walk. Errors read
+ * config_team.c, the "alerts" object in config_alerts.c (src/config_int.h).
+ * Cross-entry rules (unique names and keys, prices needing credits_per_usd)
+ * run after the walk. Errors read
  * "FILE: KEY: why" with KEY a JSON path such as teams[0].keys[1].sha256.
  * Only config_load and config_load_rates (the rates file the config names)
  * do I/O. */
@@ -257,6 +258,7 @@ static const cfgrow_row_t top_rows[] = {
     CNUM("budget_lease_s", CFGROW_INT, lease_s, 1, 86400 * 2),
     CSTR("instance_id", instance_id, CFGROW_NAME),
     { .key = "teams", .kind = CFGROW_CUSTOM, .fn = config_team_parse },
+    { .key = "alerts", .kind = CFGROW_CUSTOM, .fn = config_alerts_parse },
     { .key = NULL },
 };
 
@@ -280,6 +282,7 @@ static void set_defaults(config_t *c)
     c->max_connections = 1024;
     c->drain_s = 30;
     c->client_timeout_s = 30;
+    c->alert_account_below = -1;
 }
 
 static void line_col(const char *json, const char *pos, int *line, int *col)

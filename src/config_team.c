@@ -1,6 +1,6 @@
 /* config_team: the "teams" array of pinmeter's config (part of the config
  * module; see src/config_int.h). Owns each team's rows (name, cap, period,
- * models) and each key's rows (id, sha256), their custom parsers, the rules
+ * models, alert_thresholds) and each key's rows (id, sha256), their custom parsers, the rules
  * across teams and keys (unique names and key ids, one team per key hash),
  * freeing what it allocated, and the period names. Per-team and per-key
  * settings are added here, as rows. Calls nothing in config.c. */
@@ -107,6 +107,15 @@ static int parse_keys(cfgrow_ctx_t *x, const cJSON *v, const char *path, void *b
     return 0;
 }
 
+static int parse_alert_thresholds(cfgrow_ctx_t *x, const cJSON *v, const char *path, void *base)
+{
+    team_conf_t *t = base;
+    if (config_thresholds_parse(x, v, path, &t->alert_thresholds) < 0)
+        return -1;
+    t->has_alert_thresholds = 1;
+    return 0;
+}
+
 static const cfgrow_row_t team_rows[] = {
     { .key = "name", .kind = CFGROW_STR, .flags = CFGROW_REQUIRED | CFGROW_NAME,
       .off = offsetof(team_conf_t, name),
@@ -115,6 +124,7 @@ static const cfgrow_row_t team_rows[] = {
     { .key = "period", .kind = CFGROW_CUSTOM, .fn = parse_period },
     { .key = "models", .kind = CFGROW_CUSTOM, .fn = parse_models },
     { .key = "keys", .kind = CFGROW_CUSTOM, .fn = parse_keys },
+    { .key = "alert_thresholds", .kind = CFGROW_CUSTOM, .fn = parse_alert_thresholds },
     { .key = NULL },
 };
 

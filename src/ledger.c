@@ -9,7 +9,8 @@
  * per-team, per-UTC-day charge totals updated in the same transaction as the
  * row's completion, so start-up rebuilds a period's spend from at most a few
  * dozen rows whatever the ledger's size. Leftover inflight rows are found
- * through a partial index. */
+ * through a partial index. `alerts` holds the budget alert events
+ * (ledger_alert.c). */
 #include "ledger_int.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +35,13 @@ static const char *SCHEMA =
     " WHERE state = 'inflight';"
     "CREATE UNIQUE INDEX IF NOT EXISTS requests_upstream_id ON requests(upstream_id)"
     " WHERE upstream_id IS NOT NULL;"
+    /* budget alerts (ledger_alert.c): one row per event, recorded before its
+     * first delivery attempt; times in unix ms */
+    "CREATE TABLE IF NOT EXISTS alerts("
+    " id TEXT PRIMARY KEY, event TEXT NOT NULL, team TEXT, at_ms INTEGER NOT NULL,"
+    " state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,"
+    " next_attempt_ms INTEGER NOT NULL, payload TEXT NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS alerts_at ON alerts(at_ms);"
     "CREATE TABLE IF NOT EXISTS spend_daily("
     " team TEXT NOT NULL, day INTEGER NOT NULL, nanos INTEGER NOT NULL,"
     " PRIMARY KEY(team, day)) WITHOUT ROWID;"

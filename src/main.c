@@ -1,5 +1,6 @@
 /* main: the pinmeter command line — serve (serve.c), report, keygen,
- * check-config — and its options. */
+ * check-config, alert test (alerts.h) — and its options. */
+#include "alerts.h"
 #include "config.h"
 #include "keys.h"
 #include "ledger.h"
@@ -24,6 +25,7 @@ static void usage(FILE *f)
 "                  [--by team|key|model|day[,...]] [--format table|csv|json]\n"
 "  pinmeter keygen --team NAME [--id ID]\n"
 "  pinmeter check-config [-c FILE]\n"
+"  pinmeter alert test [-c FILE]\n"
 "  pinmeter --help | --version\n"
 "\n"
 "The default config is %s. Each command takes --help.\n",
@@ -168,6 +170,17 @@ static int cmd_keygen(const args_t *a)
     return 0;
 }
 
+/* alert test: one alert_test event to the configured receiver. */
+static int cmd_alert_test(const args_t *a)
+{
+    char err[1024];
+    config_t *cfg = config_load(a->config, err, sizeof err);
+    if (!cfg) { fprintf(stderr, "%s\n", err); return 1; }
+    int rc = alerts_cli_test(cfg, stdout, stderr);
+    config_free(cfg);
+    return rc;
+}
+
 static int cmd_check_config(const args_t *a)
 {
     char err[1024];
@@ -197,6 +210,16 @@ int main(int argc, char **argv)
         return 0;
     }
     args_t a;
+    if (strcmp(cmd, "alert") == 0) {           /* a command with a subcommand */
+        if (argc < 3 || strcmp(argv[2], "test") != 0) {
+            fprintf(stderr, "pinmeter: alert wants a subcommand: "
+                    "pinmeter alert test [-c FILE]\n");
+            return 2;
+        }
+        int pr = parse_args(argc - 2, argv + 2, &a);
+        if (pr != 0) return pr > 0 ? 0 : 2;
+        return cmd_alert_test(&a);
+    }
     int pr = parse_args(argc - 1, argv + 1, &a);
     if (pr != 0) return pr > 0 ? 0 : 2;
     if (strcmp(cmd, "serve") == 0) return cmd_serve(&a);

@@ -1,6 +1,7 @@
 /* routes: the route table and the checks every request passes before its
  * handler runs (see routes.h). */
 #include "routes.h"
+#include "alerts.h"
 #include "balance.h"
 #include "chat.h"
 #include "events.h"
@@ -26,6 +27,8 @@ static const route_t ROUTES[] = {
                                   0, 0, passthru_balance },
     { "/healthz",                 ROUTE_GET,  ROUTE_ANY,   AUTH_NONE,          0, 1,
                                   0, 0, health_serve },
+    { "/v0/alerts",               ROUTE_GET,  ROUTE_ANY,   AUTH_ADMIN,         0, 0,
+                                  0, 0, alerts_serve },
 };
 
 const route_t *routes_find(const char *path, int passthrough)

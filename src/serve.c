@@ -1,13 +1,14 @@
 /* serve: the serving process, `pinmeter serve`. Start-up in order: the
  * config and its rates (checked as a whole), the ledger (recovering what a
  * crash left in flight), the budget with a slot per team (its period spend
- * rebuilt from the ledger's daily table), the ledger writer, the event loop
- * and its transfers, account sync, the listener. SIGHUP builds a new
- * snapshot and swaps it in only when all of it is valid; SIGTERM/SIGINT
- * drain and stop in the reverse order. The two signal flags are the
- * process's only globals. */
+ * rebuilt from the ledger's daily table), the ledger writer, the jobs, the
+ * alert thread, the event loop and its transfers, account sync, the
+ * listener. SIGHUP builds a new snapshot and swaps it in only when all of
+ * it is valid; SIGTERM/SIGINT drain and stop in the reverse order. The two
+ * signal flags are the process's only globals. */
 #include "serve.h"
 #include "account.h"
+#include "alerts.h"
 #include "app.h"
 #include "jobs.h"
 #include "keys.h"
@@ -208,21 +209,28 @@ static void reload(void *ctx)
     base_log("reloaded %s: %zu team(s), %zu priced model(s)", sv->opts->config, n_teams, n_rates);
 }
 
+/* This instance's stable id: instance_id, else the one kept in the ledger
+ * (stored at the first start), so a restart keeps its share of the shared
+ * store and the name its alerts carry. 0 or -1. */
+static int instance_of(app_t *app, const config_t *cfg, char id[64], char *err, size_t errlen)
+{
+    if (cfg->instance_id[0]) {
+        snprintf(id, 64, "%s", cfg->instance_id);
+    } else if (ledger_instance_id(app->ledger, app->instance, id, 64) != 0) {
+        snprintf(err, errlen, "%.400s: cannot read or store the instance id", cfg->ledger);
+        return -1;
+    }
+    return 0;
+}
+
 /* The in-process book, or the shared store on Redis when budget_store is
- * set (its instance id is the ledger's, so a restart keeps its share). */
-static int make_budget(app_t *app, const config_t *cfg, char *err, size_t errlen)
+ * set (under this instance's id). */
+static int make_budget(app_t *app, const config_t *cfg, const char *id, char *err, size_t errlen)
 {
     if (!cfg->store_url[0]) {
         app->budget = budget_local_new(0);
         if (!app->budget) snprintf(err, errlen, "out of memory");
         return app->budget ? 0 : -1;
-    }
-    char id[64];
-    if (cfg->instance_id[0]) {
-        snprintf(id, sizeof id, "%s", cfg->instance_id);
-    } else if (ledger_instance_id(app->ledger, app->instance, id, sizeof id) != 0) {
-        snprintf(err, errlen, "%.400s: cannot read or store the instance id", cfg->ledger);
-        return -1;
     }
     const char *pw = NULL;
     if (cfg->store_password_env[0]) {
@@ -245,8 +253,9 @@ static int make_budget(app_t *app, const config_t *cfg, char *err, size_t errlen
 
 int serve_run(const serve_opts_t *a)
 {
-    char err[1024];
+    char err[1024], instance[64];
     int rc = 1;
+    alerts_t *alerts = NULL;
     serve_t sv;
     memset(&sv, 0, sizeof sv);
     sv.opts = a;
@@ -275,7 +284,8 @@ int serve_run(const serve_opts_t *a)
     for (int i = 0; i < 8; i++) snprintf(app->instance + 2 * i, 3, "%02x", rnd[i]);
 
     app->ledger = ledger_open(cfg->ledger, err, sizeof err);
-    if (!app->ledger || make_budget(app, cfg, err, sizeof err) != 0) {
+    if (!app->ledger || instance_of(app, cfg, instance, err, sizeof err) != 0 ||
+        make_budget(app, cfg, instance, err, sizeof err) != 0) {
         fprintf(stderr, "pinmeter: %s\n", err);
         config_free(cfg);
         rates_free(rates);
@@ -303,8 +313,15 @@ int serve_run(const serve_opts_t *a)
         fprintf(stderr, "pinmeter: cannot start the job threads\n");
         goto out;
     }
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !(app->loop = loop_new()) ||
-        !(app->up = upstream_start(app))) {
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "pinmeter: cannot start the upstream client\n");
+        goto out;
+    }
+    if (alerts_start(app, instance, &alerts, err, sizeof err) != 0) {
+        fprintf(stderr, "pinmeter: %s\n", err);
+        goto out;
+    }
+    if (!(app->loop = loop_new()) || !(app->up = upstream_start(app))) {
         fprintf(stderr, "pinmeter: cannot start the upstream client\n");
         goto out;
     }
@@ -342,6 +359,7 @@ int serve_run(const serve_opts_t *a)
     app->srv = NULL;
     account_stop(app->acct);
     app->acct = NULL;
+    alerts_stop(alerts);           /* pending deliveries resume at the next start */
     ledger_close(app->ledger, 5000);
     app->ledger = NULL;
     loop_free(app->loop);
@@ -352,12 +370,14 @@ int serve_run(const serve_opts_t *a)
 out:
     jobs_stop(app->jobs);
     account_stop(app->acct);
+    alerts_stop(alerts);
     loop_stop(app->loop);
     server_free(app->srv);
     loop_free(app->loop);
     upstream_free(app->up);
     if (app->ledger) ledger_close(app->ledger, 0);
     budget_free(app->budget);
+    alerts_free(alerts);           /* no hook can run any more */
     snap_free_all(app_snap(app));
     for (size_t i = 0; i < sv.n_slots; i++) free(sv.slot_names[i]);
     free(sv.slot_names);

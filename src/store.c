@@ -29,7 +29,7 @@
 #include <time.h>
 
 extern const char pm_lua_reserve[], pm_lua_settle[], pm_lua_release[], pm_lua_renew[],
-                  pm_lua_sync[], pm_lua_view[], pm_lua_beat[];
+                  pm_lua_sync[], pm_lua_view[], pm_lua_beat[], pm_lua_claim[];
 
 #define FAST_TIMEOUT_MS 300           /* a reserve waits at most this for Redis */
 
@@ -44,7 +44,8 @@ store_t *store_new(size_t n_teams, const budget_store_conf_t *c, char *err, size
     s->teams = n_teams ? calloc(n_teams, sizeof *s->teams) : NULL;
     s->batch = st_batch_new();
     const char *const texts[S_N] = { pm_lua_reserve, pm_lua_settle, pm_lua_release,
-                                     pm_lua_renew, pm_lua_sync, pm_lua_view, pm_lua_beat };
+                                     pm_lua_renew, pm_lua_sync, pm_lua_view, pm_lua_beat,
+                                     pm_lua_claim };
     rconn_conf_t rcf = { .host = c->host, .port = c->port, .db = c->db,
                          .password = c->password, .scripts = texts, .n_scripts = S_N,
                          .who = "budget store" };
@@ -402,6 +403,25 @@ int store_team_view(store_t *s, int team, int64_t now, book_view_t *out)
     t->fig_loaned = out->loaned;
     pthread_mutex_unlock(&s->mu);
     return 0;
+}
+
+int store_alert_claim(store_t *s, int team, const char *id, int64_t now)
+{
+    pthread_mutex_lock(&s->mu);
+    if (team < 0 || (size_t)team >= s->n || !atomic_load(&s->up)) {
+        pthread_mutex_unlock(&s->mu);
+        return -1;
+    }
+    rteam_t *t = &s->teams[team];
+    char key[192], expat[24];
+    snprintf(key, sizeof key, "pm:{%s}:alert:%s", t->name, id);
+    st_expat_of(expat, sizeof expat, t->period, book_period_start(t->period, now));
+    pthread_mutex_unlock(&s->mu);
+    const char *keys[] = { key };
+    const char *args[] = { s->instance, expat };
+    rconn_reply_t r;
+    if (run_fast(s, S_CLAIM, 1, keys, 2, args, &r) != RCONN_OK) return -1;
+    return r.is_int && r.integer == 1 ? 1 : 0;
 }
 
 /* ---- settle and release: queued for the worker ---- */

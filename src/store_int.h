@@ -14,7 +14,7 @@
 #include <stdatomic.h>
 
 /* The scripts, by their index in the connection's script table. */
-enum { S_RESERVE, S_SETTLE, S_RELEASE, S_RENEW, S_SYNC, S_VIEW, S_BEAT, S_N };
+enum { S_RESERVE, S_SETTLE, S_RELEASE, S_RENEW, S_SYNC, S_VIEW, S_BEAT, S_CLAIM, S_N };
 
 typedef struct rteam {
     char name[64];

@@ -1,0 +1,56 @@
+/* alertq: the inbox between the request path's hooks (events.c) and the
+ * alert thread (alerts.c). A hook only marks what the thread must look at —
+ * "check team T", "team T was refused for its cap", "check the account" —
+ * under a short mutex, coalescing repeats, and wakes the thread; it never
+ * blocks on I/O. The thread takes everything marked in one step. Any
+ * thread may call the hooks. */
+#ifndef PINMETER_ALERTQ_H
+#define PINMETER_ALERTQ_H
+#include <stddef.h>
+#include <stdint.h>
+#include "book.h"
+
+typedef struct alertq alertq_t;        /* opaque */
+
+/* What one team slot has waiting. */
+typedef struct alertq_team {
+    char name[64];
+    int check;                         /* spend changed: compare with the thresholds */
+    int refused;                       /* a 402 of scope team since the last take */
+    int64_t refused_at_s;              /* the first of them: when, and its figures */
+    book_refusal_t why;
+} alertq_team_t;
+
+/* What the thread takes: the marked teams (by slot), the account flags. */
+typedef struct alertq_take {
+    alertq_team_t *teams;              /* [n], owned by the take: free with free() */
+    int *slots;                        /* [n] */
+    size_t n;
+    int account;                       /* spend changed: has it fallen below? */
+    int account_synced;                /* a sync: below, or back above? */
+    int stop;                          /* alertq_stop was called */
+} alertq_take_t;
+
+/* NULL when out of memory. Free with alertq_free once no hook can run. */
+alertq_t *alertq_new(void);
+void alertq_free(alertq_t *q);
+
+/* Hooks (any thread, non-blocking). team is the slot's name (copied). */
+void alertq_settled(alertq_t *q, int slot, const char *team);
+void alertq_refused(alertq_t *q, int slot, const char *team, int64_t now_s,
+                    const book_refusal_t *why);
+void alertq_account_synced(alertq_t *q);
+/* Marks every slot in slots[n] (names[n]) for a check, as a settle would. */
+void alertq_check_all(alertq_t *q, const int *slots, const char *const *names, size_t n);
+
+/* The thread: waits until something is marked, stop, or the monotonic
+ * deadline_ms passes (-1: no deadline), then takes what is marked into *out
+ * (clearing it). 0, or -1 when out of memory (nothing is lost: the marks
+ * stay for the next take). */
+int alertq_take(alertq_t *q, int64_t deadline_ms, alertq_take_t *out);
+/* Frees what a take holds. */
+void alertq_take_free(alertq_take_t *t);
+/* Wakes the thread for good: every take from now on has stop set. */
+void alertq_stop(alertq_t *q);
+
+#endif

@@ -1,0 +1,583 @@
+/* alerts: the alert thread — detection, the once-only recording of events
+ * and their delivery schedule (see alerts.h). The thread owns every field
+ * below "thread only"; other threads reach it only through the inbox
+ * (alertq) and the stop flag. The listing endpoint and the CLI test are in
+ * alerts_api.c; the POST itself in webhook.c, the pure parts in alertcore.c.
+ * Calls: alerts -> alertq, alertcore, webhook, ledger_alert, budget, events
+ * (events_alert, for the metrics); nothing calls back into this file but
+ * serve.c. */
+#include "alerts.h"
+#include "alertcore.h"
+#include "alertq.h"
+#include "events.h"
+#include "ledger_alert.h"
+#include "webhook.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SWEEP_MS 15000                /* every team checked this often */
+#define RETRY_MS 5000                 /* a check the budget or ledger could not do */
+#define SHARED_DELAY_MS 200           /* shared store: a settle reaches Redis shortly after */
+#define PACE_MS 20                    /* at most one round of hook work this often */
+#define MAX_WAIT_MS 60000
+#define ACCOUNT_META "alerts.account_low"   /* "<crossings> <armed 0|1>" */
+
+typedef struct tstate {               /* a team slot, as the thread sees it */
+    char name[64];
+    int64_t due;                      /* wall ms of the next check; 0 none */
+    int again;                        /* marked since that check was set: one more after */
+    int refused;                      /* a cap_refused to record (retried with the check) */
+    int64_t refused_at_s;
+    book_refusal_t why;
+    /* the ids of its thresholds for one period (a SHA-256 each: computed
+     * once per period and threshold list, not per check) */
+    const alert_thresholds_t *ids_of;
+    int64_t ids_start;
+    char ids[CONFIG_THRESHOLDS_MAX][ALERTCORE_ID_LEN + 1];
+} tstate_t;
+
+typedef struct delivery {             /* an event still to be delivered */
+    char id[ALERTCORE_ID_LEN + 1];
+    char event[32];
+    char *payload;
+    int attempts;
+    int64_t first_ms, next_ms;
+} delivery_t;
+
+struct alerts {
+    app_t *app;
+    alertq_t *q;
+    ledger_alerts_t *store;
+    webhook_t *wh;
+    char instance[64];
+    pthread_t th;
+    int started;
+    atomic_int stop;
+    int64_t base_ms, cap_ms, giveup_ms, sweep_ms;
+    const char *hold;                 /* test builds: while this file exists, wait */
+    /* thread only */
+    char (*known)[ALERTCORE_ID_LEN + 1];   /* ids recorded or claimed elsewhere: open hash */
+    size_t known_cap, known_n;
+    delivery_t *dl;
+    size_t n_dl, cap_dl;
+    tstate_t *ts;
+    size_t n_ts;
+    int64_t acct_seq;
+    int acct_armed;
+    int64_t next_sweep;
+};
+
+/* ---- the known ids: an open-addressing set (ids are hex: their head is the hash) ---- */
+
+static size_t id_hash(const char *id)
+{
+    size_t h = 0;
+    for (int i = 0; i < 16 && id[i]; i++)
+        h = h << 4 | (size_t)(id[i] <= '9' ? id[i] - '0' : (id[i] | 0x20) - 'a' + 10);
+    return h;
+}
+
+static int known_has(const alerts_t *a, const char *id)
+{
+    if (!a->known_cap) return 0;
+    for (size_t i = id_hash(id) & (a->known_cap - 1);; i = (i + 1) & (a->known_cap - 1)) {
+        if (!a->known[i][0]) return 0;
+        if (strcmp(a->known[i], id) == 0) return 1;
+    }
+}
+
+static void known_put(alerts_t *a, const char *id)
+{
+    if (known_has(a, id)) return;
+    if (2 * (a->known_n + 1) > a->known_cap) {        /* at most half full */
+        size_t cap = a->known_cap ? 2 * a->known_cap : 256;
+        char (*t)[ALERTCORE_ID_LEN + 1] = calloc(cap, sizeof *t);
+        if (!t) return;                  /* only a cache: the ledger's INSERT OR IGNORE holds */
+        char (*old)[ALERTCORE_ID_LEN + 1] = a->known;
+        size_t old_cap = a->known_cap;
+        a->known = t;
+        a->known_cap = cap;
+        a->known_n = 0;
+        for (size_t i = 0; i < old_cap; i++)
+            if (old[i][0]) known_put(a, old[i]);
+        free(old);
+    }
+    size_t i = id_hash(id) & (a->known_cap - 1);
+    while (a->known[i][0]) i = (i + 1) & (a->known_cap - 1);
+    snprintf(a->known[i], sizeof a->known[i], "%s", id);
+    a->known_n++;
+}
+
+/* ---- team slots ---- */
+
+static tstate_t *tstate(alerts_t *a, int slot, const char *name)
+{
+    if (slot < 0) return NULL;
+    if ((size_t)slot >= a->n_ts) {
+        size_t n = (size_t)slot + 16;
+        tstate_t *t = realloc(a->ts, n * sizeof *t);
+        if (!t) return NULL;
+        memset(t + a->n_ts, 0, (n - a->n_ts) * sizeof *t);
+        a->ts = t;
+        a->n_ts = n;
+    }
+    tstate_t *t = &a->ts[slot];
+    if (name && strcmp(t->name, name) != 0) snprintf(t->name, sizeof t->name, "%s", name);
+    return t;
+}
+
+/* A check of slot, settle_delay ms from now (a settle that may still be on
+ * its way to the shared store), never later than one already set unless
+ * that one would come too early: then one more follows it. */
+static void want_check(alerts_t *a, int slot, const char *name, int64_t now, int64_t delay)
+{
+    tstate_t *t = tstate(a, slot, name);
+    if (!t) return;
+    if (!t->due) t->due = now + delay;
+    else if (t->due < now + delay) t->again = 1;
+}
+
+static const team_conf_t *find_team(const config_t *c, const char *name)
+{
+    for (size_t i = 0; i < c->n_teams; i++)
+        if (strcmp(c->teams[i].name, name) == 0) return &c->teams[i];
+    return NULL;
+}
+
+/* ---- recording an event ---- */
+
+static void add_delivery(alerts_t *a, const char *id, const char *event, char *payload,
+                         int attempts, int64_t first_ms, int64_t next_ms)
+{
+    if (a->n_dl == a->cap_dl) {
+        size_t cap = a->cap_dl ? 2 * a->cap_dl : 16;
+        delivery_t *d = realloc(a->dl, cap * sizeof *d);
+        if (!d) {
+            base_logl(BASE_ERROR, "alert %s: out of memory; its delivery resumes at the next start",
+                      id);
+            free(payload);
+            return;
+        }
+        a->dl = d;
+        a->cap_dl = cap;
+    }
+    delivery_t *d = &a->dl[a->n_dl++];
+    snprintf(d->id, sizeof d->id, "%s", id);
+    snprintf(d->event, sizeof d->event, "%s", event);
+    d->payload = payload;
+    d->attempts = attempts;
+    d->first_ms = first_ms;
+    d->next_ms = next_ms;
+}
+
+/* Fires e once: claimed for this instance (team events with the shared
+ * store; slot < 0: no claim), recorded in the ledger (with meta_k = meta_v
+ * in the same transaction when meta_k is set), logged, queued for delivery.
+ * 0 when done (fired now, or already fired here or elsewhere), -1 when the
+ * store or the ledger could not be reached (try again later). */
+static int fire(alerts_t *a, const alertcore_event_t *e, int slot, const char *meta_k,
+                const char *meta_v)
+{
+    if (known_has(a, e->id)) return 0;
+    if (slot >= 0) {
+        int c = budget_alert_claim(a->app->budget, slot, e->id, e->at_ms / 1000);
+        if (c < 0) return -1;
+        if (c == 0) {                   /* another instance of the fleet sends it */
+            known_put(a, e->id);
+            return 0;
+        }
+    }
+    char *payload = alertcore_payload(e);
+    if (!payload) return -1;
+    ledger_alert_t al = { .id = e->id, .event = e->event, .team = e->team, .at_ms = e->at_ms,
+                          .next_ms = e->at_ms, .payload = payload };
+    int rc = ledger_alert_add(a->store, &al, meta_k, meta_v);
+    if (rc < 0) {
+        base_logl(BASE_ERROR, "alert %s %s: cannot record it in the ledger; trying again shortly",
+                  e->event, e->id);
+        free(payload);
+        return -1;
+    }
+    known_put(a, e->id);
+    if (rc == 0) {                      /* recorded before (a restart) */
+        free(payload);
+        return 0;
+    }
+    base_log("alert %s %s: %s", e->event, e->id, payload);
+    add_delivery(a, e->id, e->event, payload, 0, e->at_ms, e->at_ms);
+    return 0;
+}
+
+/* ---- detection ---- */
+
+static void team_event(alertcore_event_t *e, const char *event, const char *id,
+                       const alerts_t *a, const team_conf_t *tc, int64_t start, int64_t now)
+{
+    memset(e, 0, sizeof *e);
+    e->event = event;
+    e->id = id;
+    e->at_ms = now;
+    e->instance = a->instance;
+    e->team = tc->name;
+    e->period_start = start;
+    e->period_end = alertcore_period_end(tc->period, start);
+}
+
+/* Compares the team's spend in its current period with its thresholds.
+ * -1 when it must be tried again later. */
+static int check_thresholds(alerts_t *a, int slot, const char *name, int64_t now)
+{
+    const config_t *cfg = app_snap(a->app)->cfg;
+    const team_conf_t *tc = find_team(cfg, name);
+    if (!cfg->alerts_on || !tc || tc->cap <= 0) return 0;
+    const alert_thresholds_t *th = config_team_thresholds(cfg, tc);
+    int64_t start = book_period_start(tc->period, now / 1000);
+    tstate_t *t = &a->ts[slot];
+    char (*ids)[ALERTCORE_ID_LEN + 1] = t->ids;
+    if (t->ids_of != th || t->ids_start != start) {   /* a new period or a reload */
+        for (size_t i = 0; i < th->n; i++)
+            alertcore_id(ALERTCORE_THRESHOLD, name, start, th->ppm[i], ids[i]);
+        t->ids_of = th;
+        t->ids_start = start;
+    }
+    size_t open = 0;
+    for (size_t i = 0; i < th->n; i++) open += !known_has(a, ids[i]);
+    if (!open) return 0;                /* every threshold of this period has fired */
+    book_view_t v;
+    if (budget_team_view(a->app->budget, slot, now / 1000, &v) != 0) return -1;
+    size_t idx[CONFIG_THRESHOLDS_MAX];
+    size_t k = alertcore_reached(v.cap, v.spent, th->ppm, th->n, idx);
+    for (size_t j = 0; j < k; j++) {
+        alertcore_event_t e;
+        team_event(&e, ALERTCORE_THRESHOLD, ids[idx[j]], a, tc, start, now);
+        e.ppm = th->ppm[idx[j]];
+        e.cap = v.cap;
+        e.spent = v.spent;
+        e.loaned = v.loaned;
+        e.available = v.available;
+        if (fire(a, &e, slot, NULL, NULL) != 0) return -1;
+    }
+    return 0;
+}
+
+static int record_refused(alerts_t *a, int slot, tstate_t *t, int64_t now)
+{
+    const config_t *cfg = app_snap(a->app)->cfg;
+    const team_conf_t *tc = find_team(cfg, t->name);
+    if (!cfg->alerts_on || !tc) return 0;
+    int64_t start = book_period_start(tc->period, t->refused_at_s);
+    char id[ALERTCORE_ID_LEN + 1];
+    alertcore_id(ALERTCORE_CAP_REFUSED, t->name, start, 0, id);
+    alertcore_event_t e;
+    team_event(&e, ALERTCORE_CAP_REFUSED, id, a, tc, start, now);
+    e.cap = t->why.cap;
+    e.spent = t->why.spent;
+    e.loaned = t->why.loaned;
+    e.available = t->why.available;
+    e.required = t->why.required;
+    return fire(a, &e, slot, NULL, NULL);
+}
+
+/* The account: fires account_low when the projection falls below
+ * account_below while armed; a sync that shows it at or above re-arms. */
+static void check_account(alerts_t *a, int synced, int64_t now)
+{
+    const config_t *cfg = app_snap(a->app)->cfg;
+    book_view_t v;
+    if (!cfg->alerts_on || cfg->alert_account_below <= 0 ||
+        budget_account_view(a->app->budget, &v) != 0)
+        return;
+    char meta[64];
+    if (v.available < cfg->alert_account_below && a->acct_armed) {
+        char id[ALERTCORE_ID_LEN + 1];
+        int64_t seq = a->acct_seq + 1;
+        alertcore_id(ALERTCORE_ACCOUNT_LOW, a->instance, seq, 0, id);
+        alertcore_event_t e = { .event = ALERTCORE_ACCOUNT_LOW, .id = id, .at_ms = now,
+                                .instance = a->instance, .cap = v.cap, .loaned = v.loaned,
+                                .available = v.available, .below = cfg->alert_account_below };
+        snprintf(meta, sizeof meta, "%lld 0", (long long)seq);
+        if (fire(a, &e, -1, ACCOUNT_META, meta) == 0) {
+            a->acct_seq = seq;
+            a->acct_armed = 0;
+        }
+    } else if (v.available >= cfg->alert_account_below && !a->acct_armed && synced) {
+        snprintf(meta, sizeof meta, "%lld 1", (long long)a->acct_seq);
+        if (ledger_alert_meta_set(a->store, ACCOUNT_META, meta) == 0) {
+            a->acct_armed = 1;
+            base_log("alerts: the account's projected available is back at or above "
+                     "account_below; account_low is armed again");
+        }
+    }
+}
+
+/* Marks every team of the current config for a check, now. */
+static void sweep(alerts_t *a, int64_t now)
+{
+    const snap_t *sn = app_snap(a->app);
+    for (size_t i = 0; i < sn->cfg->n_teams; i++)
+        want_check(a, sn->slot[i], sn->cfg->teams[i].name, now, 0);
+    a->next_sweep = now + a->sweep_ms;
+}
+
+/* What the hooks marked: checks to schedule, refusals, the account. */
+static void absorb(alerts_t *a, const alertq_take_t *t, int64_t now)
+{
+    int64_t delay = strcmp(budget_store_state(a->app->budget), "local") == 0 ? 0
+                                                                              : SHARED_DELAY_MS;
+    for (size_t i = 0; i < t->n; i++) {
+        const alertq_team_t *m = &t->teams[i];
+        tstate_t *ts = tstate(a, t->slots[i], m->name);
+        if (!ts) continue;
+        if (m->check) want_check(a, t->slots[i], m->name, now, delay);
+        if (m->refused && !ts->refused) {
+            ts->refused = 1;
+            ts->refused_at_s = m->refused_at_s;
+            ts->why = m->why;
+        }
+    }
+    if (t->account || t->account_synced) check_account(a, t->account_synced, now);
+}
+
+static void run_checks(alerts_t *a, int64_t now)
+{
+    for (size_t s = 0; s < a->n_ts; s++) {
+        tstate_t *t = &a->ts[s];
+        if (t->refused && record_refused(a, (int)s, t, now) == 0) t->refused = 0;
+        if (t->refused && !t->due) t->due = now + RETRY_MS;
+        if (!t->due || t->due > now) continue;
+        t->due = 0;
+        if (check_thresholds(a, (int)s, t->name, now) != 0) {
+            t->due = now + RETRY_MS;
+        } else if (t->again) {
+            t->again = 0;
+            want_check(a, (int)s, t->name, now,
+                       strcmp(budget_store_state(a->app->budget), "local") ? SHARED_DELAY_MS : 0);
+        }
+    }
+}
+
+/* ---- delivery ---- */
+
+static void drop_delivery(alerts_t *a, size_t i)
+{
+    free(a->dl[i].payload);
+    a->dl[i] = a->dl[--a->n_dl];
+}
+
+/* One attempt of delivery i. Returns 1 when it left the list. */
+static int attempt(alerts_t *a, size_t i)
+{
+    delivery_t *d = &a->dl[i];
+    const config_t *cfg = app_snap(a->app)->cfg;
+    if (!cfg->alerts_on) {              /* alerts taken out by a reload: wait */
+        d->next_ms = base_wall_ms() + MAX_WAIT_MS;
+        return 0;
+    }
+    char err[256] = "";
+    long st = webhook_post(a->wh, cfg->alert_url, d->event, d->payload, strlen(d->payload),
+                           err, sizeof err);
+    if (atomic_load(&a->stop) && st == 0) return 0;   /* cut at shutdown: still pending */
+    int64_t now = base_wall_ms();
+    d->attempts++;
+    if (st >= 200 && st < 300) {
+        base_log("alert %s %s: delivered (HTTP %ld, attempt %d)", d->event, d->id, st,
+                 d->attempts);
+        if (ledger_alert_update(a->store, d->id, LEDGER_ALERT_DELIVERED, d->attempts, NULL,
+                                now) != 0)
+            base_logl(BASE_ERROR, "alert %s: cannot record its delivery in the ledger", d->id);
+        events_alert(a->app, d->event, 1);
+        drop_delivery(a, i);
+        return 1;
+    }
+    if (st > 0) snprintf(err, sizeof err, "HTTP %ld", st);
+    events_alert(a->app, d->event, 0);
+    int64_t next;
+    if (alertcore_next_attempt(d->first_ms, d->attempts, now, a->base_ms, a->cap_ms,
+                               a->giveup_ms, &next) == 0) {
+        base_logl(BASE_WARN, "alert %s %s: attempt %d failed (%s); next in %lld ms", d->event,
+                  d->id, d->attempts, err, (long long)(next - now));
+        d->next_ms = next;
+        if (ledger_alert_update(a->store, d->id, LEDGER_ALERT_PENDING, d->attempts, err,
+                                next) != 0)
+            base_logl(BASE_ERROR, "alert %s: cannot record the attempt in the ledger", d->id);
+        return 0;
+    }
+    base_logl(BASE_ERROR, "alert %s %s: giving up after %d attempts over %lld s (last: %s)",
+              d->event, d->id, d->attempts, (long long)((now - d->first_ms) / 1000), err);
+    if (ledger_alert_update(a->store, d->id, LEDGER_ALERT_FAILED, d->attempts, err, now) != 0)
+        base_logl(BASE_ERROR, "alert %s: cannot record its failure in the ledger", d->id);
+    drop_delivery(a, i);
+    return 1;
+}
+
+static void deliver_due(alerts_t *a)
+{
+    for (size_t i = 0; i < a->n_dl && !atomic_load(&a->stop);) {
+        if (a->dl[i].next_ms <= base_wall_ms() && attempt(a, i)) continue;
+        i++;
+    }
+}
+
+/* ---- the thread ---- */
+
+static int64_t next_due(const alerts_t *a)
+{
+    int64_t next = a->next_sweep;
+    for (size_t i = 0; i < a->n_dl; i++)
+        if (a->dl[i].next_ms < next) next = a->dl[i].next_ms;
+    for (size_t s = 0; s < a->n_ts; s++)
+        if (a->ts[s].due && a->ts[s].due < next) next = a->ts[s].due;
+    return next;
+}
+
+static void nap_ms(int ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+    nanosleep(&ts, NULL);
+}
+
+static void *alerts_main(void *arg)
+{
+    alerts_t *a = arg;
+    sweep(a, base_wall_ms());         /* a crossing a crash left undetected */
+    for (;;) {
+        int64_t now = base_wall_ms(), wait = next_due(a) - now;
+        if (wait < 0) wait = 0;
+        if (wait > MAX_WAIT_MS) wait = MAX_WAIT_MS;
+        alertq_take_t t;
+        if (alertq_take(a->q, base_mono_ms() + wait, &t) != 0) {
+            nap_ms(100);
+            continue;
+        }
+        if (t.stop) {
+            alertq_take_free(&t);
+            break;
+        }
+        while (a->hold && access(a->hold, F_OK) == 0 && !atomic_load(&a->stop)) nap_ms(20);
+        now = base_wall_ms();
+        absorb(a, &t, now);
+        int hooked = t.n || t.account || t.account_synced;
+        alertq_take_free(&t);
+        if (now >= a->next_sweep) sweep(a, now);
+        run_checks(a, now);
+        deliver_due(a);
+        /* marks made meanwhile wait for the next round (no wake-up per request) */
+        if (hooked && !atomic_load(&a->stop)) nap_ms(PACE_MS);
+    }
+    return NULL;
+}
+
+/* ---- start and stop ---- */
+
+static int load_one(void *ud, const ledger_alert_t *al)
+{
+    alerts_t *a = ud;
+    known_put(a, al->id);
+    if (al->state == LEDGER_ALERT_PENDING) {
+        char *p = strdup(al->payload);
+        if (p) add_delivery(a, al->id, al->event, p, al->attempts, al->at_ms, al->next_ms);
+    }
+    return 0;
+}
+
+static void test_hooks(alerts_t *a)
+{
+#ifdef PINMETER_TEST_HOOKS
+    /* Test builds only: a shorter schedule, and a hold on the thread so a
+     * test can kill the process between a crossing and its detection. */
+    const char *s;
+    if ((s = getenv("PINMETER_TEST_ALERT_BACKOFF_MS")) && atoll(s) > 0) {
+        a->base_ms = atoll(s);
+        a->cap_ms = a->base_ms * 300;
+    }
+    if ((s = getenv("PINMETER_TEST_ALERT_GIVEUP_MS")) && atoll(s) > 0) a->giveup_ms = atoll(s);
+    if ((s = getenv("PINMETER_TEST_ALERT_SWEEP_MS")) && atoll(s) > 0) a->sweep_ms = atoll(s);
+    if ((s = getenv("PINMETER_TEST_ALERT_HOLD")) && *s) a->hold = s;
+#else
+    (void)a;
+#endif
+}
+
+int alerts_start(app_t *app, const char *instance, alerts_t **out, char *err, size_t errlen)
+{
+    const config_t *cfg = app_snap(app)->cfg;
+    *out = NULL;
+    if (!cfg->alerts_on) return 0;
+    alerts_t *a = calloc(1, sizeof *a);
+    if (!a) goto oom;
+    a->app = app;
+    snprintf(a->instance, sizeof a->instance, "%s", instance);
+    a->base_ms = 1000;
+    a->cap_ms = 300000;
+    a->giveup_ms = 24LL * 3600 * 1000;
+    a->sweep_ms = SWEEP_MS;
+    a->acct_armed = 1;
+    test_hooks(a);
+    const char *secret = cfg->alert_secret_env[0] ? getenv(cfg->alert_secret_env) : NULL;
+    if (cfg->alert_secret_env[0] && (!secret || !*secret))
+        base_logl(BASE_WARN, "alerts: %s (alerts.secret_env) is not set: events are sent "
+                  "unsigned", cfg->alert_secret_env);
+    if (!(a->q = alertq_new()) || !(a->wh = webhook_new(secret, &a->stop))) goto oom;
+    if (!(a->store = ledger_alerts_open(app->ledger, err, errlen))) goto fail;
+    char meta[64];
+    long long seq = 0;
+    int armed = 1;
+    if (ledger_alert_meta_get(a->store, ACCOUNT_META, meta, sizeof meta) != 0 ||
+        ledger_alert_each(a->store, 0, load_one, a) != 0) {
+        snprintf(err, errlen, "%.400s: cannot read the alerts from the ledger", cfg->ledger);
+        goto fail;
+    }
+    if (sscanf(meta, "%lld %d", &seq, &armed) == 2) {
+        a->acct_seq = seq;
+        a->acct_armed = armed != 0;
+    }
+    app->alertq = a->q;
+    if (pthread_create(&a->th, NULL, alerts_main, a) != 0) {
+        app->alertq = NULL;
+        snprintf(err, errlen, "cannot start the alert thread");
+        goto fail;
+    }
+    pthread_setname_np(a->th, "pm-alerts");
+    a->started = 1;
+    if (a->n_dl)
+        base_log("alerts: %zu event(s) still to be delivered from before", a->n_dl);
+    *out = a;
+    return 0;
+oom:
+    snprintf(err, errlen, "out of memory");
+fail:
+    alerts_stop(a);
+    alerts_free(a);
+    return -1;
+}
+
+void alerts_stop(alerts_t *a)
+{
+    if (!a) return;
+    if (a->started) {
+        atomic_store(&a->stop, 1);
+        alertq_stop(a->q);
+        pthread_join(a->th, NULL);
+        a->started = 0;
+    }
+    ledger_alerts_close(a->store);
+    a->store = NULL;
+}
+
+void alerts_free(alerts_t *a)
+{
+    if (!a) return;
+    alerts_stop(a);
+    if (a->app->alertq == a->q) a->app->alertq = NULL;
+    alertq_free(a->q);
+    webhook_free(a->wh);
+    for (size_t i = 0; i < a->n_dl; i++) free(a->dl[i].payload);
+    free(a->dl);
+    free(a->ts);
+    free(a->known);
+    free(a);
+}
