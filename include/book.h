@@ -49,6 +49,9 @@ void book_team_seed(book_t *b, int team, int64_t period_start, nanos_t spent);
 /* Start (unix s, UTC) of the period containing now: day, ISO week from
  * Monday, calendar month; 0 for PERIOD_NONE. */
 int64_t book_period_start(period_t p, int64_t now);
+/* End (unix s, UTC, exclusive: the next period's start) of the period
+ * containing now; 0 for PERIOD_NONE. */
+int64_t book_period_end(period_t p, int64_t now);
 
 /* Admits amount for team if it fits both the team's available and, when the
  * account projection is on, the account's projected available. Returns 0 and

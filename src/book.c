@@ -92,6 +92,19 @@ int64_t book_period_start(period_t p, int64_t now)
     }
 }
 
+int64_t book_period_end(period_t p, int64_t now)
+{
+    int64_t start = book_period_start(p, now);
+    switch (p) {
+    case PERIOD_DAY: return start + 86400;
+    case PERIOD_WEEK: return start + 7 * 86400;
+    /* the 1st plus 32 days is always in the next month */
+    case PERIOD_MONTH: return book_period_start(p, start + 32 * 86400);
+    case PERIOD_NONE:
+    default: return 0;
+    }
+}
+
 /* Moves a team to the period containing now, forgetting old spend. */
 static team_state_t *roll(book_t *b, int team, int64_t now)
 {

@@ -294,6 +294,29 @@ static void test_period_start(void)
     T_EQ_INT(book_period_start(PERIOD_MONTH, 0), 0);
 }
 
+/* The end of a period is the next one's start (exclusive). */
+static void test_period_end(void)
+{
+    T_EQ_INT(book_period_end(PERIOD_NONE, T_2026_03_01 + 5), 0);
+    T_EQ_INT(book_period_end(PERIOD_DAY, T_2026_02_28), T_2026_03_01);
+    T_EQ_INT(book_period_end(PERIOD_DAY, T_2026_03_01 - 1), T_2026_03_01);
+    T_EQ_INT(book_period_end(PERIOD_WEEK, T_2026_03_01), T_2026_03_02);         /* Sunday */
+    T_EQ_INT(book_period_end(PERIOD_WEEK, T_2026_03_02), T_2026_03_02 + 7 * 86400);
+    T_EQ_INT(book_period_end(PERIOD_WEEK, T_2025_12_29 + 3), T_2025_12_29 + 7 * 86400);
+    T_EQ_INT(book_period_end(PERIOD_MONTH, T_2026_02_01), T_2026_03_01);       /* 28 days */
+    T_EQ_INT(book_period_end(PERIOD_MONTH, T_2026_03_01 - 1), T_2026_03_01);
+    T_EQ_INT(book_period_end(PERIOD_MONTH, T_2024_02_29_1200), T_2024_03_01);  /* leap */
+    T_EQ_INT(book_period_end(PERIOD_MONTH, 1764547200LL), T_2026_01_01);       /* December */
+    T_EQ_INT(book_period_end(PERIOD_MONTH, T_2026_11_30), 1796083200LL);       /* 2026-12-01 */
+    /* every month's end is the start of the month after it, for 40 years */
+    for (int64_t t = T_2024_02_01; t < T_2024_02_01 + 40LL * 365 * 86400; t += 86400 * 13) {
+        int64_t end = book_period_end(PERIOD_MONTH, t);
+        T_CHECK(end > t);
+        T_EQ_INT(book_period_start(PERIOD_MONTH, end), end);
+        T_EQ_INT(book_period_start(PERIOD_MONTH, end - 1), book_period_start(PERIOD_MONTH, t));
+    }
+}
+
 /* Spends the whole cap at t0, checks it is still spent at t0_last and
  * forgotten at t1. */
 static void rollover_case(period_t p, int64_t t0, int64_t t0_last, int64_t t1,
@@ -562,6 +585,7 @@ int main(void)
     T_RUN(test_reserves_never_exceed_cap);
     T_RUN(test_random_run_invariant);
     T_RUN(test_period_start);
+    T_RUN(test_period_end);
     T_RUN(test_rollover);
     T_RUN(test_hold_across_rollover);
     T_RUN(test_uncapped);
