@@ -60,6 +60,9 @@ typedef struct config {
     int log_requests;              /* a log line per request (default false: only
                                     * requests not settled normally are logged) */
     int log_json;                  /* log_format: 0 "text" (default), 1 "json" lines */
+    int metrics_open;              /* metrics_auth: 0 "admin" (default), 1 "none" */
+    int metrics_key_label;         /* a key label on the requests, tokens and credits
+                                    * counters (default false) */
     /* Shared budget store (issue 5). store_url "" = the in-process book. */
     char store_url[512];           /* budget_store: redis://HOST[:PORT][/DB] */
     char store_host[256];

@@ -187,6 +187,18 @@ static int parse_log_format(cfgrow_ctx_t *x, const cJSON *v, const char *path, v
     return 0;
 }
 
+static int parse_metrics_auth(cfgrow_ctx_t *x, const cJSON *v, const char *path, void *base)
+{
+    config_t *c = base;
+    if (cJSON_IsString(v) && strcmp(v->valuestring, "admin") == 0)
+        c->metrics_open = 0;
+    else if (cJSON_IsString(v) && strcmp(v->valuestring, "none") == 0)
+        c->metrics_open = 1;
+    else
+        return cfgrow_fail(x, path, "must be \"admin\" (the admin token) or \"none\"");
+    return 0;
+}
+
 static const cfgrow_row_t price_rows[] = {
     { .key = "input_usd_per_1m_tokens", .kind = CFGROW_USD, .flags = CFGROW_REQUIRED,
       .off = offsetof(usd3_t, in) },
@@ -252,6 +264,8 @@ static const cfgrow_row_t top_rows[] = {
     CNUM("client_timeout_s", CFGROW_INT, client_timeout_s, 1, 86400),
     CNUM("log_requests", CFGROW_BOOL, log_requests, 0, 1),
     { .key = "log_format", .kind = CFGROW_CUSTOM, .fn = parse_log_format },
+    { .key = "metrics_auth", .kind = CFGROW_CUSTOM, .fn = parse_metrics_auth },
+    CNUM("metrics_key_label", CFGROW_BOOL, metrics_key_label, 0, 1),
     { .key = "budget_store", .kind = CFGROW_CUSTOM, .fn = parse_store },
     CSTR("budget_store_password_env", store_password_env, CFGROW_ENV | CFGROW_EMPTY_OK),
     { .key = "on_store_down", .kind = CFGROW_CUSTOM, .fn = parse_store_down },

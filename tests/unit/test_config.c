@@ -38,6 +38,8 @@ static void test_defaults(void)
     T_EQ_INT(c->max_body, 8388608);
     T_EQ_INT(c->max_connections, 1024);
     T_EQ_INT(c->drain_s, 30);
+    T_EQ_INT(c->metrics_open, 0);
+    T_EQ_INT(c->metrics_key_label, 0);
     T_EQ_INT(c->n_teams, 0);
     T_CHECK(c->teams == NULL);
     config_free(c);
@@ -118,6 +120,21 @@ static void test_values(void)
     T_EQ_INT(c->teams[2].period, PERIOD_MONTH);          /* default */
     config_free(c);
 
+    c = parse("{\"metrics_auth\": \"none\", \"metrics_key_label\": true}", err);
+    T_CHECK(c != NULL);
+    if (c) {
+        T_EQ_INT(c->metrics_open, 1);
+        T_EQ_INT(c->metrics_key_label, 1);
+    }
+    config_free(c);
+    c = parse("{\"metrics_auth\": \"admin\", \"metrics_key_label\": false}", err);
+    T_CHECK(c != NULL);
+    if (c) {
+        T_EQ_INT(c->metrics_open, 0);
+        T_EQ_INT(c->metrics_key_label, 0);
+    }
+    config_free(c);
+
     c = parse("{\"listen\": \"localhost:65535\", \"upstream\": {\"base_url\": \"https://x.example/v1/\"}}", err);
     T_CHECK(c != NULL);
     if (c) {
@@ -190,6 +207,10 @@ static void test_errors(void)
         { "{\"max_body_bytes\": 10}", "max_body_bytes: must be an integer from 1024" },
         { "{\"max_connections\": 0}", "max_connections: must be an integer from 1" },
         { "{\"drain_s\": -1}", "drain_s: must be an integer from 0" },
+        { "{\"metrics_auth\": \"token\"}", "metrics_auth: must be \"admin\" (the admin token) or \"none\"" },
+        { "{\"metrics_auth\": true}", "metrics_auth: must be \"admin\"" },
+        { "{\"metrics_key_label\": \"yes\"}", "metrics_key_label: must be" },
+        { "{\"metrics_keys\": true}", "metrics_keys: unknown key" },
         { "{\"teams\": {}}", "teams: must be an array" },
         { "{\"teams\": [5]}", "teams[0]: must be an object" },
         { "{\"teams\": [{}]}", "teams[0].name: missing" },
