@@ -95,6 +95,13 @@ int budget_team_view(budget_t *bg, int team, int64_t now, book_view_t *out);
  * answers 1. A Redis round trip: call it off the event loop. */
 int budget_alert_claim(budget_t *bg, int team, const char *id, int64_t now);
 
+/* The team's figures for the period containing now without any I/O (for a
+ * metrics scrape): the in-process book's, or for the shared store the
+ * fleet's as Redis last answered them (a reserve, a balance read, the
+ * once-a-second sync). 0 with *out filled, or -1 when the shared store has
+ * no figures for that period (yet). */
+int budget_team_figures(budget_t *bg, int team, int64_t now, book_view_t *out);
+
 /* "local", or for the shared store "redis" / "redis-down". */
 const char *budget_store_state(budget_t *bg);
 

@@ -35,6 +35,7 @@ void store_settle(store_t *s, budget_hold_t *hold, nanos_t charge, int64_t now);
 void store_release(store_t *s, budget_hold_t *hold);
 int store_team_view(store_t *s, int team, int64_t now, book_view_t *out);
 int store_alert_claim(store_t *s, int team, const char *id, int64_t now);
+int store_team_figures(store_t *s, int team, int64_t now, book_view_t *out);
 const char *store_state(store_t *s);
 /* The account projection stays per instance (a local book). */
 void store_account_sync(store_t *s, nanos_t total, nanos_t available);

@@ -137,6 +137,13 @@ int budget_alert_claim(budget_t *bg, int team, const char *id, int64_t now)
     return bg->store ? store_alert_claim(bg->store, team, id, now) : 1;
 }
 
+int budget_team_figures(budget_t *bg, int team, int64_t now, book_view_t *out)
+{
+    if (bg->store) return store_team_figures(bg->store, team, now, out);
+    LOCKED(book_team_view(bg->book, team, now, out));
+    return 0;
+}
+
 const char *budget_store_state(budget_t *bg)
 {
     return bg->store ? store_state(bg->store) : "local";

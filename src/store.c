@@ -424,6 +424,25 @@ int store_alert_claim(store_t *s, int team, const char *id, int64_t now)
     return r.is_int && r.integer == 1 ? 1 : 0;
 }
 
+/* The figures of Redis's last answer, when they are for the current period. */
+int store_team_figures(store_t *s, int team, int64_t now, book_view_t *out)
+{
+    int rc = -1;
+    pthread_mutex_lock(&s->mu);
+    if (team >= 0 && (size_t)team < s->n) {
+        const rteam_t *t = &s->teams[team];
+        if (t->fig_known && t->fig_start == book_period_start(t->period, now)) {
+            out->cap = t->cap;
+            out->spent = t->fig_spent;
+            out->loaned = t->fig_loaned;
+            out->available = t->cap >= 0 ? t->cap - t->fig_spent - t->fig_loaned : -1;
+            rc = 0;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
 /* ---- settle and release: queued for the worker ---- */
 
 void store_settle(store_t *s, budget_hold_t *h, nanos_t charge, int64_t now)
