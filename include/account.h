@@ -7,6 +7,10 @@
 /* Reads the balance once (before anything is served), then every sync_s on
  * a thread of its own. jwt is copied. NULL on failure. */
 struct account *account_start(app_t *app, const char *jwt);
+/* The available credits Pinata reported at the last successful sync and
+ * when (unix ms): 0, or -1 when no sync has succeeded yet. Any thread;
+ * never waits on a sync in progress. */
+int account_last_sync(struct account *a, nanos_t *available, int64_t *at_ms);
 /* Stops the thread and frees; NULL is a no-op. */
 void account_stop(struct account *a);
 

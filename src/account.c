@@ -20,6 +20,10 @@ struct account {
     pthread_cond_t cv;
     int stop;
     int failing;
+    pthread_mutex_t last_mu;       /* the last successful sync, for metrics */
+    int synced;
+    nanos_t last_available;
+    int64_t last_ms;
 };
 
 typedef struct buf { char *p; size_t n; } buf_t;
@@ -75,6 +79,11 @@ static int sync_once(struct account *a, char *why, size_t whylen)
         if (cJSON_IsNumber(t)) money_from_double(t->valuedouble, &total);
         else total = avail;
         budget_account_sync(a->app->budget, total, avail);
+        pthread_mutex_lock(&a->last_mu);
+        a->synced = 1;
+        a->last_available = avail;
+        a->last_ms = base_wall_ms();
+        pthread_mutex_unlock(&a->last_mu);
         events_account_synced(a->app);
         rc = 0;
     }
@@ -123,17 +132,31 @@ struct account *account_start(app_t *app, const char *jwt)
     a->app = app;
     a->jwt = strdup(jwt);
     pthread_mutex_init(&a->mu, NULL);
+    pthread_mutex_init(&a->last_mu, NULL);
     pthread_cond_init(&a->cv, NULL);
     /* The first read happens before pinmeter serves, so no request is
      * admitted against an account balance it has not seen. */
     if (a->jwt) sync_logged(a);
     if (!a->jwt || pthread_create(&a->thread, NULL, account_main, a) != 0) {
+        pthread_mutex_destroy(&a->mu);
+        pthread_mutex_destroy(&a->last_mu);
+        pthread_cond_destroy(&a->cv);
         free(a->jwt);
         free(a);
         return NULL;
     }
     pthread_setname_np(a->thread, "pm-account");
     return a;
+}
+
+int account_last_sync(struct account *a, nanos_t *available, int64_t *at_ms)
+{
+    pthread_mutex_lock(&a->last_mu);
+    int ok = a->synced;
+    *available = a->last_available;
+    *at_ms = a->last_ms;
+    pthread_mutex_unlock(&a->last_mu);
+    return ok ? 0 : -1;
 }
 
 void account_stop(struct account *a)
@@ -145,6 +168,7 @@ void account_stop(struct account *a)
     pthread_mutex_unlock(&a->mu);
     pthread_join(a->thread, NULL);
     pthread_mutex_destroy(&a->mu);
+    pthread_mutex_destroy(&a->last_mu);
     pthread_cond_destroy(&a->cv);
     free(a->jwt);
     free(a);
