@@ -79,6 +79,16 @@ int ledger_begin(ledger_t *l, const ledger_rec_t *rec);
 
 /* Records waiting for the writer (for health/metrics). */
 size_t ledger_backlog(ledger_t *l);
+/* Commit attempts that failed since the ledger was opened (a failed group
+ * is retried record by record: each attempt counts). Any thread. */
+int64_t ledger_write_errors(ledger_t *l);
+
+/* What the last ledger_recover charged as interrupted, by team, key and
+ * model: fn(ud, team, key_id, model, rows, nanos) per group (strings
+ * borrowed for the call). Main thread, after ledger_recover. */
+typedef void (*ledger_recovered_fn)(void *ud, const char *team, const char *key_id,
+                                    const char *model, int64_t rows, nanos_t nanos);
+void ledger_recovered(ledger_t *l, ledger_recovered_fn fn, void *ud);
 
 /* Flushes queued records (bounded by timeout_ms for retries), stops the
  * writer and closes the database. */

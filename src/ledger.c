@@ -127,6 +127,85 @@ fail:                                 /* the journal, opened last, is never open
     return NULL;
 }
 
+/* What a recovery charged as interrupted for one team, key and model. */
+struct ledger_recovered {
+    char *team, *key, *model;
+    int64_t rows;
+    nanos_t nanos;
+};
+
+static void recovered_free(ledger_t *l)
+{
+    for (size_t i = 0; i < l->n_recovered; i++) {
+        free(l->recovered[i].team);
+        free(l->recovered[i].key);
+        free(l->recovered[i].model);
+    }
+    free(l->recovered);
+    l->recovered = NULL;
+    l->n_recovered = 0;
+}
+
+/* Adds to the group of team, key and model (a few groups: a linear
+ * search). 0 or -1. */
+static int recovered_add(ledger_t *l, const char *team, const char *key, const char *model,
+                         int64_t rows, nanos_t nanos)
+{
+    team = team ? team : "";
+    key = key ? key : "";
+    model = model ? model : "";
+    for (size_t i = 0; i < l->n_recovered; i++) {
+        struct ledger_recovered *g = &l->recovered[i];
+        if (strcmp(g->team, team) == 0 && strcmp(g->key, key) == 0 &&
+            strcmp(g->model, model) == 0) {
+            g->rows += rows;
+            g->nanos += nanos;
+            return 0;
+        }
+    }
+    struct ledger_recovered *ng = realloc(l->recovered, (l->n_recovered + 1) * sizeof *ng);
+    if (!ng) return -1;
+    l->recovered = ng;
+    struct ledger_recovered *g = &ng[l->n_recovered];
+    g->key = g->model = NULL;
+    if (!(g->team = strdup(team)) || !(g->key = strdup(key)) || !(g->model = strdup(model))) {
+        free(g->team);
+        free(g->key);
+        return -1;
+    }
+    g->rows = rows;
+    g->nanos = nanos;
+    l->n_recovered++;
+    return 0;
+}
+
+void ledger_recovered(ledger_t *l, ledger_recovered_fn fn, void *ud)
+{
+    for (size_t i = 0; i < l->n_recovered; i++)
+        fn(ud, l->recovered[i].team, l->recovered[i].key, l->recovered[i].model,
+           l->recovered[i].rows, l->recovered[i].nanos);
+}
+
+/* Groups the leftover inflight rows (about to become interrupted) by team,
+ * key and model; inside recover's transaction. 0 or -1. */
+static int recovered_inflight(ledger_t *l)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(l->db,
+            "SELECT team, key_id, model, COUNT(*), SUM(reserved_nanos) FROM requests"
+            " WHERE state = 'inflight' GROUP BY team, key_id, model", -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        if (recovered_add(l, (const char *)sqlite3_column_text(st, 0),
+                          (const char *)sqlite3_column_text(st, 1),
+                          (const char *)sqlite3_column_text(st, 2),
+                          sqlite3_column_int64(st, 3), sqlite3_column_int64(st, 4)) != 0)
+            break;
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
 /* One journaled begin, replayed inside recover's transaction: inserted as
  * interrupted unless its row is already there. */
 typedef struct replay {
@@ -152,6 +231,7 @@ static int replay_one(void *ud, const journal_begin_t *b)
     int added = sqlite3_changes(rp->l->db);
     sqlite3_reset(ins);
     if (rc != SQLITE_DONE) return -1;
+    if (added && recovered_add(rp->l, b->team, b->key_id, b->model, 1, b->reserved) != 0) return -1;
     if (!added || b->reserved == 0) return 0;
     rp->n++;
     sqlite3_bind_text(daily, 1, b->team, -1, SQLITE_TRANSIENT);
@@ -184,10 +264,11 @@ int64_t ledger_recover(ledger_t *l, int64_t at_ms)
 {
     sqlite3_stmt *st = NULL;
     int64_t n = -1;
+    recovered_free(l);
     if (sqlite3_exec(l->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
         return -1;
     int64_t replayed = 0;
-    if (replay_journal(l, at_ms, &replayed) != 0) goto fail;
+    if (replay_journal(l, at_ms, &replayed) != 0 || recovered_inflight(l) != 0) goto fail;
     /* Never undercount: an interrupted request is charged its reservation. */
     if (sqlite3_exec(l->db,
             "INSERT INTO spend_daily(team, day, nanos)"
@@ -206,6 +287,7 @@ int64_t ledger_recover(ledger_t *l, int64_t at_ms)
     sqlite3_finalize(st);
     if (sqlite3_exec(l->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
         sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
+        recovered_free(l);
         return -1;
     }
     /* every journaled begin now has its row: start the journal afresh */
@@ -214,6 +296,7 @@ int64_t ledger_recover(ledger_t *l, int64_t at_ms)
 fail:
     sqlite3_finalize(st);
     sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
+    recovered_free(l);
     return -1;
 }
 
@@ -282,6 +365,7 @@ void ledger_close(ledger_t *l, int timeout_ms)
     sqlite3_close(l->rdb);
     /* a clean stop has every begin in the database: empty the journal */
     journal_close(l->journal);
+    recovered_free(l);
     pthread_mutex_destroy(&l->mu);
     pthread_mutex_destroy(&l->rmu);
     pthread_cond_destroy(&l->cv);

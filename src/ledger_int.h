@@ -39,6 +39,10 @@ struct ledger {
     int stopping;
     int64_t stop_deadline_ms;
     atomic_int failing;               /* the last commit failed */
+    atomic_llong write_errors;        /* failed commit attempts */
+    /* what the last recovery charged as interrupted, by team and model */
+    struct ledger_recovered *recovered;
+    size_t n_recovered;
     atomic_int jfail;                 /* the last journal write failed */
     /* Begin journal beside the database (NULL for ":memory:"). A begin is
      * journaled before the request goes upstream; the writer inserts its

@@ -256,7 +256,10 @@ static void pair_up(ledger_t *l, op_t *batch)
 
 static int try_commit(ledger_t *l, op_t *batch)
 {
-    if (fault_injected()) return 0;
+    if (fault_injected()) {
+        atomic_fetch_add(&l->write_errors, 1);
+        return 0;
+    }
     pair_up(l, batch);
     l->n_sums = 0;
     int ok = sqlite3_exec(l->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK;
@@ -264,7 +267,10 @@ static int try_commit(ledger_t *l, op_t *batch)
         ok = apply(l, o) == 0;
     if (ok) ok = flush_daily(l) == 0;
     if (ok) ok = sqlite3_exec(l->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK;
-    if (!ok) sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
+    if (!ok) {
+        sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
+        atomic_fetch_add(&l->write_errors, 1);
+    }
     return ok;
 }
 
@@ -405,6 +411,11 @@ size_t ledger_backlog(ledger_t *l)
     size_t n = l->backlog;
     pthread_mutex_unlock(&l->mu);
     return n;
+}
+
+int64_t ledger_write_errors(ledger_t *l)
+{
+    return atomic_load(&l->write_errors);
 }
 
 void ledger_writer_stop(ledger_t *l, int timeout_ms)

@@ -380,6 +380,25 @@ static void test_completion_applied_once(void)
     remove_ledger(path);
 }
 
+/* What ledger_recovered reports, as "team/key/model=rows:nanos;..." */
+typedef struct recov { char text[512]; } recov_t;
+
+static void recov_one(void *ud, const char *team, const char *key, const char *model,
+                      int64_t rows, nanos_t nanos)
+{
+    recov_t *r = ud;
+    size_t n = strlen(r->text);
+    snprintf(r->text + n, sizeof r->text - n, "%s/%s/%s=%lld:%lld;", team, key, model,
+             (long long)rows, (long long)nanos);
+}
+
+static const char *recovered_text(ledger_t *l, recov_t *r)
+{
+    r->text[0] = '\0';
+    ledger_recovered(l, recov_one, r);
+    return r->text;
+}
+
 static void test_recover(void)
 {
     char path[128];
@@ -405,12 +424,17 @@ static void test_recover(void)
     if (!l) { T_CHECK(0); counter_destroy(&c); return; }
     T_EQ_INT(spent(l, "a", D1_DAY), 1 * C);     /* before recovery: a2 only */
     const int64_t at = D2 + 20 * HOUR_MS;
+    recov_t rv;
+    T_EQ_STR(recovered_text(l, &rv), "");       /* nothing recovered yet */
     T_EQ_INT(ledger_recover(l, at), 2);
+    /* what it charged, by team, key and model, for the metrics */
+    T_EQ_STR(recovered_text(l, &rv), "a/a-key/m=1:7000000000;b/b-key/m=1:3000000000;");
     T_EQ_INT(spent(l, "a", D1_DAY), 8 * C);
     T_EQ_INT(spent(l, "b", D1_DAY), 3 * C);
     T_EQ_INT(spent(l, "b", D1_DAY + 1), 3 * C);
     T_EQ_INT(spent(l, "b", D1_DAY + 2), 0);
     T_EQ_INT(ledger_recover(l, at), 0);         /* nothing left in flight */
+    T_EQ_STR(recovered_text(l, &rv), "");
     T_EQ_INT(spent(l, "a", D1_DAY), 8 * C);
 
     /* a completion arriving for a recovered request does not count again */
@@ -604,6 +628,7 @@ static void test_refused_writes_with_writer(void)
     ledger_rec_t r = begin_rec("x1", "a", "m", D1, C);
     T_EQ_INT(ledger_submit(l, &r, on_done, &c), 0);
     T_CHECK(counter_wait(&c, 1, 5000));
+    T_EQ_INT(ledger_write_errors(l), 0);
     T_EQ_INT(sql_exec(path, "CREATE TRIGGER no_upd BEFORE UPDATE ON requests"
                             " BEGIN SELECT RAISE(ABORT, 'read only'); END;"
                             "CREATE TRIGGER no_ins BEFORE INSERT ON requests"
@@ -618,6 +643,10 @@ static void test_refused_writes_with_writer(void)
     nanosleep(&ts, NULL);
     T_EQ_INT(counter_total(&c), 2);             /* still retrying, no callback */
     T_EQ_INT(ledger_backlog(l), 1);
+    int64_t errs = ledger_write_errors(l);      /* the begin's, then every retry */
+    T_CHECK(errs >= 2);
+    nanosleep(&ts, NULL);
+    T_CHECK(ledger_write_errors(l) > errs);     /* retries every 100 ms count too */
     ledger_close(l, 300);
     T_EQ_INT(c.ok, 1);
     T_EQ_INT(c.failed, 2);                      /* dropped at close, reported */
@@ -678,6 +707,8 @@ static void test_journal_replay(void)
     ledger_t *l = open_ok(path);             /* the restart */
     if (!l) { T_CHECK(0); return; }
     T_EQ_INT(ledger_recover(l, D1 + DAY_MS), 2);
+    recov_t rv;
+    T_EQ_STR(recovered_text(l, &rv), "a/a-key/m\tx\n%y=1:3000000000;a/a-key/m1=1:4000000000;");
     T_EQ_INT(sql_int(path, "SELECT COUNT(*) FROM requests WHERE state='interrupted'"), 2);
     T_EQ_INT(sql_int(path, "SELECT charged_nanos FROM requests WHERE id='j1'"), 3 * C);
     T_EQ_INT(sql_int(path, "SELECT model = 'm' || char(9) || 'x' || char(10) || '%y' "
@@ -694,6 +725,7 @@ static void test_journal_replay(void)
     for (int i = 0; i < 2000 && ledger_backlog(l) > 0; i++) usleep(1000);
     ledger_t *again = open_ok(path);
     T_EQ_INT(ledger_recover(again, D1 + DAY_MS), 1);
+    T_EQ_STR(recovered_text(again, &rv), "a/a-key/m1=1:5000000000;");   /* from its row */
     T_EQ_INT(sql_int(path, "SELECT COUNT(*) FROM requests WHERE id='j3'"), 1);
     T_EQ_INT(spent(again, "a", D1_DAY), 12 * C);
     ledger_close(again, 1000);
