@@ -25,6 +25,7 @@ struct account;
 struct server;
 struct jobs;
 struct alertq;
+struct metrics;
 
 /* What one config file says, with its rates, as served at one time. SIGHUP
  * builds a new snapshot and swaps it in only when the whole of it is valid;
@@ -49,6 +50,7 @@ typedef struct app {
     struct server *srv;            /* the listener (server.h) */
     struct jobs *jobs;             /* work kept off the loop (jobs.h) */
     struct alertq *alertq;         /* the alert thread's inbox (alertq.h); NULL when off */
+    struct metrics *metrics;       /* the Prometheus registry (metrics.h) */
     char *llm_key;                 /* upstream key from the environment; NULL in passthrough */
     int admin_on;
     unsigned char admin_sha[32];

@@ -51,6 +51,7 @@ struct req {
     req_serve_fn serve;            /* its route's handler */
     int64_t t_start_ms;
     int64_t t_body_us;             /* monotonic: the body was complete (handler ran) */
+    int64_t t_admit_us;            /* monotonic: admitted (hold taken, begin journaled) */
 
     /* client request */
     char *body;

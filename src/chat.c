@@ -61,6 +61,7 @@ static void on_reserved(void *arg, int rc, const book_refusal_t *why)
     app_t *app = r->app;
     if (rc == BUDGET_OK) {
         if (ledger_begin(app->ledger, &r->rec) == 0) {
+            r->t_admit_us = base_mono_us();
             events_admitted(app, r);
             upstream_submit(app->up, r);          /* the reference goes with it */
             return;
@@ -183,6 +184,7 @@ enum MHD_Result chat_serve(req_t *r, struct MHD_Connection *c)
         return req_queue_error(c, 503, LEDGER_DOWN_MSG, "ledger_unavailable",
                                "ledger_unavailable", NULL);
     }
+    r->t_admit_us = base_mono_us();
     events_admitted(app, r);
     req_hold(r);
     upstream_submit(app->up, r);

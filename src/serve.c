@@ -13,6 +13,7 @@
 #include "jobs.h"
 #include "keys.h"
 #include "loop.h"
+#include "metrics.h"
 #include "server.h"
 #include "upstream.h"
 #include <curl/curl.h>
@@ -223,6 +224,28 @@ static int instance_of(app_t *app, const config_t *cfg, char id[64], char *err, 
     return 0;
 }
 
+/* One group of what ledger recovery charged as interrupted (requests in
+ * flight when pinmeter last stopped): counted in the metrics with the label
+ * values the current config and rate table allow. */
+static void count_interrupted(void *ud, const char *team, const char *key_id,
+                              const char *model, int64_t rows, nanos_t nanos)
+{
+    (void)rows;
+    app_t *app = ud;
+    const snap_t *sn = app_snap(app);
+    const char *t = "";
+    if (sn->passthrough && strcmp(team, "default") == 0) t = team;
+    for (size_t i = 0; !sn->passthrough && i < sn->cfg->n_teams; i++)
+        if (strcmp(sn->cfg->teams[i].name, team) == 0) t = team;
+    rate_t rate;
+    metrics_settle_t s = {
+        .team = t, .model = rates_lookup(sn->rates, model, &rate) == 0 ? model : "",
+        .key = sn->cfg->metrics_key_label ? key_id : NULL,
+        .state = METRICS_INTERRUPTED, .charge = nanos, .upstream_us = -1,
+    };
+    metrics_settled(app->metrics, &s);
+}
+
 /* The in-process book, or the shared store on Redis when budget_store is
  * set (under this instance's id). */
 static int make_budget(app_t *app, const config_t *cfg, const char *id, char *err, size_t errlen)
@@ -283,6 +306,12 @@ int serve_run(const serve_opts_t *a)
     RAND_bytes(rnd, sizeof rnd);
     for (int i = 0; i < 8; i++) snprintf(app->instance + 2 * i, 3, "%02x", rnd[i]);
 
+    if (!(app->metrics = metrics_new())) {
+        fprintf(stderr, "pinmeter: out of memory\n");
+        config_free(cfg);
+        rates_free(rates);
+        goto out;
+    }
     app->ledger = ledger_open(cfg->ledger, err, sizeof err);
     if (!app->ledger || instance_of(app, cfg, instance, err, sizeof err) != 0 ||
         make_budget(app, cfg, instance, err, sizeof err) != 0) {
@@ -304,6 +333,7 @@ int serve_run(const serve_opts_t *a)
     snap_t *sn = snap_build(&sv, cfg, rates, err, sizeof err);
     if (!sn) { fprintf(stderr, "pinmeter: %s\n", err); goto out; }
     atomic_store(&app->snap, sn);
+    ledger_recovered(app->ledger, count_interrupted, app);
     budget_start(app->budget, 3000);    /* the shared store: first sync, or say why not */
     if (ledger_writer_start(app->ledger) != 0) {
         fprintf(stderr, "pinmeter: cannot start the ledger writer\n");
@@ -378,6 +408,7 @@ out:
     if (app->ledger) ledger_close(app->ledger, 0);
     budget_free(app->budget);
     alerts_free(alerts);           /* no hook can run any more */
+    metrics_free(app->metrics);
     snap_free_all(app_snap(app));
     for (size_t i = 0; i < sv.n_slots; i++) free(sv.slot_names[i]);
     free(sv.slot_names);
