@@ -11,6 +11,9 @@ typedef enum {
     AUTH_TEAM,                     /* a team key (in passthrough mode: any bearer key) */
     AUTH_ADMIN,                    /* the admin token */
     AUTH_TEAM_OR_ADMIN,
+    AUTH_METRICS,                  /* as the config's "metrics_auth" says: the route
+                                    * table resolves it to AUTH_ADMIN or AUTH_NONE
+                                    * (auth_identify refuses it unresolved) */
 } auth_need_t;
 
 enum { AUTH_OK = 0, AUTH_MISSING = -1, AUTH_INVALID = -2 };

@@ -6,12 +6,12 @@
 #include "ledger.h"
 #include "report.h"
 #include "serve.h"
+#include "version.h"
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define PINMETER_VERSION "0.1.0"
 #define DEFAULT_CONFIG "conf/pinmeter.json"
 
 static void usage(FILE *f)

@@ -7,6 +7,7 @@
 #include "events.h"
 #include "health.h"
 #include "passthru.h"
+#include "scrape.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +30,16 @@ static const route_t ROUTES[] = {
                                   0, 0, health_serve },
     { "/v0/alerts",               ROUTE_GET,  ROUTE_ANY,   AUTH_ADMIN,         0, 0,
                                   0, 0, alerts_serve },
+    { "/metrics",                 ROUTE_GET,  ROUTE_ANY,   AUTH_METRICS,       0, 0,
+                                  0, 0, scrape_serve },
 };
+
+/* Who may call rt under snapshot sn. */
+static auth_need_t need_of(const route_t *rt, const snap_t *sn)
+{
+    if (rt->auth == AUTH_METRICS) return sn->cfg->metrics_open ? AUTH_NONE : AUTH_ADMIN;
+    return rt->auth;
+}
 
 const route_t *routes_find(const char *path, int passthrough)
 {
@@ -85,7 +95,7 @@ enum MHD_Result routes_begin(app_t *app, struct MHD_Connection *c, const char *u
     const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
                                                    MHD_HTTP_HEADER_AUTHORIZATION);
     auth_caller_t who;
-    int rc = auth_identify(app, sn, auth, rt->auth, &who);
+    int rc = auth_identify(app, sn, auth, need_of(rt, sn), &who);
     if (rc != AUTH_OK && r->chat) events_refused(app, r, EVENTS_UNAUTHORIZED, NULL);
     if (rc == AUTH_MISSING)
         return req_queue_error(c, 401, "missing API key: send 'Authorization: Bearer <key>'",
