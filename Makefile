@@ -68,8 +68,9 @@ e2e: $(BUILD)/pinmeter build-test/pinmeter
 
 # What make test needs beyond the build (installed when missing, as make run
 # does): clang for the fuzz regressions, redis-server for the shared-budget
-# tests, sqlite3; the openai SDK for the client test when npm is there.
-TEST_PKGS := clang redis-server redis-tools sqlite3
+# tests, sqlite3, prometheus (its server and promtool) for the metrics test;
+# the openai SDK for the client test when npm is there.
+TEST_PKGS := clang redis-server redis-tools sqlite3 prometheus
 test-deps: deps
 	@./scripts/deps.sh $(TEST_PKGS)
 	@if command -v npm >/dev/null && [ ! -d tests/client/node_modules/openai ]; then \
