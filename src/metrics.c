@@ -4,7 +4,6 @@
  * lookup. Cells are never removed; the exposition (metrics_text.c) works on
  * a copy taken by metrics_copy. */
 #include "metrics_int.h"
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,7 +66,9 @@ void metrics_free(metrics_t *m)
 /* ---- keys and label text ---------------------------------------------- */
 
 /* A label set being looked up: values by position in LABELS[kind]; NULL
- * leaves a label out (only the optional key). */
+ * leaves a label out (only the optional key). Made by lset_make, which
+ * leaves the identity buffer unwritten until lset_build fills what it needs
+ * (an initializer would zero all of it on every update). */
 typedef struct lset {
     unsigned kind;
     const char *val[4];
@@ -75,6 +76,34 @@ typedef struct lset {
     size_t len;
     uint64_t hash;
 } lset_t;
+
+static void lset_make(lset_t *s, unsigned kind, const char *a, const char *b, const char *c,
+                      const char *d)
+{
+    s->kind = kind;
+    s->val[0] = a;
+    s->val[1] = b;
+    s->val[2] = c;
+    s->val[3] = d;
+}
+
+/* 64-bit hash of n bytes, eight at a time (a multiply-xorshift mix). */
+static uint64_t hash_bytes(const char *p, size_t n)
+{
+    uint64_t h = 0x9e3779b97f4a7c15ULL ^ n;
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdULL;
+        h ^= h >> 32;
+        p += 8;
+        n -= 8;
+    }
+    uint64_t w = 0;
+    memcpy(&w, p, n);
+    h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
+    return h ^ (h >> 29);
+}
 
 static void lset_build(lset_t *s)
 {
@@ -90,9 +119,7 @@ static void lset_build(lset_t *s)
         s->buf[n++] = '\0';
     }
     s->len = n;
-    uint64_t h = 1469598103934665603ULL;          /* FNV-1a */
-    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s->buf[i]) * 1099511628211ULL;
-    s->hash = h;
+    s->hash = hash_bytes(s->buf, n);
 }
 
 size_t metrics_escape(char *out, const char *v)
@@ -204,7 +231,8 @@ static const char *nz(const char *s) { return s ? s : ""; }
 void metrics_rejected(metrics_t *m, const char *team, const char *reason)
 {
     if (!m) return;
-    lset_t s = { .kind = MK_REJ, .val = { nz(team), nz(reason) } };
+    lset_t s;
+    lset_make(&s, MK_REJ, nz(team), nz(reason), NULL, NULL);
     pthread_mutex_lock(&m->mu);
     mcell_t *c = cell_get(m, &s);
     if (c) c->v[0]++;
@@ -214,7 +242,8 @@ void metrics_rejected(metrics_t *m, const char *team, const char *reason)
 void metrics_admitted(metrics_t *m, const char *team)
 {
     if (!m) return;
-    lset_t s = { .kind = MK_TEAM, .val = { nz(team) } };
+    lset_t s;
+    lset_make(&s, MK_TEAM, nz(team), NULL, NULL, NULL);
     pthread_mutex_lock(&m->mu);
     mcell_t *c = cell_get(m, &s);
     if (c) c->v[0]++;
@@ -232,7 +261,8 @@ void metrics_admission(metrics_t *m, int64_t us)
 void metrics_first_token(metrics_t *m, const char *model, int64_t us)
 {
     if (!m) return;
-    lset_t s = { .kind = MK_MODEL, .val = { nz(model) } };
+    lset_t s;
+    lset_make(&s, MK_MODEL, nz(model), NULL, NULL, NULL);
     pthread_mutex_lock(&m->mu);
     mcell_t *c = cell_get(m, &s);
     if (c) {
@@ -245,11 +275,10 @@ void metrics_first_token(metrics_t *m, const char *model, int64_t us)
 void metrics_settled(metrics_t *m, const metrics_settle_t *st)
 {
     if (!m) return;
-    lset_t tm = { .kind = MK_TM, .val = { nz(st->team), nz(st->model), st->key } };
-    lset_t md = { .kind = MK_MODEL, .val = { nz(st->model) } };
-    lset_t tc = { .kind = MK_TEAM, .val = { nz(st->team) } };
+    lset_t s;
+    lset_make(&s, MK_TM, nz(st->team), nz(st->model), st->key, NULL);
     pthread_mutex_lock(&m->mu);
-    mcell_t *c = cell_get(m, &tm);
+    mcell_t *c = cell_get(m, &s);
     if (c) {
         c->v[0] += st->prompt;
         c->v[1] += st->completion;
@@ -260,11 +289,13 @@ void metrics_settled(metrics_t *m, const metrics_settle_t *st)
             c->touched |= MT_STATE(st->state);
         }
     }
-    if (st->upstream_us >= 0 && (c = cell_get(m, &md))) {
+    lset_make(&s, MK_MODEL, nz(st->model), NULL, NULL, NULL);
+    if (st->upstream_us >= 0 && (c = cell_get(m, &s))) {
         hist_add(&c->h[0], &metrics_bounds[MB_LATENCY], st->upstream_us);
         c->touched |= MT_UPSTREAM;
     }
-    if (st->leaves_inflight && (c = cell_get(m, &tc))) c->v[0]--;
+    lset_make(&s, MK_TEAM, nz(st->team), NULL, NULL, NULL);
+    if (st->leaves_inflight && (c = cell_get(m, &s))) c->v[0]--;
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -272,9 +303,12 @@ void metrics_answered(metrics_t *m, const char *team, const char *model, const c
                       int code)
 {
     if (!m) return;
-    char cs[16];
-    snprintf(cs, sizeof cs, "%d", code);
-    lset_t s = { .kind = MK_REQ, .val = { nz(team), nz(model), key, cs } };
+    char cs[12], *p = cs + sizeof cs - 1;          /* the status as text, no printf */
+    unsigned u = code > 0 ? (unsigned)code : 0;
+    *p = '\0';
+    do { *--p = (char)('0' + u % 10); u /= 10; } while (u);
+    lset_t s;
+    lset_make(&s, MK_REQ, nz(team), nz(model), key, p);
     pthread_mutex_lock(&m->mu);
     mcell_t *c = cell_get(m, &s);
     if (c) c->v[0]++;
@@ -284,7 +318,8 @@ void metrics_answered(metrics_t *m, const char *team, const char *model, const c
 void metrics_alert(metrics_t *m, const char *event, int sent)
 {
     if (!m) return;
-    lset_t s = { .kind = MK_ALERT, .val = { nz(event), sent ? "sent" : "failed" } };
+    lset_t s;
+    lset_make(&s, MK_ALERT, nz(event), sent ? "sent" : "failed", NULL, NULL);
     pthread_mutex_lock(&m->mu);
     mcell_t *c = cell_get(m, &s);
     if (c) c->v[0]++;
@@ -305,7 +340,8 @@ int metrics_copy(metrics_t *m, const char *const *teams, size_t n, mview_t *v)
     memset(v, 0, sizeof *v);
     pthread_mutex_lock(&m->mu);
     for (size_t i = 0; i < n; i++) {
-        lset_t s = { .kind = MK_TEAM, .val = { nz(teams[i]) } };
+        lset_t s;
+        lset_make(&s, MK_TEAM, nz(teams[i]), NULL, NULL, NULL);
         cell_get(m, &s);          /* on OOM the team simply has no sample */
     }
     int ok = 1;
