@@ -5,6 +5,10 @@ Three targets serve the same load, interleaved A/B/C in every round:
   A direct    the load generator talks to the mock upstream itself
   B nginx     a do-nothing nginx proxy_pass in front of the mock (if installed)
   C pinmeter  build/pinmeter in team mode in front of the mock
+The metrics scenario runs c=64 on pinmeter with a scraper reading GET /metrics
+10 times a second in every other 1 s window, and compares adjacent windows;
+the scrape scenario times scrapes of a proxy with 100 teams x 50 models,
+every pair touched.
 The redis scenario compares pinmeter with its in-process book (the default)
 against pinmeter with "budget_store" on a redis-server of its own (loopback,
 on the load CPU, stopped by its PID), interleaved the same way.
@@ -16,7 +20,7 @@ figures are proxy minus direct within the same round. Prints one table.
 
 Environment (all optional):
   BENCH_ONLY=c1,c64,...   scenarios: c1 c64 ledger stream64 stream1k stream10k
-                          startup instr redis (default: all)
+                          startup instr redis metrics scrape (default: all)
   BENCH_SECONDS=10        length of one timed run (1..10)
   BENCH_ROUNDS=3          rounds of A/B/C (the issue asks for >= 3)
   BENCH_SLOW_STREAMS=10000  streams in stream10k (reduced to what the fd hard
@@ -44,6 +48,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -66,7 +71,7 @@ RATES = [
      "output_usd_per_1m_tokens": 15.0, "cache_read_usd_per_1m_tokens": 0.3},
 ]
 ALL_SCENARIOS = ["c1", "c64", "ledger", "stream64", "stream1k", "stream10k", "startup", "instr",
-                 "redis"]
+                 "redis", "metrics", "scrape"]
 CHAT_BODY = json.dumps({"model": MODEL, "messages": [
     {"role": "system", "content": "You are a terse assistant."},
     {"role": "user", "content": "Say hello in five words."}],
@@ -585,11 +590,14 @@ def check_after(t, scen, rnd, summary):
              f"{[s.strip()[:160] for s in summary[:2]]}")
 
 
-def run_rounds(scen, mock, targets, one_run, max_conns=1024):
-    """one_run(target) -> dict of figures, called with the target started."""
+def run_rounds(scen, mock, targets, one_run, max_conns=1024, alternate=False):
+    """one_run(target) -> dict of figures, called with the target started.
+    alternate: every other round runs the targets in reverse order (for an A/B
+    pair whose ratio should not carry the order's bias)."""
     runs = {t.name: [] for t in targets}
     for rnd in range(1, ROUNDS + 1):
-        for t in targets:
+        order = targets[::-1] if alternate and rnd % 2 == 0 else targets
+        for t in order:
             tag = f"{scen}-{rnd}"
             if not (t.start(max_conns=max_conns, tag=tag) if not isinstance(t, Direct) else True):
                 runs[t.name].append(None)
@@ -1482,6 +1490,322 @@ def scen_redis(mock):
                  f"Redis runs: Redis spent vs the ledger's charged sum: {detail}")
 
 
+# ---- metrics: the cost of being scraped, and a big scrape ------------------------
+
+ADMIN_ENV = "PINMETER_BENCH_ADMIN_TOKEN"
+ADMIN_TOKEN = "bench-admin-" + hashlib.sha256(b"pinmeter bench admin").hexdigest()[:24]
+SCRAPE_TEAMS, SCRAPE_MODELS = 100, 50
+
+
+def team_key(i):
+    return f"pm-bench-t{i:03d}-" + hashlib.sha256(f"team {i}".encode()).hexdigest()[:24]
+
+
+class MetricsPinmeter(Pinmeter):
+    """pinmeter with an admin token to scrape /metrics with. teams, models: a
+    config of that many teams (a key each, no cap) and a rate table of that
+    many models, for the scrape scenario."""
+
+    def __init__(self, mock, name, teams=0, models=0):
+        super().__init__(mock)
+        self.name = name
+        self.n_teams, self.n_models = teams, models
+        self.extra = {"admin_token_env": ADMIN_ENV}
+
+    def env(self):
+        e = Pinmeter.env()
+        e[ADMIN_ENV] = ADMIN_TOKEN
+        return e
+
+    def models(self):
+        return [f"bench/model-{j:02d}" for j in range(self.n_models)]
+
+    def write_conf(self, d, max_conns, ledger=None, listen_port=None):
+        if self.n_teams:
+            rates = os.path.join(d, "rates-big.json")
+            with open(rates, "w") as f:
+                json.dump(RATES + [{"model_id": m, "input_usd_per_1m_tokens": 1.0 + j / 10,
+                                    "output_usd_per_1m_tokens": 5.0,
+                                    "cache_read_usd_per_1m_tokens": 0.1}
+                                   for j, m in enumerate(self.models())], f)
+            self.extra["rates_file"] = rates
+            self.extra["teams"] = [
+                {"name": f"team{i:03d}", "period": "month",
+                 "keys": [{"id": "k", "sha256": hashlib.sha256(team_key(i).encode()).hexdigest()}]}
+                for i in range(self.n_teams)]
+        return super().write_conf(d, max_conns, ledger, listen_port)
+
+    def start(self, max_conns=1024, tag="run", **kw):
+        return super().start(max_conns=max_conns, tag=f"{self.name}-{tag}", **kw)
+
+
+def scrape_once(port, conn=None):
+    """(seconds, body) of one GET /metrics with the admin token."""
+    c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    t0 = time.perf_counter()
+    c.request("GET", "/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    r = c.getresponse()
+    body = r.read()
+    dt = time.perf_counter() - t0
+    if conn is None:
+        c.close()
+    if r.status != 200:
+        raise RuntimeError(f"/metrics answered {r.status}: {body[:200]!r}")
+    return dt, body
+
+
+def scrape_cpu(t, n):
+    """The proxy's CPU per scrape (µs) over n back-to-back scrapes on one
+    connection, with the rate they ran at; None when it cannot tell."""
+    c = http.client.HTTPConnection("127.0.0.1", t.port, timeout=30)
+    try:
+        scrape_once(t.port, c)
+        c0, t0 = cpu_ticks(t.pids), time.monotonic()
+        for _ in range(n):
+            scrape_once(t.port, c)
+        wall = time.monotonic() - t0
+        return (cpu_ticks(t.pids) - c0) / CLK_TCK * 1e6 / n, n / wall
+    finally:
+        c.close()
+
+
+def requests_total(text):
+    """The sum of pinmeter_requests_total in a scrape."""
+    return sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
+               if ln.startswith("pinmeter_requests_total{"))
+
+
+WINDOW_S = 0.5
+# A cycle of windows: what the scraper reads 10 times a second in each. The
+# scraper runs on the load CPU beside wrk and the mock, so its own work
+# costs the load side too: a window scraping the mock (same rate, same
+# connection handling) is the control that cancels that cost out.
+CYCLE = ("mock", "pinmeter", "mock", None)
+
+
+class ScrapeWindows(threading.Thread):
+    """Drives WINDOW_S windows during a c=64 run, in cycles of CYCLE: in each
+    window it reads pinmeter's /metrics, the mock's /healthz, or nothing, 10
+    times a second; at every window's end it reads pinmeter_requests_total
+    (one scrape, in every window alike). Pinned to the load CPU.
+    windows: [(what, requests, seconds)]."""
+
+    def __init__(self, port, mock_port, n_windows, rate=10.0):
+        super().__init__(daemon=True)
+        self.port, self.mock_port, self.n, self.rate = port, mock_port, n_windows, rate
+        self.windows, self.times, self.errors = [], [], 0
+        self.failure = None
+
+    def run(self):
+        try:
+            os.sched_setaffinity(0, {LOAD_CPU})        # this thread only
+        except OSError:
+            pass
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        mc = http.client.HTTPConnection("127.0.0.1", self.mock_port, timeout=10)
+        try:
+            last_n, last_t = requests_total(scrape_once(self.port, c)[1].decode()), time.monotonic()
+            start = nxt = last_t
+            for w in range(self.n):
+                what = CYCLE[w % len(CYCLE)]
+                end = start + (w + 1) * WINDOW_S
+                while what:
+                    nxt = max(nxt + 1.0 / self.rate, time.monotonic())
+                    if nxt >= end - 0.02:
+                        break
+                    time.sleep(max(0.0, nxt - time.monotonic()))
+                    try:
+                        if what == "pinmeter":
+                            self.times.append(scrape_once(self.port, c)[0] * 1000)
+                        else:
+                            mc.request("GET", "/healthz")
+                            mc.getresponse().read()
+                    except (OSError, RuntimeError, http.client.HTTPException):
+                        self.errors += 1
+                        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                        mc = http.client.HTTPConnection("127.0.0.1", self.mock_port, timeout=10)
+                time.sleep(max(0.0, end - time.monotonic()))
+                n, t = requests_total(scrape_once(self.port, c)[1].decode()), time.monotonic()
+                self.windows.append((what, n - last_n, t - last_t))
+                last_n, last_t = n, t
+        except Exception as e:                          # noted by the scenario
+            self.failure = e
+        finally:
+            c.close()
+            mc.close()
+
+    def ratios(self):
+        """Per cycle (the first, warming, left out): pinmeter scraped over its
+        two mock-scraped neighbours, and nothing scraped over its two
+        mock-scraped neighbours (what the scraper itself costs the load)."""
+        rate = [n / s if s > 0 else 0 for _, n, s in self.windows]
+        k = len(CYCLE)
+        pin, none = [], []
+        for i in range(k, len(rate) - k, k):
+            m0, p, m1, z, m2 = rate[i:i + 5]
+            if m0 > 0 and m1 > 0 and m2 > 0:
+                pin.append(p / ((m0 + m1) / 2))
+                none.append(z / ((m1 + m2) / 2))
+        return pin, none
+
+
+def scen_metrics(mock):
+    n_windows = int(4 * SECONDS / WINDOW_S)
+    dur = 4 * SECONDS + 2
+    log(f"== c=64 with /metrics scraped 10 times a second in some {WINDOW_S} s windows "
+        f"({ROUNDS} rounds x {dur} s)")
+
+    def one(t):
+        wrk(t.port, 64, 1)                             # warm-up
+        sw = ScrapeWindows(t.port, mock.port, n_windows)
+
+        def timed():
+            sw.start()
+            return wrk(t.port, 64, dur)
+        j0 = cpu_jiffies()
+        res = measure(t, timed)
+        j1 = cpu_jiffies()
+        sw.join(30)
+        if sw.failure:
+            raise RuntimeError(f"scrape windows failed: {sw.failure}")
+        res["load_cpu_busy_pct"] = cpu_busy_pct(j0, j1, LOAD_CPU)
+        res["proxy_cpu_busy_pct"] = cpu_busy_pct(j0, j1, PROXY_CPU)
+        pin, none = sw.ratios()
+        by = {}
+        for what, n, secs in sw.windows[len(CYCLE):]:
+            a = by.setdefault(what, [0, 0.0])
+            a[0] += n
+            a[1] += secs
+        res.update({"rps_" + str(k): v[0] / v[1] for k, v in by.items() if v[1] > 0})
+        res.update({"pin_ratios": pin, "none_ratios": none,
+                    "scrapes": len(sw.times), "scrape_errors": sw.errors,
+                    "scrape_p50_ms": med(sw.times),
+                    "scrape_max_ms": max(sw.times) if sw.times else None})
+        if res["requests"] > 0 and "cpu_s" in res:
+            res["cpu_us_per_req"] = res["cpu_s"] * 1e6 / res["requests"]
+        # what one scrape of this registry costs the proxy, load-free
+        res["scrape_cpu_us"], _ = scrape_cpu(t, 1000)
+        return res
+    runs = run_rounds("metrics", mock, [MetricsPinmeter(mock, "pinmeter")], one)
+    rs = [r for r in runs["pinmeter"] if r]
+    pin = [p for r in rs for p in r["pin_ratios"]]
+    none = [p for r in rs for p in r["none_ratios"]]
+    rat, zrat = med(pin), med(none)
+    quart = lambda xs: "–" if not xs else \
+        f"{sorted(xs)[len(xs) // 4]:.3f}–{sorted(xs)[3 * len(xs) // 4]:.3f}"
+    on, ctl = fig(runs, "pinmeter", "rps_pinmeter"), fig(runs, "pinmeter", "rps_mock")
+    row("metrics", "c=64 with /metrics scraped 10/s: throughput", "req/s", None,
+        None if ctl is None else "not " + fmtv(ctl, "{:,.0f}"),
+        None if on is None else "scraped " + fmtv(on, "{:,.0f}"),
+        "drop < 3 %", None if rat is None else rat > 0.97,
+        rat=None if rat is None else f"{rat:.3f}× s/n", fmt="{:,.0f}")
+    ROWS[-1].update({"not_scraped": ctl, "scraped": on, "scraped_over_not": rat,
+                     "pin_ratios": pin, "none_ratios": none, "none_median": zrat})
+    row("metrics", "the scraper's own cost: nothing read vs the mock read 10/s", "ratio", None,
+        None, None if zrat is None else f"{zrat:.3f}× (quartiles {quart(none)})", "(control)",
+        None, rat=None)
+    wr = fig(runs, "pinmeter", "rps")
+    row("metrics", "c=64 throughput over the whole run (wrk)", "req/s", None, None, wr,
+        "(reported)", None, rat=None, fmt="{:,.0f}")
+    p50, mx = fig(runs, "pinmeter", "scrape_p50_ms"), fig(runs, "pinmeter", "scrape_max_ms")
+    row("metrics", "a scrape during c=64 (client wall time)", "ms", None, None,
+        None if p50 is None else f"p50 {p50:.2f}, max {mx:.2f}", "(reported)", None, rat=None)
+    cpu = fig(runs, "pinmeter", "scrape_cpu_us")
+    row("metrics", "proxy CPU per scrape after the run (10/s = share of a core)", "µs", None,
+        None, None if cpu is None else f"{cpu:.1f} ({cpu * 10 / 1e4:.3f} %)", "(reported)", None,
+        rat=None)
+    check_errors("metrics", runs, "errors")
+    check_errors("metrics", runs, "scrape_errors")
+    note(f"metrics: one c=64 wrk run of {dur} s per round on a fresh pinmeter, cut into "
+         f"{WINDOW_S} s windows in cycles of four; a scraper (a thread of the bench on CPU "
+         f"{LOAD_CPU}, beside wrk and the mock; one kept-alive connection each) reads, 10 times "
+         f"a second: the mock's /healthz, pinmeter's /metrics (admin token), the mock's /healthz, "
+         f"nothing. Every window ends with one more read of /metrics, in all four alike, which "
+         f"gives the window's req/s from pinmeter_requests_total. Ratio = the /metrics window's "
+         f"req/s over the mean of its two mock-read neighbours, median of {len(pin)} cycles over "
+         f"{len(rs)} rounds (quartiles {quart(pin)}): the scraper's work on the load CPU is the "
+         f"same on both sides and cancels, what is left is what serving the scrapes costs "
+         f"pinmeter. The control row is that work alone (the window reading nothing over its "
+         f"mock-read neighbours), with CPU {LOAD_CPU} busy "
+         f"{fmt0(fig(runs, 'pinmeter', 'load_cpu_busy_pct'))} % and CPU {PROXY_CPU} (pinmeter) "
+         f"{fmt0(fig(runs, 'pinmeter', 'proxy_cpu_busy_pct'))} % during the runs. CPU "
+         f"per scrape: after the run, 1,000 scrapes back to back on the idle proxy (its "
+         f"utime+stime over them / 1,000); at 10 scrapes/s that is the share of a core shown")
+
+
+def scen_scrape(mock):
+    log(f"== scrape time with {SCRAPE_TEAMS} teams x {SCRAPE_MODELS} models, every pair touched "
+        f"({ROUNDS} rounds)")
+    res_all = []
+    for rnd in range(1, ROUNDS + 1):
+        pm = MetricsPinmeter(mock, "scrape", teams=SCRAPE_TEAMS, models=SCRAPE_MODELS)
+        if not pm.start(tag=f"scrape-{rnd}"):
+            res_all.append(None)
+            continue
+        res = {}
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", pm.port, timeout=30)
+            bad = 0
+            t0 = time.monotonic()
+            for i in range(SCRAPE_TEAMS):
+                hdr = {"Authorization": f"Bearer {team_key(i)}", "Content-Type": "application/json"}
+                for m in pm.models():
+                    body = CHAT_BODY.replace(MODEL.encode(), m.encode())
+                    c.request("POST", "/v0/llm/chat/completions", body, hdr)
+                    r = c.getresponse()
+                    r.read()
+                    bad += r.status != 200
+            res["traffic_s"] = time.monotonic() - t0
+            res["traffic_errors"] = bad
+            wait_backlog(pm, 20)
+            sc = http.client.HTTPConnection("127.0.0.1", pm.port, timeout=30)
+            times = []
+            for _ in range(5):
+                scrape_once(pm.port, sc)                # warm-up
+            for _ in range(50):
+                dt, body = scrape_once(pm.port, sc)
+                times.append(dt * 1000)
+            sc.close()
+            c.close()
+            res["cpu_us_per_scrape"], _ = scrape_cpu(pm, 100)
+            text = body.decode()
+            res["series"] = sum(1 for ln in text.splitlines() if ln and not ln.startswith("#"))
+            res["bytes"] = len(body)
+            res["credit_series"] = text.count("\npinmeter_credits_charged_total{")
+            res["p50_ms"] = statistics.median(times)
+            res["max_ms"] = max(times)
+        except Exception as e:
+            note(f"scrape round {rnd}: failed: {e}")
+            res = None
+        check_after(pm, "scrape", rnd, pm.stop())
+        res_all.append(res)
+        log(f"  scrape round {rnd} " + (" ".join(f"{k}={v:.6g}" for k, v in res.items())
+                                        if res else "FAILED"))
+    RAW["scrape"] = res_all
+    ok = [r for r in res_all if r]
+    p50, mx = med([r["p50_ms"] for r in ok]), med([r["max_ms"] for r in ok])
+    series, size = med([r["series"] for r in ok]), med([r["bytes"] for r in ok])
+    label = f"{SCRAPE_TEAMS} teams × {SCRAPE_MODELS} models"
+    row("scrape", f"GET /metrics, {label}, p50 (client wall time)", "ms", None, None, p50,
+        "< 10 ms", None if p50 is None else p50 < 10, rat=None)
+    row("scrape", f"GET /metrics, {label}, max of 50", "ms", None, None, mx, "(reported)", None,
+        rat=None)
+    cpu = med([r["cpu_us_per_scrape"] for r in ok])
+    row("scrape", f"proxy CPU per scrape, {label}", "µs", None, None, cpu, "(reported)", None,
+        rat=None, fmt="{:,.0f}")
+    row("scrape", "series in the scrape / its size", "", None, None,
+        None if series is None else f"{series:,.0f} / {size / 2**20:.2f} MiB", "(reported)",
+        None, rat=None)
+    bad = [r for r in ok if r["traffic_errors"] or r["credit_series"] != SCRAPE_TEAMS * SCRAPE_MODELS]
+    if bad:
+        note(f"scrape: {len(bad)} round(s) had failed requests or missing series: {bad}")
+    note(f"scrape: {SCRAPE_TEAMS} teams (a key each) x {SCRAPE_MODELS} priced models, one request "
+         f"for every (team, model) pair ({SCRAPE_TEAMS * SCRAPE_MODELS:,} requests, so "
+         f"{SCRAPE_TEAMS * SCRAPE_MODELS:,} label sets in each counter family), then 50 scrapes "
+         f"on one kept-alive connection timed by the client (request sent to the last byte read), "
+         f"after 5 warm-up scrapes; idle proxy on CPU {PROXY_CPU}")
+
+
 def row_store(scenario, figure, unit, direct, book, redis, target, fmt="{:.3f}", rat="auto"):
     """A row of the redis scenario in the common table: the nginx column holds the
     in-process book's figure, the pinmeter column the Redis store's, each labelled,
@@ -1582,6 +1906,10 @@ def main():
             scen_instr(mock)
         if "redis" in ONLY:
             scen_redis(mock)
+        if "metrics" in ONLY:
+            scen_metrics(mock)
+        if "scrape" in ONLY:
+            scen_scrape(mock)
     except KeyboardInterrupt:
         note("interrupted")
     finally:
