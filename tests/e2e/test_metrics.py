@@ -3,8 +3,9 @@ scrapes the proxy with the admin token while traffic runs from the mock; its
 HTTP API must give exactly the ledger's charges per team and the balance
 endpoint's spend. The scrape itself: exact counters against the ledger,
 `promtool check metrics` clean, who may read it ("metrics_auth"), the key
-label, interrupted charges after a SIGKILL, a reload, passthrough mode and
-the Redis store's cached figures.
+label, interrupted charges after a SIGKILL, a reload, passthrough mode, the
+Redis store's cached figures, and alert deliveries against what a webhook
+receiver (test_alerts.Receiver) answered.
 
 Prometheus and redis-server are started here on loopback ports with their
 own config and data in the test's temp dir, and stopped by their PIDs; the
@@ -461,6 +462,56 @@ class PassthroughMetricsTest(MetricsBase):
         self.assertEqual(samples(text, "pinmeter_team_cap_credits"), {})
         self.assertEqual(one(text, "pinmeter_inflight_requests", team="default"), "0")
         self.assertNotIn(client_key, text)
+
+
+class AlertMetricsTest(MetricsBase):
+    """pinmeter_alerts_total counts delivery attempts by their result: the
+    receiver answers 500 to the first attempt of one event, 200 to the rest."""
+
+    @classmethod
+    def setUpClass(cls):
+        from test_alerts import Receiver
+        cls.rx = Receiver()
+        try:
+            super().setUpClass()
+        except BaseException:
+            cls.rx.stop()
+            raise
+
+    @classmethod
+    def setup_proxies(cls):
+        cls.team = Team("alerted", 1.0, key_ids=["al1"])
+        cls.pm = cls.add_proxy([cls.team], name="alertm", env=ADMIN_ENV,
+                               overrides={"alerts": {"webhook_url": cls.rx.url,
+                                                     "thresholds": [0.5, 0.8]}})
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            cls.rx.stop()
+
+    def test_alert_deliveries_counted(self):
+        from test_alerts import alert_id, month_bounds, spend
+        start, _ = month_bounds()
+        self.rx.fail_first[alert_id("budget_threshold", "alerted", start, 800000)] = 1
+        for tokens in (40000, 15000):                  # 0.6 credits, then 0.825
+            self.assertEqual(self.pm.chat(spend(tokens), key=self.team.key).status, 200)
+            self.pm.wait_idle(self.team.key)
+        # 0.5 delivered at once; 0.8 refused once, delivered on the retry 1 s later
+        self.assertTrue(self.rx.wait(lambda: len(self.rx.accepted()) == 2, timeout=10),
+                        self.rx.all())
+        got = self.rx.all()
+        self.assertEqual(sorted(g["status"] for g in got), [200, 200, 500], got)
+        text = wait_until(lambda: (lambda t: t if samples(
+            t, "pinmeter_alerts_total", result="sent") and int(one(
+                t, "pinmeter_alerts_total", event="budget_threshold", result="sent")) == 2
+            else None)(self.scrape(self.pm)), 5)
+        self.assertTrue(text, "alerts_total never showed both deliveries")
+        self.assertEqual(one(text, "pinmeter_alerts_total", event="budget_threshold",
+                             result="failed"), "1")
+        self.assertEqual(len(samples(text, "pinmeter_alerts_total")), 2)
 
 
 class RedisMetricsTest(MetricsBase):
