@@ -7,6 +7,7 @@
 #define PINMETER_METRICS_INT_H
 #include "metrics.h"
 #include <pthread.h>
+#include <stdatomic.h>
 
 /* The kinds of cell: one label set each, holding every series of it. */
 enum {
@@ -62,6 +63,7 @@ struct metrics {
     size_t index_cap;          /* a power of two, at most half full */
     size_t n_kind[MK_N];
     mhist_t admission;
+    atomic_size_t last_size;   /* the last exposition's length: the next one's buffer */
 };
 
 /* One cell as copied for formatting: the label text stays the cell's

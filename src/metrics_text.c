@@ -248,7 +248,11 @@ char *metrics_format(metrics_t *m, const metrics_gauges_t *g, size_t *len)
     free(names);
     if (rc != 0) return NULL;
 
+    /* one allocation of about the right size, not a dozen doublings */
     obuf_t b = {0};
+    size_t hint = atomic_load(&m->last_size);
+    hint += hint / 8;
+    reserve(&b, hint < OUT_MAX ? hint : OUT_MAX);
     char lab[1200];
     family(&b, "pinmeter_build_info", "gauge", "Always 1; the version of the running pinmeter.");
     head(&b, "pinmeter_build_info", lab, one_label(lab, "version", g->version), NULL);
@@ -333,5 +337,6 @@ char *metrics_format(metrics_t *m, const metrics_gauges_t *g, size_t *len)
         return NULL;
     }
     *len = b.n - 1;
+    atomic_store(&m->last_size, b.n);
     return b.p;
 }
