@@ -51,11 +51,11 @@ metrics_t *metrics_new(void)
 void metrics_free(metrics_t *m)
 {
     if (!m) return;
-    for (size_t i = 0; i < m->n_cells; i++) {
-        free(m->cells[i]->key);
-        free(m->cells[i]->lab);
-        free(m->cells[i]->h);
-        free(m->cells[i]);
+    for (size_t i = 0; i < m->n_cells; i++) free(m->cells[i]->h);
+    while (m->arena) {
+        struct marena *next = m->arena->next;
+        free(m->arena);
+        m->arena = next;
     }
     free(m->cells);
     free(m->index);
@@ -134,11 +134,31 @@ size_t metrics_escape(char *out, const char *v)
     return n;
 }
 
-/* name="value",... for a label set; malloc'd. */
-static char *label_text(const lset_t *s, size_t *len)
+/* n bytes (16-aligned) that live as long as the registry, from blocks
+ * filled in creation order: a scrape reads the cells and their label text
+ * nearly in sequence instead of from all over a heap the request path
+ * shares (half of a big scrape's time went to those cache misses). NULL on
+ * OOM. */
+static void *arena_get(metrics_t *m, size_t n)
 {
-    char *t = malloc(4 * (16 + 2 * LABEL_MAX + 4) + 1);
-    if (!t) return NULL;
+    n = (n + 15) & ~(size_t)15;
+    struct marena *a = m->arena;
+    if (!a || a->used + n > a->cap) {
+        size_t cap = n > METRICS_ARENA_BLOCK ? n : METRICS_ARENA_BLOCK;
+        if (!(a = malloc(sizeof *a + cap))) return NULL;
+        a->next = m->arena;
+        a->used = 0;
+        a->cap = cap;
+        m->arena = a;
+    }
+    void *p = a->data + a->used;
+    a->used += n;
+    return p;
+}
+
+/* name="value",... for a label set, into t (room for 4 labels). */
+static size_t label_text(const lset_t *s, char *t)
+{
     size_t n = 0;
     for (int i = 0; i < 4 && LABELS[s->kind][i]; i++) {
         if (!s->val[i]) continue;
@@ -152,8 +172,7 @@ static char *label_text(const lset_t *s, size_t *len)
         t[n++] = '"';
     }
     t[n] = '\0';
-    *len = n;
-    return t;
+    return n;
 }
 
 /* ---- the table (mutex held) -------------------------------------------- */
@@ -195,19 +214,25 @@ static mcell_t *cell_get(metrics_t *m, lset_t *s)
         m->cells = nc;
         m->cap_cells = cap;
     }
-    mcell_t *c = calloc(1, sizeof *c);
-    if (!c) return NULL;
+    char lab[4 * (16 + 2 * LABEL_MAX + 4) + 1];
+    size_t lab_len = label_text(s, lab);
+    mhist_t *h = NULL;
+    if (s->kind == MK_MODEL && !(h = calloc(2, sizeof *h))) return NULL;
+    mcell_t *c = arena_get(m, sizeof *c + s->len + lab_len + 1);
+    if (!c) {
+        free(h);
+        return NULL;
+    }
+    memset(c, 0, sizeof *c);
     c->hash = s->hash;
     c->kind = s->kind;
     c->klen = s->len;
-    if (!(c->key = malloc(s->len)) || !(c->lab = label_text(s, &c->lab_len)) ||
-        (s->kind == MK_MODEL && !(c->h = calloc(2, sizeof *c->h)))) {
-        free(c->key);
-        free(c->lab);
-        free(c);
-        return NULL;
-    }
+    c->key = (char *)(c + 1);
     memcpy(c->key, s->buf, s->len);
+    c->lab = c->key + s->len;
+    memcpy(c->lab, lab, lab_len + 1);
+    c->lab_len = lab_len;
+    c->h = h;
     m->cells[m->n_cells++] = c;
     m->index[j] = (uint32_t)m->n_cells;
     m->n_kind[s->kind]++;

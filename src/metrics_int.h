@@ -46,7 +46,7 @@ extern const mbounds_t metrics_bounds[MB_N];
 
 typedef struct mcell {
     uint64_t hash;
-    char *key;                 /* kind, label count, values NUL-ended: the identity */
+    char *key;                 /* kind, then each value marked and NUL-ended: the identity */
     size_t klen;
     char *lab;                 /* its label pairs as exposed, escaped, no braces */
     size_t lab_len;
@@ -55,8 +55,18 @@ typedef struct mcell {
     mhist_t *h;                /* MK_MODEL: [0] upstream, [1] first token */
 } mcell_t;
 
+/* A block of the registry's arena: cells with their key and label text,
+ * allocated in creation order and freed only with the registry. */
+#define METRICS_ARENA_BLOCK (256 * 1024)
+struct marena {
+    struct marena *next;
+    size_t used, cap;
+    _Alignas(16) char data[];
+};
+
 struct metrics {
     pthread_mutex_t mu;
+    struct marena *arena;      /* where the cells live (newest block first) */
     mcell_t **cells;           /* every cell, in creation order */
     size_t n_cells, cap_cells;
     uint32_t *index;           /* open addressing: cell number + 1, 0 empty */
