@@ -36,7 +36,7 @@ static int reserve(obuf_t *b, size_t more)
 
 static void put(obuf_t *b, const char *s, size_t n)
 {
-    if (reserve(b, n) == 0) {
+    if (n && reserve(b, n) == 0) {
         memcpy(b->p + b->n, s, n);
         b->n += n;
     }
