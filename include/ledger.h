@@ -1,8 +1,11 @@
 /* ledger: the SQLite (WAL) record of every admitted request, one row each,
- * and the per-team daily spend it sums to. Writes go through one writer
- * thread that commits in groups; callers hand over records and get a callback
- * once the record is in the file (durable against process death; no fsync on
- * this path: synchronous=NORMAL). Only this module includes sqlite3.h. */
+ * the per-team daily spend and the per-hour usage rollup it sums to, and the
+ * reads over them (the report's groups, the request log). Writes go through
+ * one writer thread that commits in groups; callers hand over records and get
+ * a callback once the record is in the file (durable against process death;
+ * no fsync on this path: synchronous=NORMAL). Reads made while the writer
+ * runs go through a read connection of their own and never wait on it. Only
+ * this module includes sqlite3.h. */
 #ifndef PINMETER_LEDGER_H
 #define PINMETER_LEDGER_H
 #include <stdint.h>
@@ -41,19 +44,27 @@ typedef void (*ledger_done_fn)(void *ud, int ok);
  * the parent directory if missing. NULL + reason in err on failure. */
 ledger_t *ledger_open(const char *path, char *err, size_t errlen);
 
+/* Opens an existing ledger for reading only (`pinmeter report`): no schema
+ * change, no begin journal, nothing written, so a running server's files
+ * are left as they are. NULL + reason in err when it is missing or not a
+ * ledger. Only the reads (report, request log) and ledger_close apply. */
+ledger_t *ledger_open_ro(const char *path, char *err, size_t errlen);
+
 /* Turns leftover inflight rows, and journaled begins with no row, into
  * interrupted rows charged at their reservation, then empties the journal.
  * Call before ledger_writer_start. Returns rows changed, or -1. */
 int64_t ledger_recover(ledger_t *l, int64_t now_ms);
 
-/* Sum of charges for team in requests started on or after unix day
- * since_day (days since 1970-01-01, UTC). 0 or -1. Uses the daily table: no
- * scan of the requests. Thread-safe; once the writer runs it reads through a
- * second connection (so for ":memory:" only before ledger_writer_start). */
 /* The ledger's instance id (kept in its meta table; fresh is stored the
  * first time). The shared budget store counts each ledger's share under it.
  * Only before ledger_writer_start. 0 or -1. */
 int ledger_instance_id(ledger_t *l, const char *fresh, char *out, size_t outlen);
+
+/* Sum of charges for team in requests started on or after unix day
+ * since_day (days since 1970-01-01, UTC). 0 or -1. Uses the daily table: no
+ * scan of the requests. Thread-safe; once the writer runs it reads through a
+ * second connection (so for ":memory:" only before ledger_writer_start). The
+ * reads below (report, request log) share that connection, one at a time. */
 int ledger_spent_since(ledger_t *l, const char *team, int64_t since_day, nanos_t *out);
 
 /* Starts the writer thread. 0 or -1. */
@@ -95,21 +106,78 @@ void ledger_recovered(ledger_t *l, ledger_recovered_fn fn, void *ud);
 void ledger_close(ledger_t *l, int timeout_ms);
 
 /* Report grouping flags. */
-enum { LEDGER_BY_TEAM = 1, LEDGER_BY_KEY = 2, LEDGER_BY_MODEL = 4, LEDGER_BY_DAY = 8 };
+enum { LEDGER_BY_TEAM = 1, LEDGER_BY_KEY = 2, LEDGER_BY_MODEL = 4, LEDGER_BY_DAY = 8,
+       LEDGER_BY_HOUR = 16 };
+
+/* What a report reads: rows started in [since_ms, until_ms), optionally only
+ * one team, key id or model (NULL = any; borrowed for the call), grouped by
+ * the LEDGER_BY_* flags in by. */
+typedef struct ledger_query {
+    int64_t since_ms, until_ms;
+    int by;
+    const char *team, *key, *model;
+} ledger_query_t;
 
 typedef struct ledger_group {
-    const char *team, *key, *model, *day;   /* NULL when not grouped by it */
+    const char *team, *key, *model;         /* NULL when not grouped by it */
+    const char *day, *hour;                 /* "YYYY-MM-DD", "YYYY-MM-DDTHH:00:00Z"; NULL likewise */
     int64_t requests, prompt, completion, cached;
     nanos_t credits;
 } ledger_group_t;
 
+/* Called per group in sorted order; strings are valid during the call.
+ * Non-zero stops the report. */
 typedef int (*ledger_group_fn)(void *ud, const ledger_group_t *g);
 
-/* Groups rows started in [since_ms, until_ms) by flags and calls fn per
- * group in sorted order. 0, -1 on a database error (reason in err). */
-int ledger_report(ledger_t *l, int64_t since_ms, int64_t until_ms, int by,
-                  ledger_group_fn fn, void *ud, char *err, size_t errlen);
+/* Groups as q says and calls fn per group in sorted order (an ungrouped
+ * report with no rows calls it never). Whole hours come from the hourly
+ * rollup and the partial first and last hours from the requests, so any
+ * range costs about the same; the figures equal a GROUP BY over the requests
+ * to the nano-credit. 0, -1 on a database error (reason in err). */
+int ledger_report(ledger_t *l, const ledger_query_t *q, ledger_group_fn fn, void *ud,
+                  char *err, size_t errlen);
+
+/* A page of the request log: rows started in [since_ms, until_ms) matching
+ * the filters (NULL = any; borrowed for the call), newest first by
+ * (started_ms, id), at most limit of them, and with has_after only those
+ * strictly after (after_ms, after_id) in that order. */
+typedef struct ledger_log_query {
+    int64_t since_ms, until_ms;
+    const char *team, *key, *model, *state;
+    int limit;
+    int has_after;
+    int64_t after_ms;
+    const char *after_id;
+} ledger_log_query_t;
+
+/* One request-log row as stored; strings valid during the callback. */
+typedef struct ledger_row {
+    const char *id, *team, *key_id, *model, *state;
+    const char *upstream_id;                /* NULL when none */
+    int64_t started_ms;
+    int64_t ended_ms;                       /* -1 while in flight */
+    int stream;
+    int status;                             /* -1 while in flight */
+    int64_t prompt, completion, cached;
+    nanos_t reserved, charged;
+    int64_t latency_ms;                     /* -1 when not recorded */
+} ledger_row_t;
+
+/* Called per row in order; non-zero stops. */
+typedef int (*ledger_row_fn)(void *ud, const ledger_row_t *row);
+
+/* Calls fn for each row of the page q asks for. 0, -1 on a database error
+ * (reason in err). */
+int ledger_log(ledger_t *l, const ledger_log_query_t *q, ledger_row_fn fn, void *ud,
+               char *err, size_t errlen);
+
+/* Calls fn for the row whose id is id. 1 found, 0 no such row, -1 on a
+ * database error (reason in err). */
+int ledger_lookup(ledger_t *l, const char *id, ledger_row_fn fn, void *ud,
+                  char *err, size_t errlen);
 
 const char *ledger_state_name(ledger_state_t s);
+/* The state named s, or -1 for a name that is none of them. */
+int ledger_state_parse(const char *s);
 
 #endif

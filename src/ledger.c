@@ -1,21 +1,27 @@
 /* ledger: the face of the ledger module (see ledger.h): opening the SQLite
- * file and its schema, recovery at start-up, the reads (spend, instance id,
- * report) and closing. The write path (queue, writer thread, group commit)
- * is in ledger_writer.c, the begin journal in journal.c; struct ledger is in
- * the private src/ledger_int.h. This file calls into ledger_writer.c, never
- * the other way round.
+ * file and its schema, recovery at start-up, the read connection and the
+ * small reads (spend, instance id), and closing. The write path (queue,
+ * writer thread, group commit) is in ledger_writer.c, the report and the
+ * request log in ledger_query.c, the begin journal in journal.c; struct
+ * ledger is in the private src/ledger_int.h. This file calls into
+ * ledger_writer.c, never the other way round.
  *
  * Schema: `requests` holds one row per admitted request; `spend_daily` holds
  * per-team, per-UTC-day charge totals updated in the same transaction as the
  * row's completion, so start-up rebuilds a period's spend from at most a few
- * dozen rows whatever the ledger's size. Leftover inflight rows are found
- * through a partial index. `alerts` holds the budget alert events
- * (ledger_alert.c). */
+ * dozen rows whatever the ledger's size. `usage_hourly` holds, per hour,
+ * team, key and model, what a GROUP BY over the requests would give
+ * (requests, tokens, charges), kept in the same transactions as the rows, so
+ * a report over whole hours reads the rollup instead of the requests. Leftover
+ * inflight rows are found through a partial index; the request log's filters
+ * (team, key, model, state, each with the start time) have an index each.
+ * `alerts` holds the budget alert events (ledger_alert.c). */
 #include "ledger_int.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include "base.h"
 
 static const char *SCHEMA =
     "PRAGMA journal_mode=WAL;"
@@ -47,6 +53,29 @@ static const char *SCHEMA =
     " PRIMARY KEY(team, day)) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;";
 
+static const char *ROLLUP_TABLE =
+    "CREATE TABLE usage_hourly("
+    " hour INTEGER NOT NULL, team TEXT NOT NULL, key_id TEXT NOT NULL, model TEXT NOT NULL,"
+    " requests INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL,"
+    " completion_tokens INTEGER NOT NULL, cached_tokens INTEGER NOT NULL,"
+    " charged_nanos INTEGER NOT NULL,"
+    " PRIMARY KEY(hour, team, key_id, model)) WITHOUT ROWID;";
+
+/* The rollup of the rows already there (a ledger from before the rollup). */
+static const char *ROLLUP_FILL =
+    "INSERT INTO usage_hourly(hour, team, key_id, model, requests, prompt_tokens,"
+    " completion_tokens, cached_tokens, charged_nanos)"
+    " SELECT started_ms / 3600000, team, key_id, model, COUNT(*), SUM(prompt_tokens),"
+    " SUM(completion_tokens), SUM(cached_tokens), SUM(charged_nanos) FROM requests"
+    " GROUP BY 1, 2, 3, 4;";
+
+/* The request log's filters, each with the start time it is ordered by. */
+static const char *LOG_INDEXES =
+    "CREATE INDEX IF NOT EXISTS requests_team ON requests(team, started_ms);"
+    "CREATE INDEX IF NOT EXISTS requests_key ON requests(key_id, started_ms);"
+    "CREATE INDEX IF NOT EXISTS requests_model ON requests(model, started_ms);"
+    "CREATE INDEX IF NOT EXISTS requests_state ON requests(state, started_ms);";
+
 static void mkparents(const char *path)
 {
     char buf[1024];
@@ -57,6 +86,56 @@ static void mkparents(const char *path)
         mkdir(buf, 0755);
         *p = '/';
     }
+}
+
+/* 1 if the schema has an object named name, 0 if not, -1 on error. */
+static int has_object(sqlite3 *db, const char *name)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE name = ?1", -1, &st,
+                           NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* Creates usage_hourly, filled from the rows already there, in one
+ * transaction (a ledger from before the rollup gets it once, at its first
+ * open by this version; an interrupted build leaves nothing behind). Then
+ * the request log's indexes. Both are timed and logged when they took long. */
+static int ensure_rollup(ledger_t *l, char *err, size_t errlen)
+{
+    int64_t t0 = base_mono_ms();
+    int have = has_object(l->db, "usage_hourly");
+    if (have < 0) goto fail;
+    if (!have) {
+        if (sqlite3_exec(l->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) goto fail;
+        if ((have = has_object(l->db, "usage_hourly")) == 0 &&        /* not built meanwhile */
+            (sqlite3_exec(l->db, ROLLUP_TABLE, NULL, NULL, NULL) != SQLITE_OK ||
+             sqlite3_exec(l->db, ROLLUP_FILL, NULL, NULL, NULL) != SQLITE_OK))
+            have = -1;
+        if (have < 0 || sqlite3_exec(l->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+            snprintf(err, errlen, "%s: cannot build the hourly usage rollup: %s", l->path,
+                     sqlite3_errmsg(l->db));
+            sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
+            return -1;
+        }
+        if (base_mono_ms() - t0 >= 1000)
+            base_log("ledger %s: built the hourly usage rollup in %.1f s (once, for a ledger "
+                     "from before it)", l->path, (base_mono_ms() - t0) / 1000.0);
+    }
+    l->has_rollup = 1;
+    int64_t t1 = base_mono_ms();
+    if (sqlite3_exec(l->db, LOG_INDEXES, NULL, NULL, NULL) != SQLITE_OK) goto fail;
+    if (base_mono_ms() - t1 >= 1000)
+        base_log("ledger %s: built the request log's indexes in %.1f s (once, for a ledger "
+                 "from before them)", l->path, (base_mono_ms() - t1) / 1000.0);
+    return 0;
+fail:
+    snprintf(err, errlen, "%s: cannot set up ledger: %s", l->path, sqlite3_errmsg(l->db));
+    return -1;
 }
 
 ledger_t *ledger_open(const char *path, char *err, size_t errlen)
@@ -88,6 +167,7 @@ ledger_t *ledger_open(const char *path, char *err, size_t errlen)
         sqlite3_free(msg);
         goto fail;
     }
+    if (ensure_rollup(l, err, errlen) != 0) goto fail;
     if (sqlite3_prepare_v2(l->db,
             "INSERT INTO requests(id, started_ms, team, key_id, model, stream,"
             " reserved_nanos, state) VALUES(?1,?2,?3,?4,?5,?6,?7,'inflight')",
@@ -106,7 +186,17 @@ ledger_t *ledger_open(const char *path, char *err, size_t errlen)
         sqlite3_prepare_v2(l->db,
             "INSERT INTO spend_daily(team, day, nanos) VALUES(?1,?2,?3)"
             " ON CONFLICT(team, day) DO UPDATE SET nanos = nanos + excluded.nanos",
-            -1, &l->daily, NULL) != SQLITE_OK) {
+            -1, &l->daily, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(l->db,
+            "INSERT INTO usage_hourly(hour, team, key_id, model, requests, prompt_tokens,"
+            " completion_tokens, cached_tokens, charged_nanos) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)"
+            " ON CONFLICT(hour, team, key_id, model) DO UPDATE SET"
+            " requests = requests + excluded.requests,"
+            " prompt_tokens = prompt_tokens + excluded.prompt_tokens,"
+            " completion_tokens = completion_tokens + excluded.completion_tokens,"
+            " cached_tokens = cached_tokens + excluded.cached_tokens,"
+            " charged_nanos = charged_nanos + excluded.charged_nanos",
+            -1, &l->hourly, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "%s: cannot prepare ledger statements: %s", path,
                  sqlite3_errmsg(l->db));
         goto fail;
@@ -122,6 +212,40 @@ fail:                                 /* the journal, opened last, is never open
     sqlite3_finalize(l->upd);
     sqlite3_finalize(l->daily);
     sqlite3_finalize(l->full);
+    sqlite3_finalize(l->hourly);
+    sqlite3_close(l->db);
+    free(l);
+    return NULL;
+}
+
+ledger_t *ledger_open_ro(const char *path, char *err, size_t errlen)
+{
+    ledger_t *l = calloc(1, sizeof *l);
+    if (!l) { snprintf(err, errlen, "out of memory"); return NULL; }
+    snprintf(l->path, sizeof l->path, "%s", path);
+    l->ro = 1;
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    if (sqlite3_open_v2(path, &l->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "%s: cannot open ledger: %s", path,
+                 l->db ? sqlite3_errmsg(l->db) : "out of memory");
+        goto fail;
+    }
+    sqlite3_busy_timeout(l->db, 5000);
+    int req = has_object(l->db, "requests");
+    if (req != 1) {
+        snprintf(err, errlen, "%s: %s", path,
+                 req < 0 ? sqlite3_errmsg(l->db) : "not a pinmeter ledger (no requests table)");
+        goto fail;
+    }
+    /* A ledger no server of this version has opened yet has no rollup: its
+     * reports read the requests (the same figures, more slowly). */
+    l->has_rollup = has_object(l->db, "usage_hourly") == 1;
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_mutex_init(&l->rmu, NULL);
+    pthread_cond_init(&l->cv, NULL);
+    return l;
+fail:
     sqlite3_close(l->db);
     free(l);
     return NULL;
@@ -231,8 +355,12 @@ static int replay_one(void *ud, const journal_begin_t *b)
     int added = sqlite3_changes(rp->l->db);
     sqlite3_reset(ins);
     if (rc != SQLITE_DONE) return -1;
-    if (added && recovered_add(rp->l, b->team, b->key_id, b->model, 1, b->reserved) != 0) return -1;
-    if (!added || b->reserved == 0) return 0;
+    if (!added) return 0;
+    if (recovered_add(rp->l, b->team, b->key_id, b->model, 1, b->reserved) != 0) return -1;
+    struct hour_sum h = { .team = b->team, .key = b->key_id, .model = b->model,
+                          .hour = b->started_ms / 3600000, .requests = 1, .nanos = b->reserved };
+    if (ledger_hourly_add(rp->l, &h) != 0) return -1;
+    if (b->reserved == 0) return 0;
     rp->n++;
     sqlite3_bind_text(daily, 1, b->team, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(daily, 2, b->started_ms / 86400000);
@@ -275,6 +403,16 @@ int64_t ledger_recover(ledger_t *l, int64_t at_ms)
             " SELECT team, started_ms / 86400000, SUM(reserved_nanos) FROM requests"
             " WHERE state = 'inflight' GROUP BY team, started_ms / 86400000"
             " ON CONFLICT(team, day) DO UPDATE SET nanos = nanos + excluded.nanos",
+            NULL, NULL, NULL) != SQLITE_OK)
+        goto fail;
+    /* ...and so is its hour in the rollup (its tokens stay 0, as recorded) */
+    if (sqlite3_exec(l->db,
+            "INSERT INTO usage_hourly(hour, team, key_id, model, requests, prompt_tokens,"
+            " completion_tokens, cached_tokens, charged_nanos)"
+            " SELECT started_ms / 3600000, team, key_id, model, 0, 0, 0, 0, SUM(reserved_nanos)"
+            " FROM requests WHERE state = 'inflight' GROUP BY 1, 2, 3, 4"
+            " ON CONFLICT(hour, team, key_id, model) DO UPDATE SET"
+            " charged_nanos = charged_nanos + excluded.charged_nanos",
             NULL, NULL, NULL) != SQLITE_OK)
         goto fail;
     if (sqlite3_prepare_v2(l->db,
@@ -323,22 +461,28 @@ out:
     return rc;
 }
 
+sqlite3 *ledger_reader_locked(ledger_t *l)
+{
+    if (!l->started || strcmp(l->path, ":memory:") == 0) return l->db;
+    if (!l->rdb) {                    /* the writer owns l->db */
+        if (sqlite3_open_v2(l->path, &l->rdb, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
+                            NULL) != SQLITE_OK) {
+            sqlite3_close(l->rdb);
+            l->rdb = NULL;
+            return NULL;
+        }
+        sqlite3_busy_timeout(l->rdb, 5000);
+    }
+    return l->rdb;
+}
+
 int ledger_spent_since(ledger_t *l, const char *team, int64_t since_day, nanos_t *out)
 {
     sqlite3_stmt *st;
     int rc = -1;
     pthread_mutex_lock(&l->rmu);
-    sqlite3 *db = l->db;
-    if (l->started && strcmp(l->path, ":memory:") != 0) {   /* the writer owns l->db */
-        if (!l->rdb && sqlite3_open_v2(l->path, &l->rdb, SQLITE_OPEN_READONLY |
-                                       SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
-            sqlite3_close(l->rdb);
-            l->rdb = NULL;
-            goto out;
-        }
-        sqlite3_busy_timeout(l->rdb, 5000);
-        db = l->rdb;
-    }
+    sqlite3 *db = ledger_reader_locked(l);
+    if (!db) goto out;
     if (sqlite3_prepare_v2(db,
             "SELECT COALESCE(SUM(nanos), 0) FROM spend_daily WHERE team = ?1 AND day >= ?2",
             -1, &st, NULL) != SQLITE_OK)
@@ -361,6 +505,7 @@ void ledger_close(ledger_t *l, int timeout_ms)
     sqlite3_finalize(l->upd);
     sqlite3_finalize(l->daily);
     sqlite3_finalize(l->full);
+    sqlite3_finalize(l->hourly);
     sqlite3_close(l->db);
     sqlite3_close(l->rdb);
     /* a clean stop has every begin in the database: empty the journal */
@@ -370,58 +515,4 @@ void ledger_close(ledger_t *l, int timeout_ms)
     pthread_mutex_destroy(&l->rmu);
     pthread_cond_destroy(&l->cv);
     free(l);
-}
-
-int ledger_report(ledger_t *l, int64_t since_ms, int64_t until_ms, int by,
-                  ledger_group_fn fn, void *ud, char *err, size_t errlen)
-{
-    static const struct { int flag; const char *expr; } cols[] = {
-        {LEDGER_BY_TEAM, "team"},
-        {LEDGER_BY_KEY, "key_id"},
-        {LEDGER_BY_MODEL, "model"},
-        {LEDGER_BY_DAY, "strftime('%Y-%m-%d', started_ms / 1000, 'unixepoch')"},
-    };
-    char sel[512] = "", grp[512] = "";
-    for (size_t i = 0; i < 4; i++) {
-        const char *e = (by & cols[i].flag) ? cols[i].expr : "NULL";
-        size_t n = strlen(sel);
-        snprintf(sel + n, sizeof sel - n, "%s%s", e, ", ");
-        if (by & cols[i].flag) {
-            n = strlen(grp);
-            snprintf(grp + n, sizeof grp - n, "%s%d", grp[0] ? ", " : "", (int)i + 1);
-        }
-    }
-    char sql[2048];
-    snprintf(sql, sizeof sql,
-             "SELECT %s COUNT(*), COALESCE(SUM(prompt_tokens),0),"
-             " COALESCE(SUM(completion_tokens),0), COALESCE(SUM(cached_tokens),0),"
-             " COALESCE(SUM(charged_nanos),0) FROM requests"
-             " WHERE started_ms >= ?1 AND started_ms < ?2%s%s%s%s",
-             sel, grp[0] ? " GROUP BY " : "", grp, grp[0] ? " ORDER BY " : "", grp);
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(l->db, sql, -1, &st, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "ledger query failed: %s", sqlite3_errmsg(l->db));
-        return -1;
-    }
-    sqlite3_bind_int64(st, 1, since_ms);
-    sqlite3_bind_int64(st, 2, until_ms);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        ledger_group_t g;
-        g.team = (const char *)sqlite3_column_text(st, 0);
-        g.key = (const char *)sqlite3_column_text(st, 1);
-        g.model = (const char *)sqlite3_column_text(st, 2);
-        g.day = (const char *)sqlite3_column_text(st, 3);
-        g.requests = sqlite3_column_int64(st, 4);
-        g.prompt = sqlite3_column_int64(st, 5);
-        g.completion = sqlite3_column_int64(st, 6);
-        g.cached = sqlite3_column_int64(st, 7);
-        g.credits = sqlite3_column_int64(st, 8);
-        if (!grp[0] && g.requests == 0) continue;
-        if (fn(ud, &g) != 0) break;
-    }
-    int ok = rc == SQLITE_ROW || rc == SQLITE_DONE;
-    if (!ok) snprintf(err, errlen, "ledger query failed: %s", sqlite3_errmsg(l->db));
-    sqlite3_finalize(st);
-    return ok ? 0 : -1;
 }

@@ -1,9 +1,10 @@
-/* ledger_int.h: private to the ledger module (src/ledger.c and
- * src/ledger_writer.c); nothing else includes it. It holds struct ledger,
- * which both files share, and the one call between them. The layering runs
- * one way: ledger.c (open, schema, recovery, reads, report, close) calls into
- * ledger_writer.c (the queue, the writer thread, group commit); the writer
- * calls nothing in ledger.c. */
+/* ledger_int.h: private to the ledger module (src/ledger.c,
+ * src/ledger_writer.c, src/ledger_query.c); nothing else includes it. It
+ * holds struct ledger, which they share, and the calls between them. The
+ * layering runs one way: ledger_query.c (the report and the request log)
+ * calls into ledger.c (open, schema, recovery, the read connection, close),
+ * which calls into ledger_writer.c (the queue, the writer thread, group
+ * commit, the rollup upsert); the writer calls nothing in the other two. */
 #ifndef PINMETER_LEDGER_INT_H
 #define PINMETER_LEDGER_INT_H
 #include "ledger.h"
@@ -15,21 +16,37 @@
 #define BATCH_MAX 4096
 #define PAIR_SLOTS (2 * BATCH_MAX)    /* pairing table: at most half full */
 #define DAILY_MAX 64                  /* distinct (team, day) sums held per flush */
+#define HOURLY_SLOTS 1024             /* (hour, team, key, model) sums: open addressing, */
+#define HOURLY_MAX (HOURLY_SLOTS / 2) /* ...flushed when half full */
 
 struct op;                            /* a queued record (ledger_writer.c) */
+
+/* A batch's usage summed per hour, team, key and model (strings point into
+ * the batch's records); one usage_hourly upsert each. */
+struct hour_sum {
+    const char *team, *key, *model;   /* NULL: a free slot */
+    int64_t hour;
+    int64_t requests, prompt, completion, cached;
+    nanos_t nanos;
+};
 
 struct ledger {
     sqlite3 *db;
     sqlite3 *rdb;                     /* reads while the writer runs (own connection) */
     pthread_mutex_t rmu;
     char path[1024];
-    sqlite3_stmt *ins, *upd, *daily, *full;
+    sqlite3_stmt *ins, *upd, *daily, *full, *hourly;
+    int ro;                           /* opened by ledger_open_ro: reads only */
+    int has_rollup;                   /* usage_hourly is there (and kept) */
     /* writer thread only: pairing a batch's begins with their completions,
      * and the batch's charges summed per team and day */
     struct op *pair_tab[PAIR_SLOTS];
     size_t pair_used[BATCH_MAX];
     struct { const char *team; int64_t day; nanos_t nanos; } sums[DAILY_MAX];
     size_t n_sums;
+    struct hour_sum hsums[HOURLY_SLOTS];
+    size_t hused[HOURLY_MAX];         /* the slots in use, in order */
+    size_t n_hsums;
     pthread_t thread;
     int started;
     pthread_mutex_t mu;
@@ -56,5 +73,14 @@ struct ledger {
  * still queued, calling each done with ok = 0. The ledger's queue is empty
  * afterwards; the database is left open. */
 void ledger_writer_stop(ledger_t *l, int timeout_ms);
+
+/* The connection reads use: the read connection once the writer runs on a
+ * file (opened here the first time), else the main one. Call with l->rmu
+ * held, and keep it until the read is done. NULL if it cannot be opened. */
+sqlite3 *ledger_reader_locked(ledger_t *l);
+
+/* Upserts one hour's usage into usage_hourly with l->hourly (inside the
+ * caller's transaction). 0 or -1. */
+int ledger_hourly_add(ledger_t *l, const struct hour_sum *h);
 
 #endif

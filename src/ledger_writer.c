@@ -4,8 +4,11 @@
  * Owns the queue of records handed over by ledger_begin and ledger_submit,
  * and the one writer thread that drains it in group commits: a batch of up to
  * BATCH_MAX records in one transaction, a begin paired with its completion in
- * the same batch written as one whole row, and the batch's charges summed per
- * team and UTC day into one spend_daily upsert each. A failed batch is retried
+ * the same batch written as one whole row, the batch's charges summed per
+ * team and UTC day into one spend_daily upsert each, and its usage summed per
+ * hour, team, key and model into one usage_hourly upsert each (a begin counts
+ * its request, its completion the tokens and the charge, so the rollup
+ * always equals a GROUP BY over the requests). A failed batch is retried
  * one record at a time; failed completions (and journaled begins) go back to
  * the front of the queue and are retried until they commit, unjournaled
  * begins fail back to their callers. Calls nothing in ledger.c. */
@@ -39,6 +42,13 @@ static const char *STATE_NAMES[] = {
 const char *ledger_state_name(ledger_state_t s)
 {
     return (unsigned)s < 5 ? STATE_NAMES[s] : "unknown";
+}
+
+int ledger_state_parse(const char *s)
+{
+    for (int i = 0; i < 5; i++)
+        if (strcmp(s, STATE_NAMES[i]) == 0) return i;
+    return -1;
 }
 
 static int64_t now_ms(void)
@@ -157,6 +167,78 @@ static int add_daily(ledger_t *l, const char *team, int64_t day, nanos_t nanos)
     return 0;
 }
 
+int ledger_hourly_add(ledger_t *l, const struct hour_sum *h)
+{
+    sqlite3_stmt *st = l->hourly;
+    sqlite3_bind_int64(st, 1, h->hour);
+    sqlite3_bind_text(st, 2, h->team, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, h->key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, h->model, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, h->requests);
+    sqlite3_bind_int64(st, 6, h->prompt);
+    sqlite3_bind_int64(st, 7, h->completion);
+    sqlite3_bind_int64(st, 8, h->cached);
+    sqlite3_bind_int64(st, 9, h->nanos);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* Empties the batch's table of hourly sums. */
+static void clear_hourly(ledger_t *l)
+{
+    for (size_t i = 0; i < l->n_hsums; i++) l->hsums[l->hused[i]].team = NULL;
+    l->n_hsums = 0;
+}
+
+/* Writes the batch's hourly sums into usage_hourly (inside the open
+ * transaction; stops at the first failure, after which SQLite may have
+ * rolled the transaction back) and empties the table. 0 or -1. */
+static int flush_hourly(ledger_t *l)
+{
+    int rc = 0;
+    for (size_t i = 0; i < l->n_hsums && rc == 0; i++)
+        rc = ledger_hourly_add(l, &l->hsums[l->hused[i]]);
+    clear_hourly(l);
+    return rc;
+}
+
+/* Adds a record's share to the batch's sum for its hour, team, key and
+ * model: requests (1 for the row's insert, else 0) and, with usage, its
+ * tokens and charge. r must outlive the batch's commit. 0 or -1. */
+static int add_hourly(ledger_t *l, const ledger_rec_t *r, int requests, int usage)
+{
+    int64_t hour = r->started_ms / 3600000;
+    uint32_t hv = 2166136261u ^ (uint32_t)hour;              /* FNV-1a over the key */
+    for (const char *s = r->key_id; *s; s++) hv = (hv ^ (unsigned char)*s) * 16777619u;
+    for (const char *s = r->model; *s; s++) hv = (hv ^ (unsigned char)*s) * 16777619u;
+    for (const char *s = r->team; *s; s++) hv = (hv ^ (unsigned char)*s) * 16777619u;
+    size_t i = hv & (HOURLY_SLOTS - 1);
+    struct hour_sum *h;
+    for (; (h = &l->hsums[i])->team; i = (i + 1) & (HOURLY_SLOTS - 1))
+        if (h->hour == hour && strcmp(h->team, r->team) == 0 &&
+            strcmp(h->key, r->key_id) == 0 && strcmp(h->model, r->model) == 0)
+            break;
+    if (!h->team) {
+        if (l->n_hsums == HOURLY_MAX) {
+            if (flush_hourly(l) != 0) return -1;
+            return add_hourly(l, r, requests, usage);
+        }
+        *h = (struct hour_sum){ .team = r->team, .key = r->key_id, .model = r->model,
+                                .hour = hour };
+        l->hused[l->n_hsums++] = i;
+    }
+    h->requests += requests;
+    if (usage) {
+        h->prompt += r->prompt;
+        h->completion += r->completion;
+        h->cached += r->cached;
+        h->nanos += r->charged;
+    }
+    return 0;
+}
+
 /* Applies one record inside the open transaction. 0 or -1. */
 static int apply(ledger_t *l, const op_t *o)
 {
@@ -213,10 +295,13 @@ static int apply(ledger_t *l, const op_t *o)
     }
     sqlite3_clear_bindings(st);
     if (rc != SQLITE_DONE) return -1;
+    if (r->state == LEDGER_INFLIGHT) return add_hourly(l, r, 1, 0);
     /* A completion that matched no inflight row was already applied (or its
      * row was recovered as interrupted): adding its charge again would
      * double-count. */
-    if (r->state == LEDGER_INFLIGHT || changed == 0 || r->charged == 0) return 0;
+    if (changed == 0) return 0;
+    if (add_hourly(l, r, o->merged, 1) != 0) return -1;
+    if (r->charged == 0) return 0;
     return add_daily(l, r->team, r->started_ms / 86400000, r->charged);
 }
 
@@ -266,6 +351,8 @@ static int try_commit(ledger_t *l, op_t *batch)
     for (op_t *o = batch; ok && o; o = o->next)
         ok = apply(l, o) == 0;
     if (ok) ok = flush_daily(l) == 0;
+    if (ok) ok = flush_hourly(l) == 0;
+    clear_hourly(l);                             /* a failed batch's sums are dropped */
     if (ok) ok = sqlite3_exec(l->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK;
     if (!ok) {
         sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);

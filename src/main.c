@@ -1,11 +1,12 @@
-/* main: the pinmeter command line — serve (serve.c), report, keygen,
- * check-config, alert test (alerts.h) — and its options. */
+/* main: the pinmeter command line — serve (serve.c), report (report.c),
+ * keygen, check-config, alert test (alerts.h) — and its options. */
 #include "alerts.h"
 #include "config.h"
 #include "keys.h"
 #include "ledger.h"
 #include "report.h"
 #include "serve.h"
+#include "utc.h"
 #include "version.h"
 #include <getopt.h>
 #include <stdio.h>
@@ -21,19 +22,22 @@ static void usage(FILE *f)
 "\n"
 "usage:\n"
 "  pinmeter serve [-c FILE] [--listen HOST:PORT] [--upstream URL] [--ledger PATH]\n"
-"  pinmeter report [-c FILE] [--ledger PATH]... [--since YYYY-MM-DD] [--until YYYY-MM-DD]\n"
-"                  [--by team|key|model|day[,...]] [--format table|csv|json]\n"
+"  pinmeter report [-c FILE] [--ledger PATH]... [--since DATE|TIME] [--until DATE|TIME]\n"
+"                  [--by team|key|model|day|hour[,...]] [--team NAME] [--key ID]\n"
+"                  [--model MODEL] [--format table|csv|json]\n"
 "  pinmeter keygen --team NAME [--id ID]\n"
 "  pinmeter check-config [-c FILE]\n"
 "  pinmeter alert test [-c FILE]\n"
 "  pinmeter --help | --version\n"
 "\n"
+"DATE is YYYY-MM-DD, a whole UTC day (--until includes it); TIME is an RFC 3339 UTC\n"
+"instant like 2026-12-01T10:00:00Z; the range is [since, until).\n"
 "The default config is %s. Each command takes --help.\n",
             PINMETER_VERSION, DEFAULT_CONFIG);
 }
 
 enum { OPT_LISTEN = 1000, OPT_UPSTREAM, OPT_LEDGER, OPT_SINCE, OPT_UNTIL, OPT_BY,
-       OPT_FORMAT, OPT_TEAM, OPT_ID };
+       OPT_FORMAT, OPT_TEAM, OPT_ID, OPT_KEY, OPT_MODEL };
 
 static const struct option LONGOPTS[] = {
     {"config", required_argument, NULL, 'c'},
@@ -46,6 +50,8 @@ static const struct option LONGOPTS[] = {
     {"format", required_argument, NULL, OPT_FORMAT},
     {"team", required_argument, NULL, OPT_TEAM},
     {"id", required_argument, NULL, OPT_ID},
+    {"key", required_argument, NULL, OPT_KEY},
+    {"model", required_argument, NULL, OPT_MODEL},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -53,6 +59,7 @@ static const struct option LONGOPTS[] = {
 
 typedef struct args {
     const char *config, *listen, *upstream, *since, *until, *by, *format, *team, *id;
+    const char *key, *model;
     const char *ledgers[64];
     size_t n_ledgers;
 } args_t;
@@ -78,6 +85,8 @@ static int parse_args(int argc, char **argv, args_t *a)
         case OPT_FORMAT: a->format = optarg; break;
         case OPT_TEAM: a->team = optarg; break;
         case OPT_ID: a->id = optarg; break;
+        case OPT_KEY: a->key = optarg; break;
+        case OPT_MODEL: a->model = optarg; break;
         case 'h': usage(stdout); return 1;
         case 'V': printf("pinmeter %s\n", PINMETER_VERSION); return 1;
         default: usage(stderr); return -1;
@@ -112,20 +121,23 @@ static int cmd_report(args_t *a)
     o.since_ms = 0;
     o.until_ms = INT64_MAX;
     o.by = LEDGER_BY_TEAM | LEDGER_BY_MODEL;
+    o.team = a->team;
+    o.key = a->key;
+    o.model = a->model;
     int rc = 1;
-    if (a->since && report_parse_day(a->since, &o.since_ms) != 0) {
-        fprintf(stderr, "pinmeter: --since wants YYYY-MM-DD, got '%s'\n", a->since);
+    /* a date as --until is the end of that whole day */
+    if (a->since && utc_parse_bound(a->since, 0, &o.since_ms) != 0) {
+        fprintf(stderr, "pinmeter: --since wants YYYY-MM-DD or an RFC 3339 UTC time like "
+                "2026-12-01T10:00:00Z, got '%s'\n", a->since);
         goto out;
     }
-    if (a->until) {
-        if (report_parse_day(a->until, &o.until_ms) != 0) {
-            fprintf(stderr, "pinmeter: --until wants YYYY-MM-DD, got '%s'\n", a->until);
-            goto out;
-        }
-        o.until_ms += 86400000LL;   /* inclusive of the whole day */
+    if (a->until && utc_parse_bound(a->until, 1, &o.until_ms) != 0) {
+        fprintf(stderr, "pinmeter: --until wants YYYY-MM-DD or an RFC 3339 UTC time like "
+                "2026-12-01T10:00:00Z, got '%s'\n", a->until);
+        goto out;
     }
     if (a->by && (o.by = report_parse_by(a->by)) < 0) {
-        fprintf(stderr, "pinmeter: --by wants team, key, model or day (comma-separated), "
+        fprintf(stderr, "pinmeter: --by wants team, key, model, day or hour (comma-separated), "
                 "got '%s'\n", a->by);
         goto out;
     }

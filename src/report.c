@@ -1,23 +1,34 @@
-/* report: reads groups from each ledger, merges equal groups across ledgers
- * (a fleet's report is one command), and formats them. */
+/* report: reads groups from each ledger (or from the one the server has
+ * open), merges equal groups across ledgers (a fleet's report is one
+ * command), and formats them. */
 #include "report.h"
 #include "ledger.h"
 #include "money.h"
+#include "utc.h"
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#define NF 5                  /* group fields */
+
 typedef struct row {
-    char *f[4];               /* team, key, model, day (NULL if not grouped) */
+    char *f[NF];              /* team, key, model, day, hour (NULL if not grouped) */
     int64_t requests, prompt, completion, cached;
     nanos_t credits;
 } row_t;
 
-typedef struct rows { row_t *v; size_t n, cap; } rows_t;
+typedef struct rows {
+    row_t *v;
+    size_t n, cap;
+    size_t max;               /* 0 = no limit */
+    int failed;               /* out of memory, or over max (too_many) */
+    int too_many;
+} rows_t;
 
-static const char *FIELD_NAMES[4] = {"team", "key", "model", "day"};
-static const int FIELD_FLAGS[4] = {LEDGER_BY_TEAM, LEDGER_BY_KEY, LEDGER_BY_MODEL, LEDGER_BY_DAY};
+static const char *FIELD_NAMES[NF] = {"team", "key", "model", "day", "hour"};
+static const int FIELD_FLAGS[NF] = {LEDGER_BY_TEAM, LEDGER_BY_KEY, LEDGER_BY_MODEL,
+                                    LEDGER_BY_DAY, LEDGER_BY_HOUR};
 
 int report_parse_by(const char *s)
 {
@@ -27,7 +38,7 @@ int report_parse_by(const char *s)
     for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
          tok = strtok_r(NULL, ",", &save)) {
         int found = 0;
-        for (int i = 0; i < 4; i++)
+        for (int i = 0; i < NF; i++)
             if (strcmp(tok, FIELD_NAMES[i]) == 0) { by |= FIELD_FLAGS[i]; found = 1; }
         if (!found) return -1;
     }
@@ -36,21 +47,7 @@ int report_parse_by(const char *s)
 
 int report_parse_day(const char *s, int64_t *ms)
 {
-    static const int mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    if (strlen(s) != 10 || s[4] != '-' || s[7] != '-') return -1;
-    for (int i = 0; i < 10; i++)
-        if (i != 4 && i != 7 && (s[i] < '0' || s[i] > '9')) return -1;
-    int y = atoi(s), m = atoi(s + 5), d = atoi(s + 8);
-    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    if (m < 1 || m > 12 || d < 1 || d > mdays[m - 1] + (m == 2 && leap)) return -1;
-    /* days from civil (UTC) */
-    int64_t yy = y - (m <= 2);
-    int64_t era = (yy >= 0 ? yy : yy - 399) / 400;
-    int64_t yoe = yy - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    *ms = (era * 146097 + doe - 719468) * 86400000LL;
-    return 0;
+    return utc_parse_date(s, ms);
 }
 
 static int cmp_str(const char *a, const char *b)
@@ -62,7 +59,7 @@ static int cmp_str(const char *a, const char *b)
 static int cmp_row(const void *pa, const void *pb)
 {
     const row_t *a = pa, *b = pb;
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < NF; i++) {
         int c = cmp_str(a->f[i], b->f[i]);
         if (c) return c;
     }
@@ -72,16 +69,23 @@ static int cmp_row(const void *pa, const void *pb)
 static int collect(void *ud, const ledger_group_t *g)
 {
     rows_t *rs = ud;
+    if (rs->max && rs->n >= rs->max) {
+        rs->failed = rs->too_many = 1;
+        return -1;
+    }
     if (rs->n == rs->cap) {
         size_t cap = rs->cap ? rs->cap * 2 : 64;
         row_t *nv = realloc(rs->v, cap * sizeof *nv);
-        if (!nv) return -1;
+        if (!nv) { rs->failed = 1; return -1; }
         rs->v = nv;
         rs->cap = cap;
     }
     row_t *r = &rs->v[rs->n++];
-    const char *f[4] = {g->team, g->key, g->model, g->day};
-    for (int i = 0; i < 4; i++) r->f[i] = f[i] ? strdup(f[i]) : NULL;
+    const char *f[NF] = {g->team, g->key, g->model, g->day, g->hour};
+    for (int i = 0; i < NF; i++) {
+        r->f[i] = f[i] ? strdup(f[i]) : NULL;
+        if (f[i] && !r->f[i]) rs->failed = 1;
+    }
     r->requests = g->requests;
     r->prompt = g->prompt;
     r->completion = g->completion;
@@ -104,7 +108,7 @@ static void merge(rows_t *rs)
             a->completion += b->completion;
             a->cached += b->cached;
             a->credits += b->credits;
-            for (int k = 0; k < 4; k++) free(b->f[k]);
+            for (int k = 0; k < NF; k++) free(b->f[k]);
         } else {
             rs->v[++w] = *b;
         }
@@ -122,12 +126,13 @@ static void add_counters(cJSON *o, const row_t *r)
     cJSON_AddItemToObject(o, "credits", cJSON_CreateRaw(money_fmt(r->credits, buf)));
 }
 
-static void write_json(const rows_t *rs, const row_t *tot, int by, FILE *out)
+static void write_json(const rows_t *rs, const row_t *tot, const report_opts_t *ro, FILE *out)
 {
+    int by = ro->by;
     cJSON *root = cJSON_CreateObject(), *rows = cJSON_AddArrayToObject(root, "rows");
     for (size_t i = 0; i < rs->n; i++) {
         cJSON *o = cJSON_CreateObject();
-        for (int k = 0; k < 4; k++)
+        for (int k = 0; k < NF; k++)
             if (by & FIELD_FLAGS[k])
                 cJSON_AddStringToObject(o, FIELD_NAMES[k], rs->v[i].f[k] ? rs->v[i].f[k] : "");
         add_counters(o, &rs->v[i]);
@@ -135,6 +140,8 @@ static void write_json(const rows_t *rs, const row_t *tot, int by, FILE *out)
     }
     cJSON *t = cJSON_AddObjectToObject(root, "total");
     add_counters(t, tot);
+    if (ro->since_label) cJSON_AddStringToObject(root, "since", ro->since_label);
+    if (ro->until_label) cJSON_AddStringToObject(root, "until", ro->until_label);
     char *s = cJSON_Print(root);
     fprintf(out, "%s\n", s);
     free(s);
@@ -155,12 +162,12 @@ static void csv_field(FILE *out, const char *s)
 static void write_csv(const rows_t *rs, int by, FILE *out)
 {
     char buf[MONEY_FMT_MAX];
-    for (int k = 0; k < 4; k++)
+    for (int k = 0; k < NF; k++)
         if (by & FIELD_FLAGS[k]) fprintf(out, "%s,", FIELD_NAMES[k]);
     fprintf(out, "requests,prompt_tokens,completion_tokens,cached_tokens,credits\n");
     for (size_t i = 0; i < rs->n; i++) {
         const row_t *r = &rs->v[i];
-        for (int k = 0; k < 4; k++)
+        for (int k = 0; k < NF; k++)
             if (by & FIELD_FLAGS[k]) { csv_field(out, r->f[k] ? r->f[k] : ""); fputc(',', out); }
         fprintf(out, "%lld,%lld,%lld,%lld,%s\n", (long long)r->requests, (long long)r->prompt,
                 (long long)r->completion, (long long)r->cached, money_fmt(r->credits, buf));
@@ -169,21 +176,21 @@ static void write_csv(const rows_t *rs, int by, FILE *out)
 
 static void write_table(const rows_t *rs, const row_t *tot, int by, FILE *out)
 {
-    int w[4] = {4, 3, 5, 10};
-    for (int k = 0; k < 4; k++) {
+    int w[NF] = {4, 3, 5, 10, 20};
+    for (int k = 0; k < NF; k++) {
         if ((int)strlen(FIELD_NAMES[k]) > w[k]) w[k] = (int)strlen(FIELD_NAMES[k]);
         for (size_t i = 0; i < rs->n; i++)
             if (rs->v[i].f[k] && (int)strlen(rs->v[i].f[k]) > w[k]) w[k] = (int)strlen(rs->v[i].f[k]);
     }
     char buf[MONEY_FMT_MAX];
-    for (int k = 0; k < 4; k++)
+    for (int k = 0; k < NF; k++)
         if (by & FIELD_FLAGS[k]) fprintf(out, "%-*s  ", w[k], FIELD_NAMES[k]);
     fprintf(out, "%10s %14s %17s %14s %22s\n", "requests", "prompt_tokens",
             "completion_tokens", "cached_tokens", "credits");
     for (size_t i = 0; i <= rs->n; i++) {
         const row_t *r = i < rs->n ? &rs->v[i] : tot;
         int first = 1;
-        for (int k = 0; k < 4; k++) {
+        for (int k = 0; k < NF; k++) {
             if (!(by & FIELD_FLAGS[k])) continue;
             const char *v = i < rs->n ? (r->f[k] ? r->f[k] : "") : (first ? "TOTAL" : "");
             fprintf(out, "%-*s  ", w[k], v);
@@ -196,21 +203,40 @@ static void write_table(const rows_t *rs, const row_t *tot, int by, FILE *out)
     }
 }
 
+/* Adds one ledger's groups to rs. 0, or -1 with err. */
+static int read_ledger(const report_opts_t *o, struct ledger *l, const char *name, rows_t *rs,
+                       char *err, size_t errlen)
+{
+    char e[512];
+    ledger_query_t q = { .since_ms = o->since_ms, .until_ms = o->until_ms, .by = o->by,
+                         .team = o->team, .key = o->key, .model = o->model };
+    if (ledger_report(l, &q, collect, rs, e, sizeof e) != 0) {
+        snprintf(err, errlen, "%s: %s", name, e);
+        return -1;
+    }
+    if (rs->failed && !rs->too_many) {
+        snprintf(err, errlen, "%s: out of memory", name);
+        return -1;
+    }
+    return rs->failed ? -1 : 0;
+}
+
 int report_write(const report_opts_t *o, FILE *out, char *err, size_t errlen)
 {
-    rows_t rs = {0};
-    int rc = -1;
-    for (size_t i = 0; i < o->n_ledgers; i++) {
+    rows_t rs = { .max = o->max_groups };
+    int rc = REPORT_ERROR;
+    if (o->open && read_ledger(o, o->open, "ledger", &rs, err, errlen) != 0) goto done;
+    for (size_t i = 0; !o->open && i < o->n_ledgers; i++) {
         char e[512];
         if (strcmp(o->ledgers[i], ":memory:") != 0 && access(o->ledgers[i], R_OK) != 0) {
             snprintf(err, errlen, "%s: no ledger there (cannot read the file)", o->ledgers[i]);
             goto done;
         }
-        ledger_t *l = ledger_open(o->ledgers[i], e, sizeof e);
+        ledger_t *l = ledger_open_ro(o->ledgers[i], e, sizeof e);
         if (!l) { snprintf(err, errlen, "%s", e); goto done; }
-        int q = ledger_report(l, o->since_ms, o->until_ms, o->by, collect, &rs, e, sizeof e);
+        int q = read_ledger(o, l, o->ledgers[i], &rs, err, errlen);
         ledger_close(l, 0);
-        if (q != 0) { snprintf(err, errlen, "%s: %s", o->ledgers[i], e); goto done; }
+        if (q != 0) goto done;
     }
     merge(&rs);
     row_t tot = {0};
@@ -221,13 +247,18 @@ int report_write(const report_opts_t *o, FILE *out, char *err, size_t errlen)
         tot.cached += rs.v[i].cached;
         tot.credits += rs.v[i].credits;
     }
-    if (o->format == REPORT_JSON) write_json(&rs, &tot, o->by, out);
+    if (o->format == REPORT_JSON) write_json(&rs, &tot, o, out);
     else if (o->format == REPORT_CSV) write_csv(&rs, o->by, out);
     else write_table(&rs, &tot, o->by, out);
     rc = 0;
 done:
+    if (rs.too_many) {
+        rc = REPORT_TOO_MANY;
+        snprintf(err, errlen, "more than %zu groups: narrow the range, the grouping or the "
+                 "filters", rs.max);
+    }
     for (size_t i = 0; i < rs.n; i++)
-        for (int k = 0; k < 4; k++) free(rs.v[i].f[k]);
+        for (int k = 0; k < NF; k++) free(rs.v[i].f[k]);
     free(rs.v);
     return rc;
 }

@@ -179,7 +179,8 @@ static int report(ledger_t *l, int64_t since, int64_t until, int by, groups_t *g
 {
     char err[256] = "";
     gs->n = 0;
-    int rc = ledger_report(l, since, until, by, collect, gs, err, sizeof err);
+    ledger_query_t q = { .since_ms = since, .until_ms = until, .by = by };
+    int rc = ledger_report(l, &q, collect, gs, err, sizeof err);
     if (rc != 0) fprintf(stderr, "  ledger_report: %s\n", err);
     return rc;
 }

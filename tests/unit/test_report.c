@@ -1,6 +1,8 @@
 /* Unit tests for report: parsing --by and --since/--until days, and
  * report_write merging two ledgers (written with the ledger API) into JSON,
- * CSV and table output with credits exact to 9 decimals. */
+ * CSV and table output with credits exact to 9 decimals; --by hour, the
+ * team/key/model filters, the echoed range, the group cap, and a report from
+ * an open ledger equal to one from its path. */
 #include "report.h"
 #include "ledger.h"
 #include "t.h"
@@ -148,7 +150,8 @@ static char *run_report(int by, report_format_t fmt, int64_t since, int64_t unti
                         char *err, size_t errlen)
 {
     const char *paths[] = {path_a, path_b};
-    report_opts_t o = {paths, 2, since, until, by, fmt};
+    report_opts_t o = {.ledgers = paths, .n_ledgers = 2, .since_ms = since, .until_ms = until,
+                       .by = by, .format = fmt};
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
@@ -340,7 +343,8 @@ static void test_missing_ledger(void)
     char missing[160], err[512];
     snprintf(missing, sizeof missing, "%s/nope.db", tmpdir);
     const char *paths[] = {path_a, missing};
-    report_opts_t o = {paths, 2, 0, INT64_MAX, LEDGER_BY_TEAM, REPORT_JSON};
+    report_opts_t o = {.ledgers = paths, .n_ledgers = 2, .since_ms = 0, .until_ms = INT64_MAX,
+                       .by = LEDGER_BY_TEAM, .format = REPORT_JSON};
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
@@ -351,6 +355,122 @@ static void test_missing_ledger(void)
     T_EQ_INT(len, 0);                     /* nothing written on failure */
     T_EQ_INT(access(missing, F_OK), -1);  /* and no file created */
     free(buf);
+}
+
+/* --by hour, the filters, the echoed range, the group cap, and a report
+ * from a ledger already open (the server's) equal to one from its path. */
+static char *report_with(report_opts_t o, char *err, size_t errlen, int *rc)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) return NULL;
+    err[0] = '\0';
+    *rc = report_write(&o, f, err, errlen);
+    fclose(f);
+    return buf;
+}
+
+static void test_hour_and_filters(void)
+{
+    const char *paths[] = {path_a, path_b};
+    char err[512];
+    int rc;
+    report_opts_t o = {.ledgers = paths, .n_ledgers = 2, .since_ms = 0, .until_ms = INT64_MAX,
+                       .by = LEDGER_BY_TEAM | LEDGER_BY_HOUR, .format = REPORT_CSV};
+    T_EQ_INT(report_parse_by("team,hour"), LEDGER_BY_TEAM | LEDGER_BY_HOUR);
+    T_EQ_INT(report_parse_by("hour"), LEDGER_BY_HOUR);
+    char *s = report_with(o, err, sizeof err, &rc);
+    T_EQ_INT(rc, 0);
+    T_EQ_STR(s,
+        "team,hour,requests,prompt_tokens,completion_tokens,cached_tokens,credits\n"
+        "a,2026-11-23T01:00:00Z,1,10,5,1,1.000000001\n"
+        "a,2026-11-23T03:00:00Z,1,30,15,2,2.500000000\n"
+        "a,2026-11-24T01:00:00Z,1,1,1,0,0.000000007\n"
+        "b,2026-11-23T02:00:00Z,1,20,10,0,2.000000000\n"
+        "c,2026-11-24T02:00:00Z,1,0,0,0,0.000000000\n");
+    free(s);
+    /* filters: team a, then model m1 from 02:00 on the 23rd, then a key */
+    o.team = "a";
+    o.by = LEDGER_BY_MODEL;
+    s = report_with(o, err, sizeof err, &rc);
+    T_EQ_STR(s, "model,requests,prompt_tokens,completion_tokens,cached_tokens,credits\n"
+                "m1,3,41,21,3,3.500000008\n");
+    free(s);
+    o.team = NULL;
+    o.model = "m1";
+    o.since_ms = D1 + 2 * HOUR_MS;
+    o.by = LEDGER_BY_DAY;
+    s = report_with(o, err, sizeof err, &rc);
+    T_EQ_STR(s, "day,requests,prompt_tokens,completion_tokens,cached_tokens,credits\n"
+                "2026-11-23,1,30,15,2,2.500000000\n2026-11-24,1,1,1,0,0.000000007\n");
+    free(s);
+    o.model = NULL;
+    o.since_ms = 0;
+    o.key = "k-b";
+    o.by = LEDGER_BY_KEY;
+    s = report_with(o, err, sizeof err, &rc);
+    T_EQ_STR(s, "key,requests,prompt_tokens,completion_tokens,cached_tokens,credits\n"
+                "k-b,1,20,10,0,2.000000000\n");
+    free(s);
+    o.key = "nobody";
+    s = report_with(o, err, sizeof err, &rc);
+    T_EQ_STR(s, "key,requests,prompt_tokens,completion_tokens,cached_tokens,credits\n");
+    free(s);
+}
+
+static void test_labels_cap_and_open(void)
+{
+    const char *paths[] = {path_b};
+    char err[512];
+    int rc;
+    report_opts_t o = {.ledgers = paths, .n_ledgers = 1, .since_ms = 0, .until_ms = INT64_MAX,
+                       .by = LEDGER_BY_TEAM, .format = REPORT_JSON};
+    char *plain = report_with(o, err, sizeof err, &rc);
+    T_EQ_INT(rc, 0);
+    T_CHECK(plain && !strstr(plain, "\"since\"") && !strstr(plain, "\"until\""));
+    o.since_label = "2026-11-01T00:00:00.000Z";
+    o.until_label = "2026-12-01T00:00:00.000Z";
+    char *lab = report_with(o, err, sizeof err, &rc);
+    cJSON *a = cJSON_Parse(plain), *b = cJSON_Parse(lab);
+    T_CHECK(a && b);
+    T_EQ_STR(jstr(b, "since"), "2026-11-01T00:00:00.000Z");
+    T_EQ_STR(jstr(b, "until"), "2026-12-01T00:00:00.000Z");
+    cJSON_DeleteItemFromObject(b, "since");
+    cJSON_DeleteItemFromObject(b, "until");
+    T_CHECK(cJSON_Compare(a, b, 1));      /* otherwise the same answer */
+    cJSON_Delete(a);
+    cJSON_Delete(b);
+    free(lab);
+
+    /* the same report from the ledger already open */
+    char e[256];
+    ledger_t *l = ledger_open(path_b, e, sizeof e);
+    T_CHECK(l != NULL);
+    if (!l) { free(plain); return; }
+    T_EQ_INT(ledger_writer_start(l), 0);
+    report_opts_t oo = o;
+    oo.ledgers = NULL;
+    oo.n_ledgers = 0;
+    oo.open = l;
+    oo.since_label = oo.until_label = NULL;
+    char *opened = report_with(oo, err, sizeof err, &rc);
+    T_EQ_INT(rc, 0);
+    T_EQ_STR(opened, plain);
+    free(opened);
+    /* more groups than the cap: refused, nothing written */
+    oo.max_groups = 1;
+    opened = report_with(oo, err, sizeof err, &rc);
+    T_EQ_INT(rc, REPORT_TOO_MANY);
+    T_EQ_STR(opened, "");
+    T_CHECK(strstr(err, "more than 1 groups") != NULL);
+    free(opened);
+    oo.max_groups = 2;                    /* exactly at the cap: fine */
+    opened = report_with(oo, err, sizeof err, &rc);
+    T_EQ_INT(rc, 0);
+    free(opened);
+    ledger_close(l, 1000);
+    free(plain);
 }
 
 static void remove_ledger(const char *path)
@@ -381,6 +501,8 @@ int main(void)
         T_RUN(test_csv);
         T_RUN(test_table);
         T_RUN(test_missing_ledger);
+        T_RUN(test_hour_and_filters);
+        T_RUN(test_labels_cap_and_open);
     }
     remove_ledger(path_a);
     remove_ledger(path_b);
