@@ -8,6 +8,8 @@
 #include "health.h"
 #include "passthru.h"
 #include "scrape.h"
+#include "reqlog.h"
+#include "usage_api.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +34,20 @@ static const route_t ROUTES[] = {
                                   0, 0, alerts_serve },
     { "/metrics",                 ROUTE_GET,  ROUTE_ANY,   AUTH_METRICS,       0, 0,
                                   0, 0, scrape_serve },
+    /* usage: a team key sees its own team, the admin token every team; in
+     * passthrough mode (any bearer key is a caller there) the admin only */
+    { "/v0/usage",                ROUTE_GET,  ROUTE_TEAMS, AUTH_TEAM_OR_ADMIN, 0, 0,
+                                  0, 0, usage_api_serve },
+    { "/v0/usage",                ROUTE_GET,  ROUTE_PT,    AUTH_ADMIN,         0, 0,
+                                  0, 0, usage_api_serve },
+    { "/v0/usage/requests",       ROUTE_GET,  ROUTE_TEAMS, AUTH_TEAM_OR_ADMIN, 0, 0,
+                                  0, 0, reqlog_serve },
+    { "/v0/usage/requests",       ROUTE_GET,  ROUTE_PT,    AUTH_ADMIN,         0, 0,
+                                  0, 0, reqlog_serve },
+    { "/v0/usage/requests/",      ROUTE_GET,  ROUTE_TEAMS, AUTH_TEAM_OR_ADMIN, 0, 0,
+                                  0, 1, reqlog_serve_one },
+    { "/v0/usage/requests/",      ROUTE_GET,  ROUTE_PT,    AUTH_ADMIN,         0, 0,
+                                  0, 1, reqlog_serve_one },
 };
 
 /* Who may call rt under snapshot sn. */
