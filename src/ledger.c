@@ -2,9 +2,10 @@
  * file and its schema, recovery at start-up, the read connection and the
  * small reads (spend, instance id), and closing. The write path (queue,
  * writer thread, group commit) is in ledger_writer.c, the report and the
- * request log in ledger_query.c, the begin journal in journal.c; struct
- * ledger is in the private src/ledger_int.h. This file calls into
- * ledger_writer.c, never the other way round.
+ * request log in ledger_query.c, what an older ledger gains at its first
+ * open in ledger_migrate.c, the begin journal in journal.c; struct ledger
+ * is in the private src/ledger_int.h. This file calls into ledger_writer.c
+ * and ledger_migrate.c, never the other way round.
  *
  * Schema: `requests` holds one row per admitted request; `spend_daily` holds
  * per-team, per-UTC-day charge totals updated in the same transaction as the
@@ -21,7 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include "base.h"
 
 static const char *SCHEMA =
     "PRAGMA journal_mode=WAL;"
@@ -53,29 +53,6 @@ static const char *SCHEMA =
     " PRIMARY KEY(team, day)) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;";
 
-static const char *ROLLUP_TABLE =
-    "CREATE TABLE usage_hourly("
-    " hour INTEGER NOT NULL, team TEXT NOT NULL, key_id TEXT NOT NULL, model TEXT NOT NULL,"
-    " requests INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL,"
-    " completion_tokens INTEGER NOT NULL, cached_tokens INTEGER NOT NULL,"
-    " charged_nanos INTEGER NOT NULL,"
-    " PRIMARY KEY(hour, team, key_id, model)) WITHOUT ROWID;";
-
-/* The rollup of the rows already there (a ledger from before the rollup). */
-static const char *ROLLUP_FILL =
-    "INSERT INTO usage_hourly(hour, team, key_id, model, requests, prompt_tokens,"
-    " completion_tokens, cached_tokens, charged_nanos)"
-    " SELECT started_ms / 3600000, team, key_id, model, COUNT(*), SUM(prompt_tokens),"
-    " SUM(completion_tokens), SUM(cached_tokens), SUM(charged_nanos) FROM requests"
-    " GROUP BY 1, 2, 3, 4;";
-
-/* The request log's filters, each with the start time it is ordered by. */
-static const char *LOG_INDEXES =
-    "CREATE INDEX IF NOT EXISTS requests_team ON requests(team, started_ms);"
-    "CREATE INDEX IF NOT EXISTS requests_key ON requests(key_id, started_ms);"
-    "CREATE INDEX IF NOT EXISTS requests_model ON requests(model, started_ms);"
-    "CREATE INDEX IF NOT EXISTS requests_state ON requests(state, started_ms);";
-
 static void mkparents(const char *path)
 {
     char buf[1024];
@@ -86,56 +63,6 @@ static void mkparents(const char *path)
         mkdir(buf, 0755);
         *p = '/';
     }
-}
-
-/* 1 if the schema has an object named name, 0 if not, -1 on error. */
-static int has_object(sqlite3 *db, const char *name)
-{
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE name = ?1", -1, &st,
-                           NULL) != SQLITE_OK)
-        return -1;
-    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
-}
-
-/* Creates usage_hourly, filled from the rows already there, in one
- * transaction (a ledger from before the rollup gets it once, at its first
- * open by this version; an interrupted build leaves nothing behind). Then
- * the request log's indexes. Both are timed and logged when they took long. */
-static int ensure_rollup(ledger_t *l, char *err, size_t errlen)
-{
-    int64_t t0 = base_mono_ms();
-    int have = has_object(l->db, "usage_hourly");
-    if (have < 0) goto fail;
-    if (!have) {
-        if (sqlite3_exec(l->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) goto fail;
-        if ((have = has_object(l->db, "usage_hourly")) == 0 &&        /* not built meanwhile */
-            (sqlite3_exec(l->db, ROLLUP_TABLE, NULL, NULL, NULL) != SQLITE_OK ||
-             sqlite3_exec(l->db, ROLLUP_FILL, NULL, NULL, NULL) != SQLITE_OK))
-            have = -1;
-        if (have < 0 || sqlite3_exec(l->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-            snprintf(err, errlen, "%s: cannot build the hourly usage rollup: %s", l->path,
-                     sqlite3_errmsg(l->db));
-            sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
-            return -1;
-        }
-        if (base_mono_ms() - t0 >= 1000)
-            base_log("ledger %s: built the hourly usage rollup in %.1f s (once, for a ledger "
-                     "from before it)", l->path, (base_mono_ms() - t0) / 1000.0);
-    }
-    l->has_rollup = 1;
-    int64_t t1 = base_mono_ms();
-    if (sqlite3_exec(l->db, LOG_INDEXES, NULL, NULL, NULL) != SQLITE_OK) goto fail;
-    if (base_mono_ms() - t1 >= 1000)
-        base_log("ledger %s: built the request log's indexes in %.1f s (once, for a ledger "
-                 "from before them)", l->path, (base_mono_ms() - t1) / 1000.0);
-    return 0;
-fail:
-    snprintf(err, errlen, "%s: cannot set up ledger: %s", l->path, sqlite3_errmsg(l->db));
-    return -1;
 }
 
 ledger_t *ledger_open(const char *path, char *err, size_t errlen)
@@ -167,7 +94,7 @@ ledger_t *ledger_open(const char *path, char *err, size_t errlen)
         sqlite3_free(msg);
         goto fail;
     }
-    if (ensure_rollup(l, err, errlen) != 0) goto fail;
+    if (ledger_migrate(l, err, errlen) != 0) goto fail;
     if (sqlite3_prepare_v2(l->db,
             "INSERT INTO requests(id, started_ms, team, key_id, model, stream,"
             " reserved_nanos, state) VALUES(?1,?2,?3,?4,?5,?6,?7,'inflight')",
@@ -232,7 +159,7 @@ ledger_t *ledger_open_ro(const char *path, char *err, size_t errlen)
         goto fail;
     }
     sqlite3_busy_timeout(l->db, 5000);
-    int req = has_object(l->db, "requests");
+    int req = ledger_has_object(l->db, "requests");
     if (req != 1) {
         snprintf(err, errlen, "%s: %s", path,
                  req < 0 ? sqlite3_errmsg(l->db) : "not a pinmeter ledger (no requests table)");
@@ -240,7 +167,7 @@ ledger_t *ledger_open_ro(const char *path, char *err, size_t errlen)
     }
     /* A ledger no server of this version has opened yet has no rollup: its
      * reports read the requests (the same figures, more slowly). */
-    l->has_rollup = has_object(l->db, "usage_hourly") == 1;
+    l->has_rollup = ledger_has_object(l->db, "usage_hourly") == 1;
     pthread_mutex_init(&l->mu, NULL);
     pthread_mutex_init(&l->rmu, NULL);
     pthread_cond_init(&l->cv, NULL);

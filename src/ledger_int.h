@@ -1,10 +1,11 @@
 /* ledger_int.h: private to the ledger module (src/ledger.c,
- * src/ledger_writer.c, src/ledger_query.c); nothing else includes it. It
- * holds struct ledger, which they share, and the calls between them. The
- * layering runs one way: ledger_query.c (the report and the request log)
- * calls into ledger.c (open, schema, recovery, the read connection, close),
- * which calls into ledger_writer.c (the queue, the writer thread, group
- * commit, the rollup upsert); the writer calls nothing in the other two. */
+ * src/ledger_writer.c, src/ledger_query.c, src/ledger_migrate.c); nothing
+ * else includes it. It holds struct ledger, which they share, and the calls
+ * between them. The layering runs one way: ledger_query.c (the report and
+ * the request log) calls into ledger.c (open, schema, recovery, the read
+ * connection, close), which calls into ledger_migrate.c (what an older
+ * ledger gains) and ledger_writer.c (the queue, the writer thread, group
+ * commit, the rollup upsert); those two call nothing in the others. */
 #ifndef PINMETER_LEDGER_INT_H
 #define PINMETER_LEDGER_INT_H
 #include "ledger.h"
@@ -82,5 +83,14 @@ sqlite3 *ledger_reader_locked(ledger_t *l);
 /* Upserts one hour's usage into usage_hourly with l->hourly (inside the
  * caller's transaction). 0 or -1. */
 int ledger_hourly_add(ledger_t *l, const struct hour_sum *h);
+
+/* 1 if db's schema has an object named name, 0 if not, -1 on error. */
+int ledger_has_object(sqlite3 *db, const char *name);
+
+/* Gives a ledger what this version adds to the schema, building it from the
+ * rows already there when they are many: usage_hourly and the request log's
+ * indexes. Sets l->has_rollup. Called by ledger_open after the base schema,
+ * before the statements are prepared. 0, or -1 with err. */
+int ledger_migrate(ledger_t *l, char *err, size_t errlen);
 
 #endif
