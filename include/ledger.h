@@ -140,7 +140,11 @@ int ledger_report(ledger_t *l, const ledger_query_t *q, ledger_group_fn fn, void
 /* A page of the request log: rows started in [since_ms, until_ms) matching
  * the filters (NULL = any; borrowed for the call), newest first by
  * (started_ms, id), at most limit of them, and with has_after only those
- * strictly after (after_ms, after_id) in that order. */
+ * strictly after (after_ms, after_id) in that order. A page reads at most
+ * scan_max rows (0: LEDGER_LOG_SCAN_MAX) through the index of its most
+ * selective filter and checks the other filters on each, so that however
+ * few rows match, a page costs a bounded amount of reading. */
+#define LEDGER_LOG_SCAN_MAX 5000
 typedef struct ledger_log_query {
     int64_t since_ms, until_ms;
     const char *team, *key, *model, *state;
@@ -148,7 +152,18 @@ typedef struct ledger_log_query {
     int has_after;
     int64_t after_ms;
     const char *after_id;
+    int scan_max;
 } ledger_log_query_t;
+
+/* Where the next page starts: more = 0 at the end of the log; else the
+ * page's last position (a row returned, or only read) for the next
+ * has_after. A page that stopped at scan_max may hold fewer than limit rows,
+ * even none, with more = 1. */
+typedef struct ledger_log_next {
+    int more;
+    int64_t after_ms;
+    char after_id[LEDGER_ID_MAX];
+} ledger_log_next_t;
 
 /* One request-log row as stored; strings valid during the callback. */
 typedef struct ledger_row {
@@ -166,10 +181,10 @@ typedef struct ledger_row {
 /* Called per row in order; non-zero stops. */
 typedef int (*ledger_row_fn)(void *ud, const ledger_row_t *row);
 
-/* Calls fn for each row of the page q asks for. 0, -1 on a database error
- * (reason in err). */
+/* Calls fn for each row of the page q asks for, and says in *next where the
+ * next page starts. 0, -1 on a database error (reason in err). */
 int ledger_log(ledger_t *l, const ledger_log_query_t *q, ledger_row_fn fn, void *ud,
-               char *err, size_t errlen);
+               ledger_log_next_t *next, char *err, size_t errlen);
 
 /* Calls fn for the row whose id is id. 1 found, 0 no such row, -1 on a
  * database error (reason in err). */

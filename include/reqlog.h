@@ -5,11 +5,14 @@
  * rows (another team's id is 404, as unknown ones are). The queries run in
  * jobs over the ledger's read connection.
  *
- * The cursor names the last row of a page by its (started_ms, id), which a
- * row never changes; the next page takes the rows strictly after it in the
- * order. So a walk that follows next_cursor to its end visits every row that
- * was in the ledger when it started exactly once, however many rows arrive
- * meanwhile (those sort above its start, or are met once on the way). */
+ * The cursor names the position a page stopped at by (started_ms, id) of a
+ * row, which a row never changes; the next page takes the rows strictly after
+ * it in the order. So a walk that follows next_cursor to its end visits
+ * every row that was in the ledger when it started exactly once, however
+ * many rows arrive meanwhile (those sort above its start, or are met once on
+ * the way). A page reads a bounded number of rows (LEDGER_LOG_SCAN_MAX), so
+ * with filters that match few of them it may hold fewer than limit rows,
+ * even none, and still have a next_cursor: null only at the end. */
 #ifndef PINMETER_REQLOG_H
 #define PINMETER_REQLOG_H
 #include <stddef.h>

@@ -205,37 +205,124 @@ out:
     return n;
 }
 
+/* The page being read: the query, where it stands, and the caller's fn. */
+typedef struct log_scan {
+    const ledger_log_query_t *q;
+    int scan_max;
+    ledger_row_fn fn;
+    void *ud;
+    ledger_log_next_t *next;
+    int scanned, returned;
+} log_scan_t;
+
 static void bind_log(sqlite3_stmt *st, const void *arg)
 {
-    const ledger_log_query_t *q = arg;
+    const log_scan_t *ls = arg;
+    const ledger_log_query_t *q = ls->q;
+    /* one upper bound only: given two, the planner may range on the wrong one */
+    int64_t until = q->until_ms;
+    if (q->has_after && q->after_ms < until) until = q->after_ms + 1;
     sqlite3_bind_int64(st, 1, q->since_ms);
-    sqlite3_bind_int64(st, 2, q->until_ms);
-    sqlite3_bind_int(st, 3, q->limit);
+    sqlite3_bind_int64(st, 2, until);
+    sqlite3_bind_int(st, 3, ls->scan_max + 1);
     if (q->has_after) {
         sqlite3_bind_int64(st, 4, q->after_ms);
         sqlite3_bind_text(st, 5, q->after_id, -1, SQLITE_STATIC);
     }
-    if (q->state) sqlite3_bind_text(st, 6, q->state, -1, SQLITE_STATIC);
     bind_filters(st, q->team, q->key, q->model);
 }
 
-int ledger_log(ledger_t *l, const ledger_log_query_t *q, ledger_row_fn fn, void *ud,
-               char *err, size_t errlen)
+/* Each row read: counted, returned when it matches every filter (column
+ * 16), and where the page stops decided. */
+static int log_row(void *ud, const ledger_row_t *r, int match)
 {
-    char where[512] = "";
-    add_filters(where, sizeof where, q->team, q->key, q->model);
-    size_t n = strlen(where);
-    if (q->state) n += snprintf(where + n, sizeof where - n, " AND state = ?6");
-    /* Strictly after the cursor in (started_ms DESC, id DESC): the first
-     * term bounds the index range, the second breaks ties on the time. */
-    if (q->has_after)
-        snprintf(where + n, sizeof where - n,
-                 " AND started_ms <= ?4 AND (started_ms < ?4 OR id < ?5)");
-    char sql[1024];
+    log_scan_t *ls = ud;
+    ledger_log_next_t *nx = ls->next;
+    if (ls->scanned == ls->scan_max || (match && ls->returned == ls->q->limit)) {
+        nx->more = 1;                 /* a row past the page: another page follows */
+        return 1;
+    }
+    ls->scanned++;
+    nx->after_ms = r->started_ms;
+    snprintf(nx->after_id, sizeof nx->after_id, "%s", r->id);
+    if (!match) return 0;
+    ls->returned++;
+    return ls->fn(ls->ud, r) != 0;
+}
+
+int ledger_log(ledger_t *l, const ledger_log_query_t *q, ledger_row_fn fn, void *ud,
+               ledger_log_next_t *next, char *err, size_t errlen)
+{
+    int st = q->state ? ledger_state_parse(q->state) : -1;
+    if (q->state && st < 0) {
+        snprintf(err, errlen, "unknown state");
+        return -1;
+    }
+    /* The index the page reads: its most selective filter's — a state other
+     * than settled (few rows, a partial index: the query must say
+     * "state <> 'settled'" for SQLite to use it), a key, a model, a team —
+     * or the start time's. The other filters are checked per row (column
+     * 16), each row read counting towards scan_max. The state goes in as a
+     * literal: one of the five names, never the caller's text. */
+    char idx[160] = "", chk[256] = "";
+    int rare_state = st >= 0 && st != LEDGER_SETTLED;
+    const char *state_name = st >= 0 ? ledger_state_name((ledger_state_t)st) : NULL;
+    int used_key = 0, used_model = 0, used_team = 0;
+    if (rare_state)
+        snprintf(idx, sizeof idx, " AND state = '%s' AND state <> 'settled'", state_name);
+    else if (q->key) { snprintf(idx, sizeof idx, " AND key_id = ?11"); used_key = 1; }
+    else if (q->model) { snprintf(idx, sizeof idx, " AND model = ?12"); used_model = 1; }
+    else if (q->team) { snprintf(idx, sizeof idx, " AND team = ?10"); used_team = 1; }
+    size_t n = 0;
+    if (st >= 0 && !rare_state)
+        n += snprintf(chk + n, sizeof chk - n, " AND state = '%s'", state_name);
+    if (q->team && !used_team) n += snprintf(chk + n, sizeof chk - n, " AND team = ?10");
+    if (q->key && !used_key) n += snprintf(chk + n, sizeof chk - n, " AND key_id = ?11");
+    if (q->model && !used_model) snprintf(chk + n, sizeof chk - n, " AND model = ?12");
+    /* Strictly after the cursor in (started_ms DESC, id DESC): the range's
+     * upper end becomes the cursor's time + 1 (bind_log), so that the index
+     * range starts there, and ties on that time are broken by id. */
+    char sql[1536];
     snprintf(sql, sizeof sql,
-             "SELECT " ROW_COLS " FROM requests WHERE started_ms >= ?1 AND started_ms < ?2%s"
-             " ORDER BY started_ms DESC, id DESC LIMIT ?3", where);
-    return run_rows(l, sql, bind_log, q, fn, ud, err, errlen) < 0 ? -1 : 0;
+             "SELECT " ROW_COLS ", 1%s FROM requests WHERE started_ms >= ?1 AND started_ms < ?2%s%s"
+             " ORDER BY started_ms DESC, id DESC LIMIT ?3", chk, idx,
+             q->has_after ? " AND (started_ms < ?4 OR id < ?5)" : "");
+    /* next may be where q's cursor lives (the last page's): copy it first */
+    ledger_log_query_t qc = *q;
+    char after_id[LEDGER_ID_MAX];
+    if (q->has_after) {
+        snprintf(after_id, sizeof after_id, "%s", q->after_id ? q->after_id : "");
+        qc.after_id = after_id;
+    }
+    q = &qc;
+    memset(next, 0, sizeof *next);
+    log_scan_t ls = { .q = q, .scan_max = q->scan_max > 0 ? q->scan_max : LEDGER_LOG_SCAN_MAX,
+                      .fn = fn, .ud = ud, .next = next };
+    pthread_mutex_lock(&l->rmu);
+    int ok = 0;
+    sqlite3_stmt *stmt = NULL;
+    sqlite3 *db = ledger_reader_locked(l);
+    if (!db) {
+        snprintf(err, errlen, "ledger query failed: cannot open a read connection");
+        goto out;
+    }
+    if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "ledger query failed: %s", sqlite3_errmsg(db));
+        goto out;
+    }
+    bind_log(stmt, &ls);
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        ledger_row_t r;
+        row_of(stmt, &r);
+        if (log_row(&ls, &r, sqlite3_column_int(stmt, 16)) != 0) break;
+    }
+    ok = rc == SQLITE_ROW || rc == SQLITE_DONE;
+    if (!ok) snprintf(err, errlen, "ledger query failed: %s", sqlite3_errmsg(db));
+out:
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&l->rmu);
+    return ok ? 0 : -1;
 }
 
 static void bind_id(sqlite3_stmt *st, const void *arg)

@@ -1,8 +1,8 @@
 /* reqlog: the request log endpoints and their cursor (see reqlog.h). The
  * handlers check the parameters and the scope on the loop's thread; the
- * jobs read a page (limit + 1 rows, to know whether another page follows)
- * or one row, and format it as JSON: times RFC 3339 UTC with milliseconds,
- * credits with 9 decimals. */
+ * jobs read a page (ledger_log, which says where the next one starts) or one
+ * row, and format it as JSON: times RFC 3339 UTC with milliseconds, credits
+ * with 9 decimals. */
 #include "reqlog.h"
 #include "ledger.h"
 #include "usage_params.h"
@@ -118,26 +118,14 @@ typedef struct log_job {
     ledger_log_query_t q;             /* strings borrowed from r's query */
     char after_id[LEDGER_ID_MAX];
     char *one;                        /* {id}: the id asked for */
-    /* filled by the row callback */
-    cJSON *rows;
-    int n;
-    int64_t last_ms;
-    char last_id[LEDGER_ID_MAX];
-    int more;
+    cJSON *rows;                      /* filled by the row callback */
     int hidden;                       /* {id}: the row is another team's */
 } log_job_t;
 
 static int page_row(void *ud, const ledger_row_t *w)
 {
     log_job_t *j = ud;
-    if (j->n == j->q.limit - 1) {     /* the extra row: another page follows */
-        j->more = 1;
-        return 1;
-    }
     cJSON_AddItemToArray(j->rows, row_json(w));
-    j->n++;
-    j->last_ms = w->started_ms;
-    snprintf(j->last_id, sizeof j->last_id, "%s", w->id);
     return 0;
 }
 
@@ -161,12 +149,13 @@ static void run_page(void *arg)
     char err[512] = "";
     cJSON *root = cJSON_CreateObject();
     j->rows = cJSON_AddArrayToObject(root, "requests");
-    if (ledger_log(j->r->app->ledger, &j->q, page_row, j, err, sizeof err) != 0) {
+    ledger_log_next_t next;
+    if (ledger_log(j->r->app->ledger, &j->q, page_row, j, &next, err, sizeof err) != 0) {
         cJSON_Delete(root);
         db_failed(j->r, err);
     } else {
         char cur[REQLOG_CURSOR_MAX];
-        if (j->more && reqlog_cursor_encode(j->last_ms, j->last_id, cur) == 0)
+        if (next.more && reqlog_cursor_encode(next.after_ms, next.after_id, cur) == 0)
             cJSON_AddStringToObject(root, "next_cursor", cur);
         else
             cJSON_AddNullToObject(root, "next_cursor");
@@ -220,7 +209,6 @@ enum MHD_Result reqlog_serve(req_t *r, struct MHD_Connection *c)
         free(j);
         return usage_params_bad(c, bad, why);
     }
-    j->q.limit++;                     /* one more, to know whether a next page exists */
     return usage_params_submit(r, run_page, j);
 }
 

@@ -149,9 +149,9 @@ static void add_row(ledger_t *l, const char *id, const char *team, int64_t ms, i
     ledger_submit(l, &r, NULL, NULL);
 }
 
-/* One page after (ms, id), limit n; returns the rows seen. */
+/* One page after (ms, id), limit n; returns the rows seen (next in *nx). */
 static int page_after(ledger_t *l, const ledger_log_query_t *base, int has, int64_t ms,
-                      const char *id, int n, page_t *out)
+                      const char *id, int n, page_t *out, ledger_log_next_t *nx)
 {
     ledger_log_query_t q = *base;
     q.limit = n;
@@ -160,11 +160,30 @@ static int page_after(ledger_t *l, const ledger_log_query_t *base, int has, int6
     q.after_id = id;
     out->n = 0;
     char err[256] = "";
-    if (ledger_log(l, &q, take, out, err, sizeof err) != 0) {
+    ledger_log_next_t dummy;
+    if (ledger_log(l, &q, take, out, nx ? nx : &dummy, err, sizeof err) != 0) {
         fprintf(stderr, "  ledger_log: %s\n", err);
         return -1;
     }
     return out->n;
+}
+
+/* Follows the pages of q (limit n) to the end; the ids in order into seen
+ * (at most cap). Returns the pages read, -1 on error. */
+static int walk(ledger_t *l, const ledger_log_query_t *q, int n, char (*seen)[LEDGER_ID_MAX],
+                int cap, int *n_seen)
+{
+    static page_t p;
+    ledger_log_next_t nx = {0};
+    int pages = 0;
+    *n_seen = 0;
+    do {
+        if (page_after(l, q, pages > 0, nx.after_ms, nx.after_id, n, &p, &nx) < 0) return -1;
+        for (int i = 0; i < p.n && *n_seen < cap; i++)
+            snprintf(seen[(*n_seen)++], LEDGER_ID_MAX, "%s", p.ids[i]);
+        pages++;
+    } while (nx.more && pages < 10000);
+    return pages;
 }
 
 static void test_pages(void)
@@ -183,28 +202,33 @@ static void test_pages(void)
     }
     T_CHECK(wait_idle(l));
     static page_t p;
-    ledger_log_query_t all = {INT64_MIN, INT64_MAX, NULL, NULL, NULL, NULL, 0, 0, 0, NULL};
-    T_EQ_INT(page_after(l, &all, 0, 0, NULL, 5, &p), 5);
+    ledger_log_query_t all = {.since_ms = INT64_MIN, .until_ms = INT64_MAX};
+    ledger_log_next_t nx;
+    T_EQ_INT(page_after(l, &all, 0, 0, NULL, 5, &p, &nx), 5);
+    T_EQ_INT(nx.more, 1);
+    T_EQ_INT(nx.after_ms, D1 + 98);               /* the page's last row, r295 */
+    T_EQ_STR(nx.after_id, "r295");
     T_EQ_STR(p.ids[0], "r299");
     T_EQ_STR(p.ids[1], "r298");
     T_EQ_STR(p.ids[2], "r297");
     T_EQ_STR(p.ids[3], "r296");
     /* after (ms of r297, "r298"): r297 first, then the next millisecond down */
-    T_EQ_INT(page_after(l, &all, 1, D1 + 99, "r298", 3, &p), 3);
+    T_EQ_INT(page_after(l, &all, 1, D1 + 99, "r298", 3, &p, NULL), 3);
     T_EQ_STR(p.ids[0], "r297");
     T_EQ_STR(p.ids[1], "r296");
     /* filters: team, state, and the range [since, until) */
     ledger_log_query_t odd = all;
     odd.team = "odd";
-    T_EQ_INT(page_after(l, &odd, 0, 0, NULL, 1000, &p), 150);
+    T_EQ_INT(page_after(l, &odd, 0, 0, NULL, 1000, &p, &nx), 150);
+    T_EQ_INT(nx.more, 0);                         /* all of them: the end */
     ledger_log_query_t infl = all;
     infl.state = "inflight";
-    T_EQ_INT(page_after(l, &infl, 0, 0, NULL, 1000, &p), 30);
+    T_EQ_INT(page_after(l, &infl, 0, 0, NULL, 1000, &p, NULL), 30);
     T_EQ_STR(p.ids[0], "r290");
     ledger_log_query_t win = all;
     win.since_ms = D1 + 10;
     win.until_ms = D1 + 20;
-    T_EQ_INT(page_after(l, &win, 0, 0, NULL, 1000, &p), 30);
+    T_EQ_INT(page_after(l, &win, 0, 0, NULL, 1000, &p, NULL), 30);
     T_EQ_STR(p.ids[0], "r059");
     T_EQ_STR(p.ids[29], "r030");
 
@@ -212,19 +236,17 @@ static void test_pages(void)
      * and, each page, one older than the walk's position */
     static char seen[2000][LEDGER_ID_MAX];
     int n_seen = 0, pages = 0, has = 0, extra = 0;
-    int64_t ms = 0;
-    char last[LEDGER_ID_MAX] = "";
-    for (;;) {
-        int n = page_after(l, &all, has, ms, last, 7, &p);
+    nx.more = 1;
+    while (nx.more) {
+        int n = page_after(l, &all, has, nx.after_ms, nx.after_id, 7, &p, &nx);
         T_CHECK(n >= 0);
-        if (n <= 0) break;
+        if (n < 0) break;
         for (int i = 0; i < n; i++) {
             if (i > 0) T_CHECK(p.ms[i] < p.ms[i - 1] ||
                                (p.ms[i] == p.ms[i - 1] && strcmp(p.ids[i], p.ids[i - 1]) < 0));
             snprintf(seen[n_seen++], LEDGER_ID_MAX, "%s", p.ids[i]);
         }
-        ms = p.ms[n - 1];
-        snprintf(last, sizeof last, "%s", p.ids[n - 1]);
+        int64_t ms = n ? p.ms[n - 1] : 0;
         has = 1;
         snprintf(id, sizeof id, "new%03d", pages);
         add_row(l, id, "even", D1 + 1000 + pages, 1);            /* above the walk's start */
@@ -248,6 +270,36 @@ static void test_pages(void)
     T_EQ_INT(news, 0);                   /* newer rows sort above the walk's start */
     T_EQ_INT(olds, extra);               /* older arrivals are met once on the way */
     T_CHECK(pages >= 300 / 7);
+
+    /* A page reads at most scan_max rows: filters that match few rows give
+     * short (even empty) pages with a next position, and the walk still
+     * returns every match once, in order. */
+    static char got[2000][LEDGER_ID_MAX];
+    const char *combos[][4] = {            /* team, key, model, state */
+        {"odd", NULL, NULL, NULL}, {NULL, "k-odd", NULL, "inflight"},
+        {"even", "k-odd", NULL, NULL}, {"odd", NULL, "m", "settled"},
+        {NULL, NULL, "nope", NULL}, {"even", NULL, NULL, "inflight"},
+    };
+    for (size_t c = 0; c < sizeof combos / sizeof combos[0]; c++) {
+        ledger_log_query_t q = all;
+        q.team = combos[c][0];
+        q.key = combos[c][1];
+        q.model = combos[c][2];
+        q.state = combos[c][3];
+        int n_all = 0, n_small = 0;
+        int p_all = walk(l, &q, 1000, seen, 2000, &n_all);     /* one page, no budget hit */
+        q.scan_max = 11;
+        int p_small = walk(l, &q, 4, got, 2000, &n_small);
+        T_CHECK(p_all >= 1 && p_small >= 1);
+        T_EQ_INT(n_small, n_all);
+        for (int i = 0; i < n_all && i < n_small; i++) T_EQ_STR(got[i], seen[i]);
+        T_EQ_INT(p_all, 1);
+        T_CHECK(p_small >= (n_small + 3) / 4);
+        if (c == 2) {                       /* no even row has the odd key: empty pages */
+            T_EQ_INT(n_small, 0);
+            T_CHECK(p_small > 10);          /* ...each reading 11 of the odd key's rows */
+        }
+    }
     ledger_close(l, 1000);
     char p2[200];
     const char *sfx[] = {"", "-wal", "-shm", "-begins.0", "-begins.1"};
