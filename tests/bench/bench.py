@@ -20,7 +20,7 @@ figures are proxy minus direct within the same round. Prints one table.
 
 Environment (all optional):
   BENCH_ONLY=c1,c64,...   scenarios: c1 c64 ledger stream64 stream1k stream10k
-                          startup instr redis metrics scrape (default: all)
+                          startup usage instr redis metrics scrape (default: all)
   BENCH_SECONDS=10        length of one timed run (1..10)
   BENCH_ROUNDS=3          rounds of A/B/C (the issue asks for >= 3)
   BENCH_SLOW_STREAMS=10000  streams in stream10k (reduced to what the fd hard
@@ -28,13 +28,15 @@ Environment (all optional):
   BENCH_SLOW_SECONDS=20   length of a slow stream (one chunk a second);
                           default 2 x BENCH_SECONDS when that is under 10
   BENCH_SLOW_RAMP=2500    new connections per second when opening them
-  BENCH_LEDGER_ROWS=10000000  rows in the start-up ledger (cached in build-bench/)
+  BENCH_LEDGER_ROWS=10000000  rows in the start-up and usage ledger (cached in build-bench/)
   BENCH_INSTR_REQUESTS=2000   requests counted under callgrind
   BENCH_NO_BUILD=1        do not run make first
   BENCH_KEEP=1            keep the per-run directories under build-bench/run/
 Loopback only; every process it starts is stopped by its PID; every run is
 bounded in time.
 """
+import calendar
+import decimal
 import hashlib
 import http.client
 import json
@@ -70,8 +72,8 @@ RATES = [
     {"model_id": "anthropic/claude-sonnet-4-6", "input_usd_per_1m_tokens": 3.0,
      "output_usd_per_1m_tokens": 15.0, "cache_read_usd_per_1m_tokens": 0.3},
 ]
-ALL_SCENARIOS = ["c1", "c64", "ledger", "stream64", "stream1k", "stream10k", "startup", "instr",
-                 "redis", "metrics", "scrape"]
+ALL_SCENARIOS = ["c1", "c64", "ledger", "stream64", "stream1k", "stream10k", "startup", "usage",
+                 "instr", "redis", "metrics", "scrape"]
 CHAT_BODY = json.dumps({"model": MODEL, "messages": [
     {"role": "system", "content": "You are a terse assistant."},
     {"role": "user", "content": "Say hello in five words."}],
@@ -956,6 +958,13 @@ def make_big_ledger(mock):
         con = sqlite3.connect(tmp, isolation_level=None)
         con.execute("PRAGMA synchronous=OFF")
         con.execute("PRAGMA cache_size=-262144")
+        # The rows go in without the requests' secondary indexes, which are
+        # built once afterwards (sorted: much faster than row by row).
+        indexes = [r for r in con.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'requests'"
+            " AND sql IS NOT NULL")]
+        for name, _ in indexes:
+            con.execute(f'DROP INDEX "{name}"')
         con.execute("BEGIN")
         con.execute(f"""
             WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < {LEDGER_ROWS})
@@ -975,6 +984,17 @@ def make_big_ledger(mock):
             SELECT team, started_ms / 86400000, SUM(charged_nanos) FROM requests
             GROUP BY team, started_ms / 86400000
             ON CONFLICT(team, day) DO UPDATE SET nanos = nanos + excluded.nanos""")
+        # pinmeter's hourly usage rollup, as its writer would have kept it
+        # (else the first start builds it, and the start-up figure is that)
+        if con.execute("SELECT 1 FROM sqlite_master WHERE name = 'usage_hourly'").fetchone():
+            con.execute("""
+                INSERT INTO usage_hourly(hour, team, key_id, model, requests, prompt_tokens,
+                                         completion_tokens, cached_tokens, charged_nanos)
+                SELECT started_ms / 3600000, team, key_id, model, COUNT(*), SUM(prompt_tokens),
+                       SUM(completion_tokens), SUM(cached_tokens), SUM(charged_nanos)
+                FROM requests GROUP BY 1, 2, 3, 4""")
+        for _, sql in indexes:
+            con.execute(sql)
         con.execute("COMMIT")
         con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         con.close()
@@ -1011,6 +1031,137 @@ def scen_startup(mock):
         b and b * 1000, "< 1000 ms", None if b is None else b < 1.0, rat=None, fmt="{:.1f}")
     row("start-up", "time to ready, empty ledger", "ms", None, None, e and e * 1000,
         "(reported)", None, rat=None, fmt="{:.1f}")
+
+
+# ---- the usage API over the big ledger -----------------------------------------------
+
+USAGE_ADMIN = "bench-admin-" + hashlib.sha256(b"usage").hexdigest()[:16]
+
+
+class UsagePinmeter(Pinmeter):
+    """pinmeter with an admin token (the usage endpoints' view of every team)."""
+
+    def __init__(self, mock):
+        super().__init__(mock)
+        self.extra = {"admin_token_env": "PINMETER_BENCH_ADMIN_TOKEN"}
+
+    def env(self):
+        e = Pinmeter.env()
+        e["PINMETER_BENCH_ADMIN_TOKEN"] = USAGE_ADMIN
+        return e
+
+
+def iso_ms(ms):
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + ".%03dZ" % (ms % 1000)
+
+
+def timed_gets(port, path, seconds, max_n=200):
+    """GETs path on one kept-alive connection (the admin token) for about
+    seconds (at least 5 times, at most max_n) after one warm-up; returns
+    (latencies in ms, last status, last body)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    hdrs = {"Authorization": "Bearer " + USAGE_ADMIN}
+    lat, status, body = [], None, b""
+    try:
+        t_end = None
+        for i in range(max_n + 1):
+            t0 = time.perf_counter()
+            c.request("GET", path, headers=hdrs)
+            r = c.getresponse()
+            body = r.read()
+            status = r.status
+            dt = (time.perf_counter() - t0) * 1000
+            if i == 0:                       # the warm-up (page cache, statements)
+                t_end = time.monotonic() + seconds
+                continue
+            lat.append(dt)
+            if len(lat) >= 5 and time.monotonic() > t_end:
+                break
+    finally:
+        c.close()
+    return lat, status, body
+
+
+def scen_usage(mock):
+    log("== usage API: GET /v0/usage and the request log over HTTP, "
+        f"{LEDGER_ROWS:,}-row ledger (90 days)")
+    big = make_big_ledger(mock)
+    if not big:
+        return
+    pm = UsagePinmeter(mock)
+    if not pm.start(tag="usage", ledger=big, ready_timeout=120):
+        return
+    res = {}
+    try:
+        now = int(time.time() * 1000)
+        t = time.gmtime(now / 1000)
+        # the last whole calendar month (inside the 90 days): whole hours
+        y, m = (t.tm_year - 1, 12) if t.tm_mon == 1 else (t.tm_year, t.tm_mon - 1)
+        first = f"{y:04d}-{m:02d}-01"
+        last = time.strftime("%Y-%m-%d", time.gmtime(
+            calendar.timegm((t.tm_year, t.tm_mon, 1, 0, 0, 0)) - 86400))
+        off_since, off_until = iso_ms(now - 30 * 86400000 - 1234567), iso_ms(now - 7654321)
+        # a cursor 45 days back: the last row of a one-row page ending there
+        st, body = timed_gets(pm.port, "/v0/usage/requests?limit=1&until=" +
+                              iso_ms(now - 45 * 86400000), 0, 1)[1:]
+        deep = json.loads(body).get("next_cursor") if st == 200 else None
+        queries = [
+            ("usage", "by=team,model,day, last calendar month", 1000,
+             f"/v0/usage?by=team,model,day&since={first}&until={last}"),
+            ("usage", "by=team,model,day, 30 days off the hour", 1000,
+             f"/v0/usage?by=team,model,day&since={off_since}&until={off_until}"),
+            ("usage", "by=team,model,day, 30 days off the hour, CSV", 1000,
+             f"/v0/usage?by=team,model,day&since={off_since}&until={off_until}&format=csv"),
+            ("request log", "first page (100 rows)", 50, "/v0/usage/requests"),
+            ("request log", "filtered page (team=research, 100 rows)", 50,
+             "/v0/usage/requests?team=research"),
+            ("request log", "filtered page (key=k5, since 60 days ago)", 50,
+             "/v0/usage/requests?key=k5&since=" + iso_ms(now - 60 * 86400000)),
+            ("request log", "filters matching nothing (team=ops, key=k5: at most "
+             "5,000 rows read)", 50, "/v0/usage/requests?team=ops&key=k5"),
+            ("request log", "deep cursor page (45 days back, 100 rows)", 50,
+             "/v0/usage/requests?cursor=" + (deep or "")),
+        ]
+        per = max(1.0, SECONDS / 2)
+        for scen, what, target, path in queries:
+            if "cursor=" in path and not deep:
+                note("usage: no cursor 45 days back; deep page skipped")
+                continue
+            lat, st, body = timed_gets(pm.port, path, per)
+            ok = st == 200
+            if ok and path.startswith("/v0/usage/requests"):
+                j = json.loads(body)
+                ok = len(j["requests"]) == (0 if "team=ops&key=k5" in path else 100) and \
+                    j["next_cursor"] is not None
+            if not ok:
+                note(f"usage: {path} answered {st}: {body[:200]!r}")
+            p50, worst = statistics.median(lat), max(lat)
+            res[what] = {"path": path, "status": st, "ms": lat}
+            log(f"  {what}: p50 {p50:.2f} ms, max {worst:.2f} ms over {len(lat)}")
+            row(scen, f"{what}, p50", "ms", None, None, p50, f"< {target} ms",
+                ok and p50 < target, rat=None, fmt="{:.2f}")
+            row(scen, f"{what}, max of {len(lat)}", "ms", None, None, worst, f"< {target} ms",
+                ok and worst < target, rat=None, fmt="{:.2f}")
+        # the month's answer against the requests themselves (a full scan, once)
+        st, body = timed_gets(pm.port, queries[0][3], 0, 1)[1:]
+        if st == 200:
+            total = json.loads(body, parse_float=decimal.Decimal)["total"]
+            con = sqlite3.connect(f"file:{big}?mode=ro", uri=True, timeout=30)
+            try:
+                since_ms = calendar.timegm(time.strptime(first, "%Y-%m-%d")) * 1000
+                until_ms = calendar.timegm((t.tm_year, t.tm_mon, 1, 0, 0, 0)) * 1000
+                n, nanos = con.execute(
+                    "SELECT COUNT(*), SUM(charged_nanos) FROM requests WHERE started_ms >= ?"
+                    " AND started_ms < ?", (since_ms, until_ms)).fetchone()
+            finally:
+                con.close()
+            if total["requests"] != n or int(total["credits"] * 10 ** 9) != nanos:
+                note(f"usage: the month's total {total} differs from the requests ({n}, {nanos})")
+            else:
+                log(f"  the month's total matches the requests: {n:,} rows")
+    finally:
+        check_after(pm, "usage", 1, pm.stop())
+    RAW["usage"] = res
 
 
 # ---- instructions per request ----------------------------------------------------------
@@ -1902,6 +2053,8 @@ def main():
             scen_stream10k(mock)
         if "startup" in ONLY:
             scen_startup(mock)
+        if "usage" in ONLY:
+            scen_usage(mock)
         if "instr" in ONLY:
             scen_instr(mock)
         if "redis" in ONLY:
