@@ -139,7 +139,7 @@ static void answer_json(req_t *r, int status, cJSON *root)
 
 static void db_failed(req_t *r, const char *err)
 {
-    base_log("request log query failed: %s", err);
+    base_logl(BASE_ERROR, "request log query failed: %s", err);
     req_answer_later(r, 500, req_error_json(err, "server_error", "ledger_error"), NULL);
 }
 

@@ -37,7 +37,7 @@ static void run_report(void *arg)
         free(buf);
         char *e = rc == REPORT_TOO_MANY ? usage_params_error("by", err)
                                         : req_error_json(err, "server_error", "ledger_error");
-        if (rc != REPORT_TOO_MANY) base_log("usage query failed: %s", err);
+        if (rc != REPORT_TOO_MANY) base_logl(BASE_ERROR, "usage query failed: %s", err);
         req_answer_later(r, rc == REPORT_TOO_MANY ? 400 : 500, e, NULL);
     }
     req_unref(r);
