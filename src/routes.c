@@ -7,8 +7,8 @@
 #include "events.h"
 #include "health.h"
 #include "passthru.h"
-#include "scrape.h"
 #include "reqlog.h"
+#include "scrape.h"
 #include "usage_api.h"
 #include <stdio.h>
 #include <stdlib.h>
