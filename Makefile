@@ -11,7 +11,8 @@ BUILD   ?= build
 
 SRC       := $(wildcard src/*.c)
 LUA       := $(filter-out src/lua/prelude.lua,$(wildcard src/lua/*.lua))
-OBJ       := $(SRC:src/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/lua_scripts.o
+WEB       := $(sort $(wildcard src/web/*.html src/web/*.css src/web/*.js src/web/*.svg))
+OBJ       := $(SRC:src/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/lua_scripts.o $(BUILD)/obj/web_assets.o
 LIBOBJ    := $(filter-out $(BUILD)/obj/main.o,$(OBJ))
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -31,6 +32,18 @@ $(BUILD)/gen/lua_scripts.c: src/lua/prelude.lua $(LUA) scripts/lua2c.sh
 	@./scripts/lua2c.sh src/lua/prelude.lua $(LUA) > $@.tmp && mv $@.tmp $@
 
 $(BUILD)/obj/lua_scripts.o: $(BUILD)/gen/lua_scripts.c
+	@mkdir -p $(dir $@)
+	@echo "  CC    $<"
+	@$(CC) $(CFLAGS) -c -o $@ $<
+
+# The dashboard's page, stylesheet, scripts and icon, compiled in as byte
+# arrays (include/web.h).
+$(BUILD)/gen/web_assets.c: $(WEB) scripts/web2c.sh
+	@mkdir -p $(dir $@)
+	@echo "  GEN   $@"
+	@./scripts/web2c.sh $(WEB) > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/obj/web_assets.o: $(BUILD)/gen/web_assets.c
 	@mkdir -p $(dir $@)
 	@echo "  CC    $<"
 	@$(CC) $(CFLAGS) -c -o $@ $<

@@ -9,7 +9,9 @@
 #include "passthru.h"
 #include "reqlog.h"
 #include "scrape.h"
+#include "teams.h"
 #include "usage_api.h"
+#include "web.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +50,17 @@ static const route_t ROUTES[] = {
                                   0, 1, reqlog_serve_one },
     { "/v0/usage/requests/",      ROUTE_GET,  ROUTE_PT,    AUTH_ADMIN,         0, 0,
                                   0, 1, reqlog_serve_one },
+    /* the teams' current periods: a team key sees its own, the admin every
+     * team; in passthrough mode (any bearer key is a caller) the admin only */
+    { "/v0/teams",                ROUTE_GET,  ROUTE_TEAMS, AUTH_TEAM_OR_ADMIN, 0, 0,
+                                  0, 0, teams_serve },
+    { "/v0/teams",                ROUTE_GET,  ROUTE_PT,    AUTH_ADMIN,         0, 0,
+                                  0, 0, teams_serve },
+    /* the dashboard's page and files: no data in them, so no token */
+    { "/dashboard",               ROUTE_GET,  ROUTE_ANY,   AUTH_NONE,          0, 1,
+                                  0, 0, web_serve },
+    { "/dashboard/",              ROUTE_GET,  ROUTE_ANY,   AUTH_NONE,          0, 1,
+                                  0, 1, web_serve },
 };
 
 /* Who may call rt under snapshot sn. */
