@@ -17,7 +17,7 @@ LIBOBJ    := $(filter-out $(BUILD)/obj/main.o,$(OBJ))
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all run test test-deps unit e2e asan tsan valgrind ledger-bench clean deps FORCE
+.PHONY: all run demo test test-deps unit e2e asan tsan valgrind ledger-bench clean deps FORCE
 
 all: $(BUILD)/pinmeter
 
@@ -73,6 +73,13 @@ run: deps
 	@$(MAKE) --no-print-directory all
 	./$(BUILD)/pinmeter serve -c conf/pinmeter.json
 
+# The dashboard with nothing to set up: the mock Pinata, pinmeter with three
+# example teams and a trickle of traffic on loopback (scripts/demo.py).
+# Prints the dashboard's URL and the admin token; Ctrl-C stops it all.
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@python3 scripts/demo.py --bin $(BUILD)/pinmeter
+
 unit: $(UNIT_BIN)
 	@fail=0; for t in $(UNIT_BIN); do $$t || fail=1; done; exit $$fail
 
@@ -81,14 +88,19 @@ e2e: $(BUILD)/pinmeter build-test/pinmeter
 
 # What make test needs beyond the build (installed when missing, as make run
 # does): clang for the fuzz regressions, redis-server for the shared-budget
-# tests, sqlite3, prometheus (its server and promtool) for the metrics test;
-# the openai SDK for the client test when npm is there.
-TEST_PKGS := clang redis-server redis-tools sqlite3 prometheus
+# tests, sqlite3, prometheus (its server and promtool) for the metrics test,
+# chromium for the dashboard's browser test; the openai SDK for the client
+# test and puppeteer-core (which drives Debian's chromium; it downloads no
+# browser) when npm is there.
+TEST_PKGS := clang redis-server redis-tools sqlite3 prometheus chromium
 test-deps: deps
 	@./scripts/deps.sh $(TEST_PKGS)
 	@if command -v npm >/dev/null && [ ! -d tests/client/node_modules/openai ]; then \
 	  (cd tests/client && npm ci --no-audit --no-fund --loglevel=error) || \
 	  echo "  (npm ci failed: the openai client test will be skipped)"; fi
+	@if command -v npm >/dev/null && [ ! -d tests/browser/node_modules/puppeteer-core ]; then \
+	  (cd tests/browser && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error) || \
+	  echo "  (npm ci failed: the dashboard's browser test will be skipped)"; fi
 
 test: test-deps
 	@$(MAKE) --no-print-directory all unit fuzz-regress e2e

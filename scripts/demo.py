@@ -39,7 +39,7 @@ NANO = 10 ** 9
 # The example fleet: (name, cap or None, period, models, key ids). The second
 # team is kept near its daily cap by the seeded history.
 TEAMS = [
-    ("research", 40.0, "month", ["anthropic/*", "google/*"], ["alice", "bob", "eval-runner"]),
+    ("research", 250.0, "month", ["anthropic/*", "google/*"], ["alice", "bob", "eval-runner"]),
     ("support-bots", 6.0, "day", ["anthropic/claude-haiku-4-5", "openai/gpt-5-mini"], ["triage", "replies"]),
     ("platform", None, "month", None, ["ci", "batch"]),
 ]

@@ -82,6 +82,15 @@ export function int(n) {
   return n === null || n === undefined ? '—' : Number(n).toLocaleString('en-US');
 }
 
+// A token count, short: 9,999 / 12.3k / 1.69M (the exact count is in title).
+export function compact(n) {
+  if (n === null || n === undefined) return '—';
+  const a = Math.abs(n);
+  if (a < 10000) return Number(n).toLocaleString('en-US');
+  if (a < 1e6) return (n / 1e3).toFixed(a < 1e5 ? 1 : 0) + 'k';
+  return (n / 1e6).toFixed(a < 1e7 ? 2 : 1) + 'M';
+}
+
 export function pct(f) {
   if (!Number.isFinite(f)) return '—';
   const p = f * 100;

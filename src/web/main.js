@@ -151,8 +151,11 @@ async function refresh() {
     if (answers.some((a) => a.e && a.e.status === 401)) return signOut(api.describe(answers.find((a) => a.e).e));
     state.last = { data, now, admin, rg, hourly, daily, keys, models, reqs, alerts };
     draw();
-    const errors = [...new Set(answers.filter((a) => a.e).map((a) => api.describe(a.e)))];
-    if (errors.length) stale(errors);
+    const failed = answers.filter((a) => a.e).map((a) => a.e);
+    if (failed.length === 1) stale([api.describe(failed[0])]);
+    else if (failed.length)
+      stale(['Could not read ' + failed.map((e) => e.path + ' (' + (e.status || 'unreachable') + ')').join(', ') +
+             ': what they show is missing or old.']);
     else fresh(now);
   } catch (e) {
     stale([api.describe(e)]);

@@ -5,7 +5,7 @@
 // the proxy, computed here are only the shares, sums and the projection.
 
 import {
-  HOUR, ago, credits, exact, fill, floorHour, h, int, ms, nanos, pct, rounded,
+  HOUR, ago, compact, credits, exact, fill, floorHour, h, int, ms, nanos, pct, rounded,
   toNumber, until, utcFull, utcTime,
 } from './fmt.js';
 
@@ -122,39 +122,44 @@ export function tiles(data, burn, now) {
     tile('spent', 'Spent, current periods', credits(exact(spent), 'total-spent'),
          data.teams.length + ' team' + (data.teams.length === 1 ? '' : 's')),
     tile('inflight', 'In flight now', int(inflight), h('span', null, 'holding ', credits(exact(loaned), 'total-loaned'))),
-    top ? tile('nearest', 'Nearest its cap', h('span', null, top.t.name, h('small', null, pct(top.f.used))),
-               h('span', null, credits(top.t.available, 'nearest-available'), ' left'),
+    top ? tile('nearest', 'Nearest its cap', top.t.name,
+               h('span', null, pct(top.f.used) + ' used · ', credits(top.t.available, 'nearest-available'), ' left'),
                top.f.used >= 1 ? 'low' : '') : null,
   ];
   const a = data.account;
   if (a) {
     const proj = nanos(a.projected_available);
-    kids.push(tile('acct', 'Pinata account, projected available', credits(a.projected_available, 'account-projected'),
-                   'after what was charged and is held since the last sync', 'acct' + (proj !== null && proj <= 0n ? ' low' : '')));
-    kids.push(tile('synced', 'Synced balance', credits(a.synced_available, 'account-synced'),
-                   h('span', null, 'of ', credits(a.synced_total, 'account-total'), ' total'), 'acct'));
-    kids.push(tile('sync', 'Last account sync', a.last_sync_at ? ago(a.last_sync_at, now) : 'not yet',
-                   a.last_sync_at ? utcFull(a.last_sync_at) : 'account sync has not succeeded yet', 'acct'));
+    kids.push(tile('acct', 'Pinata account, projected', credits(a.projected_available, 'account-projected'),
+                   'available after what was charged and is held since the last sync',
+                   'acct' + (proj !== null && proj <= 0n ? ' low' : '')));
+    kids.push(tile('synced', 'Last synced balance', credits(a.synced_available, 'account-synced'),
+                   h('span', { title: utcFull(a.last_sync_at) }, 'of ', credits(a.synced_total, 'account-total'),
+                     a.last_sync_at ? ' · synced ' + ago(a.last_sync_at, now) : ' · not synced yet'), 'acct'));
   }
   fill('tiles', ...kids);
 }
 
 // ---- where it went
 
+function tok(n, cls) {
+  return h('td', { class: cls, title: int(n) + ' tokens' }, compact(n));
+}
+
 function usageTable(id, rows, first, key, label) {
   const total = rows.reduce((a, r) => a + (nanos(r.credits) || 0n), 0n);
   const head = h('thead', null, h('tr', null, ...first.map((f) => h('th', null, f.title)),
-    h('th', { class: 'num' }, 'Requests'), h('th', { class: 'num' }, 'Prompt'), h('th', { class: 'num' }, 'Completion'),
-    h('th', { class: 'num' }, 'Cached'), h('th', { class: 'num' }, 'Credits')));
+    h('th', { class: 'num' }, 'Requests'), h('th', { class: 'num wide' }, 'Prompt'), h('th', { class: 'num wide' }, 'Completion'),
+    h('th', { class: 'num wide' }, 'Cached'), h('th', { class: 'num' }, 'Credits')));
   const top = [...rows].sort((a, b) => {
     const d = (nanos(b.credits) || 0n) - (nanos(a.credits) || 0n);
     return d > 0n ? 1 : d < 0n ? -1 : key(a) < key(b) ? -1 : 1;
   }).slice(0, 10);
   const body = h('tbody', null, top.length ? top.map((r) => {
     const share = total > 0n ? toNumber(nanos(r.credits) || 0n) / toNumber(total) : 0;
-    return h('tr', { 'data-key': key(r) }, ...first.map((f) => h('td', { class: f.cls }, r[f.field] || '—')),
-      h('td', { class: 'num' }, int(r.requests)), h('td', { class: 'num' }, int(r.prompt_tokens)),
-      h('td', { class: 'num' }, int(r.completion_tokens)), h('td', { class: 'num' }, int(r.cached_tokens)),
+    return h('tr', { 'data-key': key(r) }, ...first.map((f) => h('td', { class: f.cls },
+        r[f.field] || '—', f.sub && r[f.sub] ? h('small', null, r[f.sub]) : null)),
+      h('td', { class: 'num' }, int(r.requests)), tok(r.prompt_tokens, 'num wide'),
+      tok(r.completion_tokens, 'num wide'), tok(r.cached_tokens, 'num wide'),
       h('td', { class: 'num' }, credits(r.credits, 'credits', pct(share) + ' of the range'),
         h('span', { class: 'share', 'aria-hidden': 'true' }, h('i', { style: { width: (share * 100).toFixed(1) + '%' } }))));
   }) : h('tr', null, h('td', { class: 'dim', colspan: first.length + 5 }, 'No ' + label + ' spent anything in this range.')));
@@ -162,7 +167,7 @@ function usageTable(id, rows, first, key, label) {
 }
 
 export function where(keyRows, modelRows) {
-  usageTable('top-keys', keyRows, [{ title: 'Key', field: 'key', cls: 'mono clip' }, { title: 'Team', field: 'team', cls: 'clip' }],
+  usageTable('top-keys', keyRows, [{ title: 'Key · team', field: 'key', sub: 'team', cls: 'clip keycell' }],
              (r) => r.team + '\u0000' + r.key, 'key');
   usageTable('top-models', modelRows, [{ title: 'Model', field: 'model', cls: 'clip' }], (r) => r.model, 'model');
 }
@@ -183,17 +188,19 @@ export function recent(rows, fresh) {
     const inflight = r.state === 'inflight';
     return h('tr', { 'data-key': r.id, 'data-id': r.id, tabindex: '0', class: fresh.has(r.id) ? 'fresh' : null,
                      'aria-label': 'request ' + r.id + ', ' + (STATE_TEXT[r.state] || r.state) },
-      h('td', { class: 'dim', title: utcFull(r.started_at) }, utcTime(ms(r.started_at))),
-      h('td', { class: 'mono', 'data-field': 'id' }, r.id),
-      h('td', { class: 'clip' }, r.team || '—'),
-      h('td', { class: 'mono clip wide' }, r.key || '—'),
-      h('td', { class: 'clip' }, r.model || '—', r.stream ? h('span', { class: 'dim' }, ' · stream') : null),
-      h('td', { class: 'num' + (r.status >= 400 ? ' code-bad' : '') }, r.status === null || r.status === undefined ? '—' : String(r.status)),
-      h('td', null, badge(r.state)),
-      h('td', { class: 'num wide dim' }, int(r.prompt_tokens) + ' / ' + int(r.completion_tokens) + ' / ' + int(r.cached_tokens)),
-      h('td', { class: 'num' }, inflight ? h('span', { class: 'dim' }, 'holds ', credits(r.reserved, 'reserved'))
-                                          : credits(r.charged, 'charged')),
-      h('td', { class: 'num wide dim' }, r.latency_ms === null || r.latency_ms === undefined ? '—' : int(r.latency_ms) + ' ms'));
+      h('td', { class: 'c-time dim', title: utcFull(r.started_at) }, utcTime(ms(r.started_at))),
+      h('td', { class: 'c-id mono', 'data-field': 'id' }, r.id),
+      h('td', { class: 'c-team clip' }, r.team || '—'),
+      h('td', { class: 'c-key mono clip wide' }, r.key || '—'),
+      h('td', { class: 'c-model clip', title: r.model }, r.model || '—', r.stream ? h('span', { class: 'dim' }, ' · stream') : null),
+      h('td', { class: 'c-status num' + (r.status >= 400 ? ' code-bad' : '') }, r.status === null || r.status === undefined ? '—' : String(r.status)),
+      h('td', { class: 'c-state' }, badge(r.state)),
+      h('td', { class: 'c-tokens num wide dim', title: int(r.prompt_tokens) + ' prompt, ' + int(r.completion_tokens) +
+                ' completion, ' + int(r.cached_tokens) + ' cached tokens' },
+        compact(r.prompt_tokens) + ' / ' + compact(r.completion_tokens) + ' / ' + compact(r.cached_tokens)),
+      h('td', { class: 'c-credits num' }, inflight ? h('span', { class: 'dim' }, 'holds ', credits(r.reserved, 'reserved'))
+                                                    : credits(r.charged, 'charged')),
+      h('td', { class: 'c-lat num wide dim' }, r.latency_ms === null || r.latency_ms === undefined ? '—' : int(r.latency_ms) + ' ms'));
   }) : h('tr', null, h('td', { class: 'dim', colspan: 10 }, 'No request in the log yet.')));
   fill('recent', head, body);
 }
