@@ -42,7 +42,14 @@ async function api(p, tok = ADMIN) {
   const r = await fetch(BASE + p, { headers: { Authorization: 'Bearer ' + tok } });
   const text = await r.text();
   if (!r.ok) throw new Error(p + ': ' + r.status + ' ' + text);
-  return JSON.parse(text, (k, v, ctx) => (typeof v === 'number' && ctx && /\./.test(ctx.source) ? ctx.source : v));
+  return exactJSON(text);
+}
+
+// JSON with every decimal number kept as its text (credits, exactly as the
+// proxy wrote them; Node 20's JSON.parse has no source text access).
+function exactJSON(text) {
+  return JSON.parse(text.replace(/("(?:[^"\\]|\\.)*")|(-?\d+\.\d+(?:[eE][-+]?\d+)?)/g,
+                                 (m, str, num) => (str !== undefined ? str : '"' + num + '"')));
 }
 
 // The page's rounding (src/web/fmt.js), restated: exact 9-decimal text to d
@@ -237,8 +244,7 @@ async function wrongToken(browser) {
 
 async function htmlReport(browser) {
   const file = 'file://' + path.resolve(env('REPORT_HTML'));
-  const want = JSON.parse(fs.readFileSync(env('REPORT_JSON'), 'utf8'),
-                          (k, v, ctx) => (typeof v === 'number' && ctx && /\./.test(ctx.source) ? ctx.source : v));
+  const want = exactJSON(fs.readFileSync(env('REPORT_JSON'), 'utf8'));
   const { page, log } = await open(browser, { width: 1280, scheme: 'light', name: 'report' });
   await page.goto(file, { waitUntil: 'load' });
   const got = await page.$$eval('[data-total]', (els) => Object.fromEntries(els.map((e) => [e.dataset.total, e.textContent.trim()])));
