@@ -50,7 +50,8 @@ export function rounded(n, d = decimalsFor(n)) {
   const r = (a + q / 2n) / q;                 // in units of 10^-d
   const unit = 10n ** BigInt(d);
   const ip = group((r / unit).toString());
-  const fp = d > 0 ? '.' + (r % unit).toString().padStart(d, '0') : '';
+  // trailing zeros past the second decimal go: 0.2900 reads 0.29 (the same value)
+  const fp = d > 0 ? '.' + (r % unit).toString().padStart(d, '0').replace(/(\d\d)0+$/, '$1') : '';
   return (neg && r !== 0n ? '-' : '') + ip + fp;
 }
 

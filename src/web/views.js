@@ -148,8 +148,9 @@ function tok(n, cls) {
 function usageTable(id, rows, first, key, label) {
   const total = rows.reduce((a, r) => a + (nanos(r.credits) || 0n), 0n);
   const head = h('thead', null, h('tr', null, ...first.map((f) => h('th', null, f.title)),
-    h('th', { class: 'num' }, 'Requests'), h('th', { class: 'num wide' }, 'Prompt'), h('th', { class: 'num wide' }, 'Completion'),
-    h('th', { class: 'num wide' }, 'Cached'), h('th', { class: 'num' }, 'Credits')));
+    h('th', { class: 'num', title: 'requests' }, 'Reqs'), h('th', { class: 'num wide', title: 'prompt tokens' }, 'Prompt'),
+    h('th', { class: 'num wide', title: 'completion tokens' }, 'Compl.'),
+    h('th', { class: 'num wide', title: 'cached prompt tokens' }, 'Cached'), h('th', { class: 'num' }, 'Credits')));
   const top = [...rows].sort((a, b) => {
     const d = (nanos(b.credits) || 0n) - (nanos(a.credits) || 0n);
     return d > 0n ? 1 : d < 0n ? -1 : key(a) < key(b) ? -1 : 1;
@@ -160,8 +161,7 @@ function usageTable(id, rows, first, key, label) {
         r[f.field] || '—', f.sub && r[f.sub] ? h('small', null, r[f.sub]) : null)),
       h('td', { class: 'num' }, int(r.requests)), tok(r.prompt_tokens, 'num wide'),
       tok(r.completion_tokens, 'num wide'), tok(r.cached_tokens, 'num wide'),
-      h('td', { class: 'num' }, credits(r.credits, 'credits', pct(share) + ' of the range'),
-        h('span', { class: 'share', 'aria-hidden': 'true' }, h('i', { style: { width: (share * 100).toFixed(1) + '%' } }))));
+      h('td', { class: 'num' }, credits(r.credits, 'credits', pct(share) + ' of the range')));
   }) : h('tr', null, h('td', { class: 'dim', colspan: first.length + 5 }, 'No ' + label + ' spent anything in this range.')));
   fill(id, head, body);
 }
