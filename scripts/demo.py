@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 MOCK = os.path.join(REPO, "tests", "mock_pinata.py")
@@ -281,6 +282,18 @@ def account_drift(mock_port, admin_port, admin, start_available):
             pass
 
 
+class Receiver(BaseHTTPRequestHandler):
+    """The alert webhook's receiver: takes every event, answers 204."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *a):
+        pass
+
+
 # ---------------------------------------------------------------- main
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -331,6 +344,9 @@ def main():
         mock = start_mock(jwt)
         children.append(mock)
         call(mock.port, "POST", "/__mock/balance", {"total": 500.0, "loaned": 0.0, "available": 312.5})
+        hooks = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+        hooks.daemon_threads = True
+        threading.Thread(target=hooks.serve_forever, daemon=True).start()
         cfg = {
             "_comment": "written by scripts/demo.py (make demo): three example teams on the mock Pinata",
             "listen": "127.0.0.1:%d" % port,
@@ -340,6 +356,8 @@ def main():
             "admin_token_env": "PINMETER_ADMIN_TOKEN",
             "account": {"jwt_env": "PINATA_JWT", "sync_s": 10},
             "drain_s": 3,
+            "alerts": {"webhook_url": "http://127.0.0.1:%d/pinmeter" % hooks.server_address[1],
+                       "thresholds": [0.5, 0.8, 1.0], "account_below": 20.0},
             "teams": teams,
         }
         cfg_path = os.path.join(a.dir, "pinmeter.json")

@@ -183,6 +183,12 @@ async function adminView(browser) {
     await page.click('#detail-close');
   }
 
+  // the alerts fired, as /v0/alerts lists them
+  const fired = (await api('/v0/alerts')).alerts;
+  const shownAlerts = await page.$$eval('#alerts li[data-key]', (els) => els.map((e) => e.dataset.key));
+  check(fired.length > 0 && JSON.stringify(shownAlerts) === JSON.stringify(fired.map((a) => a.id)),
+        'the alerts fired are listed, newest first', JSON.stringify(shownAlerts));
+
   // refreshes without a reload; token only in sessionStorage
   await sleep(2500);
   check(log.navigations === 1, 'refreshing never reloads the page', log.navigations);

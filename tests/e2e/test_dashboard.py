@@ -9,7 +9,9 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from harness import (ADMIN_TOKEN, E2ETest, GPT4O, HAIKU, JWT, NANO, REPO, SONNET, Team,
                      chat_body, to_nanos)
@@ -21,14 +23,48 @@ CSP_MUST = ("default-src 'self'", "img-src 'self' data:", "style-src 'self'")
 PAGE_FILES = ("app.css", "main.js", "api.js", "fmt.js", "charts.js", "views.js", "icon.svg")
 
 
+class Hooks(BaseHTTPRequestHandler):
+    """The alert webhook's receiver: keeps each event's body, answers 204."""
+    got = []
+
+    def do_POST(self):
+        Hooks.got.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0))))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *a):
+        pass
+
+
 class DashboardTest(E2ETest):
+    @classmethod
+    def setUpClass(cls):
+        cls.hooks = ThreadingHTTPServer(("127.0.0.1", 0), Hooks)
+        threading.Thread(target=cls.hooks.serve_forever, daemon=True).start()
+        try:
+            super().setUpClass()
+        except BaseException:
+            cls.hooks.shutdown()
+            cls.hooks.server_close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            cls.hooks.shutdown()
+            cls.hooks.server_close()
+
     @classmethod
     def setup_proxies(cls):
         cls.alpha = Team("alpha", 10.0, key_ids=["alpha-ci", "alpha-dev"])
         cls.beta = Team("beta", 0.05, period="day", key_ids=["beta-bot"])      # near its cap
         cls.gamma = Team("gamma", None, key_ids=["gamma-batch"])              # uncapped
+        hook = "http://127.0.0.1:%d/hook" % cls.hooks.server_address[1]
         cls.pm = cls.add_proxy([cls.alpha, cls.beta, cls.gamma], name="dash",
-                               env={"PINMETER_ADMIN_TOKEN": ADMIN_TOKEN, "PINATA_JWT": JWT})
+                               env={"PINMETER_ADMIN_TOKEN": ADMIN_TOKEN, "PINATA_JWT": JWT},
+                               overrides={"alerts": {"webhook_url": hook, "thresholds": [0.25, 0.5]}})
         cls.traffic()
 
     @classmethod
@@ -56,6 +92,10 @@ class DashboardTest(E2ETest):
             teams = pm.request("GET", "/v0/teams", key=ADMIN_TOKEN).json()["teams"]
             if all(to_nanos(t["loaned"]) == 0 for t in teams):
                 break
+            time.sleep(0.05)
+        # beta crossed 25 % of its cap: that alert is delivered before the browser looks
+        deadline = time.time() + 10
+        while time.time() < deadline and not any(h.get("event") == "budget_threshold" for h in Hooks.got):
             time.sleep(0.05)
 
     # ---- serving, without a browser
