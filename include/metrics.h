@@ -39,6 +39,9 @@ void metrics_free(metrics_t *m);
 void metrics_rejected(metrics_t *m, const char *team, const char *reason);
 /* A request took its reservation: team's in-flight gauge + 1. */
 void metrics_admitted(metrics_t *m, const char *team);
+/* The team's in-flight gauge now (requests holding a reservation; 0 when m
+ * is NULL). Any thread; takes the registry's mutex for one lookup. */
+int64_t metrics_inflight(metrics_t *m, const char *team);
 /* Complete client request to upstream request handed to libcurl, in µs
  * (pinmeter_admission_duration_seconds). */
 void metrics_admission(metrics_t *m, int64_t us);

@@ -275,6 +275,18 @@ void metrics_admitted(metrics_t *m, const char *team)
     pthread_mutex_unlock(&m->mu);
 }
 
+int64_t metrics_inflight(metrics_t *m, const char *team)
+{
+    if (!m) return 0;
+    lset_t s;
+    lset_make(&s, MK_TEAM, nz(team), NULL, NULL, NULL);
+    pthread_mutex_lock(&m->mu);
+    mcell_t *c = cell_get(m, &s);  /* a team never admitted gets its zero cell, as a scrape shows */
+    int64_t v = c ? (int64_t)c->v[0] : 0;
+    pthread_mutex_unlock(&m->mu);
+    return v;
+}
+
 void metrics_admission(metrics_t *m, int64_t us)
 {
     if (!m) return;

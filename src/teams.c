@@ -1,7 +1,11 @@
 /* teams: the teams endpoint (see teams.h). The figures are the budget's
- * for the period containing now; the answer is built in a job. */
+ * for the period containing now, read without I/O (budget_team_figures: the
+ * in-process book's, or with Redis the fleet's as Redis last answered them);
+ * requests in flight are the metrics' gauge; the answer is built in a job. */
 #include "teams.h"
+#include "account.h"
 #include "jobs.h"
+#include "metrics.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,21 +15,17 @@ static void add_time(cJSON *o, const char *name, int64_t ms)
     cJSON_AddStringToObject(o, name, base_time_fmt(ms, buf));
 }
 
-/* The end (exclusive) of the period that starts at start. */
-static int64_t period_end(period_t p, int64_t start)
-{
-    if (p == PERIOD_DAY) return start + 86400;
-    if (p == PERIOD_WEEK) return start + 7 * 86400;
-    return book_period_start(PERIOD_MONTH, start + 32 * 86400);
-}
-
 /* {"name", "cap", "period", "period_start", "period_end", "spent", "loaned",
  * "available", "inflight", "models", "keys"} of one team. -1 when its
  * figures cannot be had (the shared store has none yet). */
 static int add_team(cJSON *arr, app_t *app, const team_conf_t *t, int slot, int64_t now_s)
 {
     book_view_t v;
-    if (budget_team_view(app->budget, slot, now_s, &v) != 0) return -1;
+    /* with Redis, until its first answer for a new period: ask it (this is
+     * a job's thread, not the loop) */
+    if (budget_team_figures(app->budget, slot, now_s, &v) != 0 &&
+        budget_team_view(app->budget, slot, now_s, &v) != 0)
+        return -1;
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "name", t->name);
     if (t->cap >= 0) req_add_credits(o, "cap", t->cap); else cJSON_AddNullToObject(o, "cap");
@@ -33,7 +33,7 @@ static int add_team(cJSON *arr, app_t *app, const team_conf_t *t, int slot, int6
     if (t->period != PERIOD_NONE) {
         int64_t start = book_period_start(t->period, now_s);
         add_time(o, "period_start", start * 1000);
-        add_time(o, "period_end", period_end(t->period, start) * 1000);
+        add_time(o, "period_end", book_period_end(t->period, now_s) * 1000);
     } else {
         cJSON_AddNullToObject(o, "period_start");
         cJSON_AddNullToObject(o, "period_end");
@@ -42,7 +42,7 @@ static int add_team(cJSON *arr, app_t *app, const team_conf_t *t, int slot, int6
     req_add_credits(o, "loaned", v.loaned);
     if (t->cap >= 0) req_add_credits(o, "available", v.available);
     else cJSON_AddNullToObject(o, "available");
-    cJSON_AddNumberToObject(o, "inflight", 0);
+    cJSON_AddNumberToObject(o, "inflight", (double)metrics_inflight(app->metrics, t->name));
     if (t->models) {
         cJSON *m = cJSON_AddArrayToObject(o, "models");
         for (size_t i = 0; i < t->n_models; i++)
@@ -60,19 +60,27 @@ static int add_team(cJSON *arr, app_t *app, const team_conf_t *t, int slot, int6
     return 0;
 }
 
-/* "account": the projection, or null when account sync is off. */
+/* "account": the last sync (null figures until one succeeded) and the
+ * projection, or null when account sync is off. */
 static void add_account(cJSON *root, app_t *app)
 {
     book_view_t v;
-    if (budget_account_view(app->budget, &v) != 0) {
+    nanos_t synced = 0;
+    int64_t at_ms = 0;
+    if (!app->acct || budget_account_view(app->budget, &v) != 0) {
         cJSON_AddNullToObject(root, "account");
         return;
     }
+    int known = account_last_sync(app->acct, &synced, &at_ms) == 0;
     cJSON *a = cJSON_AddObjectToObject(root, "account");
-    req_add_credits(a, "synced_total", v.cap);
-    req_add_credits(a, "synced_available", v.available);
+    /* the view's total is the synced total less what was charged since */
+    if (known) req_add_credits(a, "synced_total", v.cap + v.spent);
+    else cJSON_AddNullToObject(a, "synced_total");
+    if (known) req_add_credits(a, "synced_available", synced);
+    else cJSON_AddNullToObject(a, "synced_available");
     req_add_credits(a, "projected_available", v.available);
-    cJSON_AddNullToObject(a, "last_sync_at");
+    if (known) add_time(a, "last_sync_at", at_ms);
+    else cJSON_AddNullToObject(a, "last_sync_at");
 }
 
 static void teams_job(void *arg)

@@ -172,6 +172,16 @@ class DashboardTest(E2ETest):
         mine = self.pm.request("GET", "/v0/teams", key=self.beta.key).json()
         self.assertEqual([t["name"] for t in mine["teams"]], ["beta"])
         self.assertIsNone(mine["account"])
+        # a request in flight: counted, and its hold loaned, while it runs
+        s = self.pm.stream(chat_body(SONNET, max_tokens=100, stream=True,
+                                     mock={"chunks": 4, "chunk_delay_ms": 400}), key=self.alpha.key)
+        self.assertIsNotNone(s.next_event())
+        now = {t["name"]: t for t in self.pm.request("GET", "/v0/teams", key=ADMIN_TOKEN).json()["teams"]}
+        s.read_all()
+        s.close()
+        self.assertEqual(now["alpha"]["inflight"], 1)
+        self.assertEqual(now["beta"]["inflight"], 0)
+        self.assertGreater(to_nanos(now["alpha"]["loaned"]), 0)
         self.assertEqual(self.pm.request("GET", "/v0/teams", key="pm-wrong").status, 401)
         self.assertEqual(self.pm.request("GET", "/v0/teams").status, 401)
 
