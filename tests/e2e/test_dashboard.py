@@ -216,3 +216,42 @@ class DashboardTest(E2ETest):
         for shot in ("dashboard-1280-light.png", "dashboard-1280-dark.png", "dashboard-390-light.png",
                      "dashboard-390-dark.png"):
             self.assertGreater(os.path.getsize(os.path.join(SHOTS, shot)), 10000, shot)
+
+
+class TeamsFleetTest(E2ETest):
+    """/v0/teams with the Redis store: a team's spend made on another
+    instance shows on this one (fleet-wide), read without a call on the loop."""
+
+    @classmethod
+    def setup_proxies(cls):
+        from redis_fixture import Redis
+        cls.redis = Redis(cls.tmp)
+        cls.team = Team("fleet", 5.0, key_ids=["f"])
+        over = {"budget_store": cls.redis.url}
+        env = {"PINMETER_ADMIN_TOKEN": ADMIN_TOKEN}
+        cls.a = cls.add_proxy([cls.team], name="fa", overrides=over, env=env)
+        cls.b = cls.add_proxy([cls.team], name="fb", overrides=over, env=env)
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            if getattr(cls, "redis", None):
+                cls.redis.stop()
+
+    def test_fleet_wide(self):
+        r = self.a.chat(chat_body(SONNET, max_tokens=100, mock={"usage": {"prompt_tokens": 1000,
+                        "completion_tokens": 100}}), key=self.team.key)
+        self.assertEqual(r.status, 200, r)
+        charged = to_nanos(r.header("x-pinmeter-cost"))
+        self.assertGreater(charged, 0)
+        deadline = time.time() + 5         # b sees it at its store's next sync (once a second)
+        while True:
+            t = self.b.request("GET", "/v0/teams", key=ADMIN_TOKEN).json()["teams"][0]
+            if to_nanos(t["spent"]) == charged or time.time() > deadline:
+                break
+            time.sleep(0.1)
+        self.assertEqual(to_nanos(t["spent"]), charged)
+        self.assertEqual(to_nanos(t["available"]), 5 * NANO - charged)
+        self.assertEqual(to_nanos(t["loaned"]), 0)
