@@ -171,7 +171,8 @@ async function refresh() {
 function fresh(now) {
   $('banner').hidden = true;
   $('live').classList.remove('stale');
-  $('live').textContent = 'live · updated ' + utcTime(now) + ' UTC';
+  $('live').textContent = 'live · ' + utcTime(now) + ' UTC';
+  $('live').title = 'refreshed every 2 s; last at ' + utcFull(now);
 }
 
 function stale(errors) {
