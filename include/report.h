@@ -10,7 +10,7 @@
 
 struct ledger;
 
-typedef enum { REPORT_TABLE = 0, REPORT_CSV, REPORT_JSON } report_format_t;
+typedef enum { REPORT_TABLE = 0, REPORT_CSV, REPORT_JSON, REPORT_HTML } report_format_t;
 
 typedef struct report_opts {
     const char **ledgers;     /* paths, borrowed; opened read-only */

@@ -24,7 +24,7 @@ static void usage(FILE *f)
 "  pinmeter serve [-c FILE] [--listen HOST:PORT] [--upstream URL] [--ledger PATH]\n"
 "  pinmeter report [-c FILE] [--ledger PATH]... [--since DATE|TIME] [--until DATE|TIME]\n"
 "                  [--by team|key|model|day|hour[,...]] [--team NAME] [--key ID]\n"
-"                  [--model MODEL] [--format table|csv|json]\n"
+"                  [--model MODEL] [--format table|csv|json|html]\n"
 "  pinmeter keygen --team NAME [--id ID]\n"
 "  pinmeter check-config [-c FILE]\n"
 "  pinmeter alert test [-c FILE]\n"
@@ -145,8 +145,10 @@ static int cmd_report(args_t *a)
         if (strcmp(a->format, "table") == 0) o.format = REPORT_TABLE;
         else if (strcmp(a->format, "csv") == 0) o.format = REPORT_CSV;
         else if (strcmp(a->format, "json") == 0) o.format = REPORT_JSON;
+        else if (strcmp(a->format, "html") == 0) o.format = REPORT_HTML;
         else {
-            fprintf(stderr, "pinmeter: --format wants table, csv or json, got '%s'\n", a->format);
+            fprintf(stderr, "pinmeter: --format wants table, csv, json or html, got '%s'\n",
+                    a->format);
             goto out;
         }
     }

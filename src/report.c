@@ -1,34 +1,16 @@
 /* report: reads groups from each ledger (or from the one the server has
  * open), merges equal groups across ledgers (a fleet's report is one
  * command), and formats them. */
-#include "report.h"
-#include "ledger.h"
-#include "money.h"
+#include "report_int.h"
+#include "base.h"
 #include "utc.h"
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#define NF 5                  /* group fields */
-
-typedef struct row {
-    char *f[NF];              /* team, key, model, day, hour (NULL if not grouped) */
-    int64_t requests, prompt, completion, cached;
-    nanos_t credits;
-} row_t;
-
-typedef struct rows {
-    row_t *v;
-    size_t n, cap;
-    size_t max;               /* 0 = no limit */
-    int failed;               /* out of memory, or over max (too_many) */
-    int too_many;
-} rows_t;
-
-static const char *FIELD_NAMES[NF] = {"team", "key", "model", "day", "hour"};
-static const int FIELD_FLAGS[NF] = {LEDGER_BY_TEAM, LEDGER_BY_KEY, LEDGER_BY_MODEL,
-                                    LEDGER_BY_DAY, LEDGER_BY_HOUR};
+typedef report_row_t row_t;
+typedef report_rows_t rows_t;
 
 int report_parse_by(const char *s)
 {
@@ -38,8 +20,8 @@ int report_parse_by(const char *s)
     for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
          tok = strtok_r(NULL, ",", &save)) {
         int found = 0;
-        for (int i = 0; i < NF; i++)
-            if (strcmp(tok, FIELD_NAMES[i]) == 0) { by |= FIELD_FLAGS[i]; found = 1; }
+        for (int i = 0; i < REPORT_NF; i++)
+            if (strcmp(tok, report_fields[i]) == 0) { by |= report_flags[i]; found = 1; }
         if (!found) return -1;
     }
     return by;
@@ -59,7 +41,7 @@ static int cmp_str(const char *a, const char *b)
 static int cmp_row(const void *pa, const void *pb)
 {
     const row_t *a = pa, *b = pb;
-    for (int i = 0; i < NF; i++) {
+    for (int i = 0; i < REPORT_NF; i++) {
         int c = cmp_str(a->f[i], b->f[i]);
         if (c) return c;
     }
@@ -81,8 +63,8 @@ static int collect(void *ud, const ledger_group_t *g)
         rs->cap = cap;
     }
     row_t *r = &rs->v[rs->n++];
-    const char *f[NF] = {g->team, g->key, g->model, g->day, g->hour};
-    for (int i = 0; i < NF; i++) {
+    const char *f[REPORT_NF] = {g->team, g->key, g->model, g->day, g->hour};
+    for (int i = 0; i < REPORT_NF; i++) {
         r->f[i] = f[i] ? strdup(f[i]) : NULL;
         if (f[i] && !r->f[i]) rs->failed = 1;
     }
@@ -108,7 +90,7 @@ static void merge(rows_t *rs)
             a->completion += b->completion;
             a->cached += b->cached;
             a->credits += b->credits;
-            for (int k = 0; k < NF; k++) free(b->f[k]);
+            for (int k = 0; k < REPORT_NF; k++) free(b->f[k]);
         } else {
             rs->v[++w] = *b;
         }
@@ -132,9 +114,9 @@ static void write_json(const rows_t *rs, const row_t *tot, const report_opts_t *
     cJSON *root = cJSON_CreateObject(), *rows = cJSON_AddArrayToObject(root, "rows");
     for (size_t i = 0; i < rs->n; i++) {
         cJSON *o = cJSON_CreateObject();
-        for (int k = 0; k < NF; k++)
-            if (by & FIELD_FLAGS[k])
-                cJSON_AddStringToObject(o, FIELD_NAMES[k], rs->v[i].f[k] ? rs->v[i].f[k] : "");
+        for (int k = 0; k < REPORT_NF; k++)
+            if (by & report_flags[k])
+                cJSON_AddStringToObject(o, report_fields[k], rs->v[i].f[k] ? rs->v[i].f[k] : "");
         add_counters(o, &rs->v[i]);
         cJSON_AddItemToArray(rows, o);
     }
@@ -162,13 +144,13 @@ static void csv_field(FILE *out, const char *s)
 static void write_csv(const rows_t *rs, int by, FILE *out)
 {
     char buf[MONEY_FMT_MAX];
-    for (int k = 0; k < NF; k++)
-        if (by & FIELD_FLAGS[k]) fprintf(out, "%s,", FIELD_NAMES[k]);
+    for (int k = 0; k < REPORT_NF; k++)
+        if (by & report_flags[k]) fprintf(out, "%s,", report_fields[k]);
     fprintf(out, "requests,prompt_tokens,completion_tokens,cached_tokens,credits\n");
     for (size_t i = 0; i < rs->n; i++) {
         const row_t *r = &rs->v[i];
-        for (int k = 0; k < NF; k++)
-            if (by & FIELD_FLAGS[k]) { csv_field(out, r->f[k] ? r->f[k] : ""); fputc(',', out); }
+        for (int k = 0; k < REPORT_NF; k++)
+            if (by & report_flags[k]) { csv_field(out, r->f[k] ? r->f[k] : ""); fputc(',', out); }
         fprintf(out, "%lld,%lld,%lld,%lld,%s\n", (long long)r->requests, (long long)r->prompt,
                 (long long)r->completion, (long long)r->cached, money_fmt(r->credits, buf));
     }
@@ -176,22 +158,22 @@ static void write_csv(const rows_t *rs, int by, FILE *out)
 
 static void write_table(const rows_t *rs, const row_t *tot, int by, FILE *out)
 {
-    int w[NF] = {4, 3, 5, 10, 20};
-    for (int k = 0; k < NF; k++) {
-        if ((int)strlen(FIELD_NAMES[k]) > w[k]) w[k] = (int)strlen(FIELD_NAMES[k]);
+    int w[REPORT_NF] = {4, 3, 5, 10, 20};
+    for (int k = 0; k < REPORT_NF; k++) {
+        if ((int)strlen(report_fields[k]) > w[k]) w[k] = (int)strlen(report_fields[k]);
         for (size_t i = 0; i < rs->n; i++)
             if (rs->v[i].f[k] && (int)strlen(rs->v[i].f[k]) > w[k]) w[k] = (int)strlen(rs->v[i].f[k]);
     }
     char buf[MONEY_FMT_MAX];
-    for (int k = 0; k < NF; k++)
-        if (by & FIELD_FLAGS[k]) fprintf(out, "%-*s  ", w[k], FIELD_NAMES[k]);
+    for (int k = 0; k < REPORT_NF; k++)
+        if (by & report_flags[k]) fprintf(out, "%-*s  ", w[k], report_fields[k]);
     fprintf(out, "%10s %14s %17s %14s %22s\n", "requests", "prompt_tokens",
             "completion_tokens", "cached_tokens", "credits");
     for (size_t i = 0; i <= rs->n; i++) {
         const row_t *r = i < rs->n ? &rs->v[i] : tot;
         int first = 1;
-        for (int k = 0; k < NF; k++) {
-            if (!(by & FIELD_FLAGS[k])) continue;
+        for (int k = 0; k < REPORT_NF; k++) {
+            if (!(by & report_flags[k])) continue;
             const char *v = i < rs->n ? (r->f[k] ? r->f[k] : "") : (first ? "TOTAL" : "");
             fprintf(out, "%-*s  ", w[k], v);
             first = 0;
@@ -204,11 +186,11 @@ static void write_table(const rows_t *rs, const row_t *tot, int by, FILE *out)
 }
 
 /* Adds one ledger's groups to rs. 0, or -1 with err. */
-static int read_ledger(const report_opts_t *o, struct ledger *l, const char *name, rows_t *rs,
-                       char *err, size_t errlen)
+static int read_ledger(const report_opts_t *o, int by, struct ledger *l, const char *name,
+                       rows_t *rs, char *err, size_t errlen)
 {
     char e[512];
-    ledger_query_t q = { .since_ms = o->since_ms, .until_ms = o->until_ms, .by = o->by,
+    ledger_query_t q = { .since_ms = o->since_ms, .until_ms = o->until_ms, .by = by,
                          .team = o->team, .key = o->key, .model = o->model };
     if (ledger_report(l, &q, collect, rs, e, sizeof e) != 0) {
         snprintf(err, errlen, "%s: %s", name, e);
@@ -221,11 +203,32 @@ static int read_ledger(const report_opts_t *o, struct ledger *l, const char *nam
     return rs->failed ? -1 : 0;
 }
 
-int report_write(const report_opts_t *o, FILE *out, char *err, size_t errlen)
+void report_rows_free(rows_t *rs)
 {
-    rows_t rs = { .max = o->max_groups };
+    for (size_t i = 0; i < rs->n; i++)
+        for (int k = 0; k < REPORT_NF; k++) free(rs->v[i].f[k]);
+    free(rs->v);
+    rs->v = NULL;
+    rs->n = rs->cap = 0;
+}
+
+row_t report_total(const rows_t *rs)
+{
+    row_t tot = {0};
+    for (size_t i = 0; i < rs->n; i++) {
+        tot.requests += rs->v[i].requests;
+        tot.prompt += rs->v[i].prompt;
+        tot.completion += rs->v[i].completion;
+        tot.cached += rs->v[i].cached;
+        tot.credits += rs->v[i].credits;
+    }
+    return tot;
+}
+
+int report_collect(const report_opts_t *o, int by, rows_t *rs, char *err, size_t errlen)
+{
     int rc = REPORT_ERROR;
-    if (o->open && read_ledger(o, o->open, "ledger", &rs, err, errlen) != 0) goto done;
+    if (o->open && read_ledger(o, by, o->open, "ledger", rs, err, errlen) != 0) goto done;
     for (size_t i = 0; !o->open && i < o->n_ledgers; i++) {
         char e[512];
         if (strcmp(o->ledgers[i], ":memory:") != 0 && access(o->ledgers[i], R_OK) != 0) {
@@ -234,31 +237,46 @@ int report_write(const report_opts_t *o, FILE *out, char *err, size_t errlen)
         }
         ledger_t *l = ledger_open_ro(o->ledgers[i], e, sizeof e);
         if (!l) { snprintf(err, errlen, "%s", e); goto done; }
-        int q = read_ledger(o, l, o->ledgers[i], &rs, err, errlen);
+        int q = read_ledger(o, by, l, o->ledgers[i], rs, err, errlen);
         ledger_close(l, 0);
         if (q != 0) goto done;
     }
-    merge(&rs);
-    row_t tot = {0};
-    for (size_t i = 0; i < rs.n; i++) {
-        tot.requests += rs.v[i].requests;
-        tot.prompt += rs.v[i].prompt;
-        tot.completion += rs.v[i].completion;
-        tot.cached += rs.v[i].cached;
-        tot.credits += rs.v[i].credits;
-    }
-    if (o->format == REPORT_JSON) write_json(&rs, &tot, o, out);
-    else if (o->format == REPORT_CSV) write_csv(&rs, o->by, out);
-    else write_table(&rs, &tot, o->by, out);
+    merge(rs);
     rc = 0;
 done:
-    if (rs.too_many) {
+    if (rs->too_many) {
         rc = REPORT_TOO_MANY;
         snprintf(err, errlen, "more than %zu groups: narrow the range, the grouping or the "
-                 "filters", rs.max);
+                 "filters", rs->max);
     }
-    for (size_t i = 0; i < rs.n; i++)
-        for (int k = 0; k < NF; k++) free(rs.v[i].f[k]);
-    free(rs.v);
+    return rc;
+}
+
+/* The HTML report's three readings: the table's grouping, spend by day and
+ * model, and by team. */
+static int write_html(const report_opts_t *o, const rows_t *rs, const row_t *tot, FILE *out,
+                      char *err, size_t errlen)
+{
+    rows_t days = { .max = o->max_groups }, teams = { .max = o->max_groups };
+    int rc = report_collect(o, LEDGER_BY_DAY | LEDGER_BY_MODEL, &days, err, errlen);
+    if (rc == 0) rc = report_collect(o, LEDGER_BY_TEAM, &teams, err, errlen);
+    if (rc == 0) report_html_write(out, o, rs, tot, &days, &teams, base_wall_ms());
+    report_rows_free(&days);
+    report_rows_free(&teams);
+    return rc;
+}
+
+int report_write(const report_opts_t *o, FILE *out, char *err, size_t errlen)
+{
+    rows_t rs = { .max = o->max_groups };
+    int rc = report_collect(o, o->by, &rs, err, errlen);
+    if (rc == 0) {
+        row_t tot = report_total(&rs);
+        if (o->format == REPORT_JSON) write_json(&rs, &tot, o, out);
+        else if (o->format == REPORT_CSV) write_csv(&rs, o->by, out);
+        else if (o->format == REPORT_HTML) rc = write_html(o, &rs, &tot, out, err, errlen);
+        else write_table(&rs, &tot, o->by, out);
+    }
+    report_rows_free(&rs);
     return rc;
 }

@@ -185,6 +185,29 @@ class DashboardTest(E2ETest):
         self.assertEqual(self.pm.request("GET", "/v0/teams", key="pm-wrong").status, 401)
         self.assertEqual(self.pm.request("GET", "/v0/teams").status, 401)
 
+    # ---- the HTML report, without a browser
+    def test_report_html(self):
+        import re
+        html = self.pm.report(fmt="html").stdout
+        total = self.pm.report(fmt="json").stdout
+        want = json.loads(total)["total"]
+        got = dict(re.findall(r'data-total="(\w+)">([^<]*)<', html))
+        self.assertEqual(got["credits"], re.search(r'"credits":\s*([0-9.]+)\s*}\s*}', total).group(1))
+        for k in ("requests", "prompt_tokens", "completion_tokens", "cached_tokens"):
+            self.assertEqual(int(got[k]), want[k], k)
+        self.assertTrue(html.startswith("<!doctype html>"))
+        self.assertNotIn("<script", html)
+        self.assertEqual(re.findall(r'(?:src|href)="(?!data:)[^"]*"', html), [])
+        self.assertEqual(html.count("<svg"), 2)
+        for t in ("alpha", "beta", "gamma"):
+            self.assertIn(">%s<" % t, html)
+        # the same flags as the other formats: a filter narrows it
+        only = self.pm.report("--team", "beta", fmt="html").stdout
+        self.assertNotIn(">gamma<", only)
+        bad = self.pm.cli("report", "-c", self.pm.config_path, "--format", "pdf")
+        self.assertNotEqual(bad.returncode, 0)
+        self.assertIn("html", bad.stderr)
+
     # ---- the browser
     def test_browser(self):
         node = shutil.which("node")
