@@ -33,4 +33,12 @@ int admit_parse(const char *body, size_t len, admit_req_t *out,
                 char *err, size_t errlen);
 void admit_free(admit_req_t *r);
 
+/* Lowers the request's completion limit to tokens (>= 1) in the body sent
+ * upstream: whichever of max_tokens and max_completion_tokens it set (both
+ * when both; a null one counts as set), or "max_tokens" added first in the
+ * object when it set neither. Every other byte of the upstream body (body,
+ * or r->upstream_body when admit_parse made one) stays as it was. 0, or -1
+ * (out of memory, or tokens < 1): r unchanged. */
+int admit_clamp(admit_req_t *r, const char *body, size_t len, int64_t tokens);
+
 #endif

@@ -35,6 +35,7 @@ typedef struct snap {
     config_t *cfg;
     rates_t *rates;
     int *slot;                     /* budget slot of cfg->teams[i] */
+    int **kslot;                   /* budget key slot of cfg->teams[i].keys[k] */
     int passthrough;               /* no teams configured */
     int default_slot;              /* passthrough's team "default" */
     struct snap *older;

@@ -21,6 +21,7 @@ enum { AUTH_OK = 0, AUTH_MISSING = -1, AUTH_INVALID = -2 };
 typedef struct auth_caller {
     int admin;                     /* showed the admin token */
     int team;                      /* index into sn->cfg->teams; -1 none */
+    int key;                       /* index into that team's keys; -1 none */
     int passthrough;               /* passthrough mode's caller: team "default" */
     char key_id[64];               /* the key's id; passthrough: "pt-" + 12 hex of its hash */
 } auth_caller_t;

@@ -19,7 +19,7 @@ typedef struct book_hold {
     int64_t period_start;     /* period the hold (and its charge) belongs to */
 } book_hold_t;
 
-enum { BOOK_SCOPE_TEAM = 1, BOOK_SCOPE_ACCOUNT = 2 };
+enum { BOOK_SCOPE_TEAM = 1, BOOK_SCOPE_ACCOUNT = 2, BOOK_SCOPE_KEY = 3 };
 
 /* Why a reservation was refused, in nanos, for the 402 body. */
 typedef struct book_refusal {

@@ -31,18 +31,20 @@ typedef int (*cfgrow_fn)(cfgrow_ctx_t *x, const cJSON *v, const char *path, void
  *   POSNUM  a finite number > 0 into double
  *   USD     a price from 0 to RATES_MAX_USD (USD per 1M tokens) into double
  *   BOOL    true or false into int (1 / 0)
+ *   CREDITS a number of credits from 0 to 9e9 into nanos_t (> 0 with POSITIVE)
  *   OBJ     a nested object walked with the table sub, into the same base
  *   CUSTOM  handed to fn */
 typedef enum {
     CFGROW_STR, CFGROW_INT, CFGROW_I64, CFGROW_SIZE, CFGROW_POSNUM, CFGROW_USD,
-    CFGROW_OBJ, CFGROW_CUSTOM, CFGROW_BOOL
+    CFGROW_OBJ, CFGROW_CUSTOM, CFGROW_BOOL, CFGROW_CREDITS
 } cfgrow_kind_t;
 
 enum {
     CFGROW_REQUIRED = 1,              /* "missing" when absent */
     CFGROW_EMPTY_OK = 2,              /* STR: "" allowed */
     CFGROW_ENV = 4,                   /* STR: an environment variable name ("" only with EMPTY_OK) */
-    CFGROW_NAME = 8                   /* STR: only letters, digits, '_', '.' and '-' */
+    CFGROW_NAME = 8,                  /* STR: only letters, digits, '_', '.' and '-' */
+    CFGROW_POSITIVE = 16              /* CREDITS: more than 0 */
 };
 
 /* One key of an object. Tables end with a row whose key is NULL and hold

@@ -19,11 +19,22 @@
 #define EVENTS_LEDGER_UNAVAILABLE "ledger_unavailable"
 #define EVENTS_STORE_UNAVAILABLE "budget_store_unavailable"
 #define EVENTS_TOO_MANY_CONNECTIONS "too_many_connections"
+#define EVENTS_KEY_CAP "key_cap"
+#define EVENTS_RPM "rpm"
+#define EVENTS_TPM "tpm"
+#define EVENTS_INFLIGHT "inflight"
+#define EVENTS_SPEND_RATE "spend_rate"
 
 /* A metered request refused before anything went upstream (r is NULL when
  * no request was created: too_many_connections). why is the 402's refusal
  * when reason is team_cap or account, else NULL. */
 void events_refused(app_t *app, const req_t *r, const char *reason, const book_refusal_t *why);
+/* Refused with 429 by a rate limit or the runaway guard (why->rate says
+ * which, why->rate_scope whose). */
+void events_limited(app_t *app, const req_t *r, const budget_why_t *why);
+/* Admitted with its completion limit clamped to r->clamped (before
+ * events_admitted). */
+void events_clamped(app_t *app, const req_t *r);
 /* Admitted: its hold is taken and its begin journaled; it goes upstream. */
 void events_admitted(app_t *app, const req_t *r);
 /* Its upstream request was handed to libcurl (loop thread). */

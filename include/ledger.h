@@ -66,6 +66,11 @@ int ledger_instance_id(ledger_t *l, const char *fresh, char *out, size_t outlen)
  * second connection (so for ":memory:" only before ledger_writer_start). The
  * reads below (report, request log) share that connection, one at a time. */
 int ledger_spent_since(ledger_t *l, const char *team, int64_t since_day, nanos_t *out);
+/* What key key_id of team charged in requests started at or after since_s
+ * (unix s, on an hour), from the hourly rollup. 0 or -1; like
+ * ledger_spent_since it reads through the read connection. */
+int ledger_key_spent_since(ledger_t *l, const char *team, const char *key_id, int64_t since_s,
+                           nanos_t *out);
 
 /* Starts the writer thread. 0 or -1. */
 int ledger_writer_start(ledger_t *l);

@@ -37,6 +37,9 @@ void metrics_free(metrics_t *m);
 
 /* A request refused before forwarding (pinmeter_rejections_total). */
 void metrics_rejected(metrics_t *m, const char *team, const char *reason);
+/* A request admitted with its completion limit clamped
+ * (pinmeter_clamped_total). */
+void metrics_clamped(metrics_t *m, const char *team);
 /* A request took its reservation: team's in-flight gauge + 1. */
 void metrics_admitted(metrics_t *m, const char *team);
 /* The team's in-flight gauge now (requests holding a reservation; 0 when m

@@ -61,5 +61,10 @@ nanos_t cost_of(const rate_t *rate, const usage_t *u);
  * client max_tokens gives a huge reservation, not an overflow). Returns -1
  * for a negative count or price or a NULL rate. */
 nanos_t cost_reservation(const rate_t *rate, int64_t est_prompt, int64_t max_out);
+/* The most completion tokens per choice (n choices) whose reservation with
+ * est_prompt fits available: the largest c with cost_reservation(rate,
+ * est_prompt, c * n) <= available; INT64_MAX when output is free; -1 when
+ * not even the prompt fits (or for bad arguments). */
+int64_t cost_max_completion(const rate_t *rate, int64_t est_prompt, int64_t n, nanos_t available);
 
 #endif

@@ -66,7 +66,13 @@ struct req {
 
     /* admission */
     int team;                      /* budget slot; -1 none */
+    int key_slot;                  /* the key's budget slot; -1 none (passthrough, admin) */
     const team_conf_t *tconf;      /* NULL in passthrough */
+    const key_conf_t *kconf;       /* the caller's key's settings; NULL as tconf */
+    int64_t tokens;                /* prompt estimate + completion reserved (tokens per minute) */
+    int64_t clamped;               /* the completion limit a clamp set; 0 none */
+    int rate_known;                /* rate holds the rate-limit header figures */
+    limits_verdict_t rate_hdr;
     admit_req_t adm;
     rate_t rate;
     int priced;                    /* the model is in the rate table (rate is its price) */

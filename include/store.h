@@ -26,13 +26,21 @@ void store_team_name(store_t *s, int team, const char *name);
 void store_team_set(store_t *s, int team, nanos_t cap, period_t period);
 void store_team_reset(store_t *s, int team, nanos_t cap, period_t period,
                       int64_t period_start, nanos_t spent);
-int store_reserve(store_t *s, int team, nanos_t amount, int64_t now, const char *rid,
-                  budget_hold_t *hold, book_refusal_t *why);
+int store_reserve(store_t *s, const budget_req_t *q, budget_hold_t *hold, budget_why_t *why);
 int store_async(store_t *s);
-int store_reserve_async(store_t *s, int team, nanos_t amount, int64_t now, const char *rid,
-                        budget_hold_t *hold, budget_reserved_fn cb, void *arg);
-void store_settle(store_t *s, budget_hold_t *hold, nanos_t charge, int64_t now);
-void store_release(store_t *s, budget_hold_t *hold);
+int store_reserve_async(store_t *s, const budget_req_t *q, budget_hold_t *hold,
+                        budget_reserved_fn cb, void *arg);
+void store_settle(store_t *s, budget_hold_t *hold, nanos_t charge, int64_t tokens,
+                  int64_t now_ms);
+void store_release(store_t *s, budget_hold_t *hold, int64_t now_ms);
+/* Key caps and rate limits: not shared through Redis yet (issue 15). */
+int store_grow_keys(store_t *s, size_t n);
+void store_key_reset(store_t *s, int key, int team, const char *key_id, nanos_t cap,
+                     period_t period, int64_t period_start, nanos_t spent);
+void store_key_set(store_t *s, int key, nanos_t cap, period_t period);
+void store_team_limits(store_t *s, int team, const limits_conf_t *c);
+void store_key_limits(store_t *s, int key, const limits_conf_t *c);
+int store_key_view(store_t *s, int key, int64_t now, book_view_t *out);
 int store_team_view(store_t *s, int team, int64_t now, book_view_t *out);
 int store_alert_claim(store_t *s, int team, const char *id, int64_t now);
 int store_team_figures(store_t *s, int team, int64_t now, book_view_t *out);

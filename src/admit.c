@@ -284,6 +284,10 @@ value:  /* p is at the first byte of a value read in role */
     case 'n':
         if (end - p < 4 || memcmp(p, "null", 4) != 0)
             return -1;
+        if (role >= R_FIELD) {  /* a null limit is a span a clamp may replace */
+            f->num[role - R_FIELD] = p;
+            f->num_end[role - R_FIELD] = p + 4;
+        }
         p += 4;
         note(f, role, K_NULL);
         goto next;
@@ -547,6 +551,69 @@ int admit_parse(const char *body, size_t len, admit_req_t *out,
         return -1;
     }
     *out = r;
+    return 0;
+}
+
+int admit_clamp(admit_req_t *r, const char *body, size_t len, int64_t tokens)
+{
+    const char *t = r->upstream_body ? r->upstream_body : body;
+    size_t tl = r->upstream_body ? r->upstream_len : len;
+    facts_t f;
+    char model[ADMIT_MODEL_MAX];
+    memset(&f, 0, sizeof f);
+    memset(model, 0, sizeof model);
+    f.dup = -1;
+    if (tokens < 1 || scan_body((const unsigned char *)t, (const unsigned char *)t + tl, &f,
+                                model) < 0)
+        return -1;
+    char num[32], ins[48];
+    int nl = snprintf(num, sizeof num, "%lld", (long long)tokens);
+    /* the spans to replace, in order: the limits the body has (null included) */
+    const unsigned char *from[2], *to[2];
+    int n = 0;
+    int fields[2] = { F_MAX_TOKENS, F_MAX_COMPLETION };
+    for (int i = 0; i < 2; i++)
+        if (f.kind[fields[i]] == K_NUMBER || f.kind[fields[i]] == K_NULL) {
+            from[n] = f.num[fields[i]];
+            to[n++] = f.num_end[fields[i]];
+        }
+    if (n == 2 && from[1] < from[0]) {
+        const unsigned char *a = from[0], *b = to[0];
+        from[0] = from[1]; to[0] = to[1]; from[1] = a; to[1] = b;
+    }
+    size_t cap = tl + 2 * (size_t)nl + sizeof ins;
+    char *out = cJSON_malloc(cap + 1), *o = out;
+    if (!out)
+        return -1;
+    const char *at = t;
+    if (n == 0) {               /* neither given: max_tokens after the root's '{' */
+        int il = snprintf(ins, sizeof ins, "\"max_tokens\":%s,", num);
+        size_t head = (size_t)((const char *)f.root - t) + 1;
+        /* an empty object has no member to put a comma before */
+        const unsigned char *q = jscan_skip_ws(f.root + 1, (const unsigned char *)t + tl);
+        if (*q == '}') il--;
+        memcpy(o, t, head);
+        o += head;
+        memcpy(o, ins, (size_t)il);
+        o += il;
+        at = t + head;
+    }
+    for (int i = 0; i < n; i++) {
+        size_t k = (size_t)((const char *)from[i] - at);
+        memcpy(o, at, k);
+        o += k;
+        memcpy(o, num, (size_t)nl);
+        o += nl;
+        at = (const char *)to[i];
+    }
+    size_t rest = (size_t)(t + tl - at);
+    memcpy(o, at, rest);
+    o += rest;
+    *o = '\0';
+    cJSON_free(r->upstream_body);
+    r->upstream_body = out;
+    r->upstream_len = (size_t)(o - out);
+    r->max_tokens = tokens;
     return 0;
 }
 

@@ -6,7 +6,7 @@
 
 /* Finds the team whose key hashes to sha; -1 if none. Every key is compared
  * (constant time each) so the time taken does not depend on which matched. */
-static int find_team(const snap_t *sn, const unsigned char sha[32], const char **key_id)
+static int find_team(const snap_t *sn, const unsigned char sha[32], int *key)
 {
     int found = -1;
     for (size_t t = 0; t < sn->cfg->n_teams; t++) {
@@ -14,7 +14,7 @@ static int find_team(const snap_t *sn, const unsigned char sha[32], const char *
         for (size_t k = 0; k < tc->n_keys; k++) {
             if (keys_equal(sha, tc->keys[k].sha256) && found < 0) {
                 found = (int)t;
-                *key_id = tc->keys[k].id;
+                *key = (int)k;
             }
         }
     }
@@ -26,6 +26,7 @@ int auth_identify(const app_t *app, const snap_t *sn, const char *authorization,
 {
     memset(out, 0, sizeof *out);
     out->team = -1;
+    out->key = -1;
     if (need == AUTH_NONE) return AUTH_OK;
     size_t klen;
     const char *key = keys_bearer(authorization, &klen);
@@ -45,10 +46,11 @@ int auth_identify(const app_t *app, const snap_t *sn, const char *authorization,
         out->admin = 1;
         return AUTH_OK;
     }
-    const char *key_id = NULL;
-    int team = team_ok ? find_team(sn, sha, &key_id) : -1;
+    int kidx = -1;
+    int team = team_ok ? find_team(sn, sha, &kidx) : -1;
     if (team < 0) return AUTH_INVALID;
     out->team = team;
-    snprintf(out->key_id, sizeof out->key_id, "%s", key_id);
+    out->key = kidx;
+    snprintf(out->key_id, sizeof out->key_id, "%s", sn->cfg->teams[team].keys[kidx].id);
     return AUTH_OK;
 }

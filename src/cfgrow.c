@@ -101,6 +101,15 @@ static int apply_row(cfgrow_ctx_t *x, const cfgrow_row_t *r, const cJSON *v,
             return cfgrow_fail(x, path, "must be a number > 0");
         *(double *)(void *)dst = d;
         return 0;
+    case CFGROW_CREDITS: {
+        nanos_t n;
+        if (!cJSON_IsNumber(v) || !isfinite(d) || d < 0 || money_from_double(d, &n) < 0 ||
+            ((r->flags & CFGROW_POSITIVE) && n <= 0))
+            return cfgrow_fail(x, path, "must be a number of credits from %s to 9e9",
+                               (r->flags & CFGROW_POSITIVE) ? "more than 0" : "0");
+        *(nanos_t *)(void *)dst = n;
+        return 0;
+    }
     case CFGROW_USD:
         if (!cJSON_IsNumber(v) || !isfinite(d) || d < 0 || d > RATES_MAX_USD)
             return cfgrow_fail(x, path, "must be a number from 0 to %g (USD per 1M tokens)",

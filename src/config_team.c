@@ -80,11 +80,46 @@ static int parse_sha256(cfgrow_ctx_t *x, const cJSON *v, const char *path, void 
     return 0;
 }
 
+static int parse_on_insufficient(cfgrow_ctx_t *x, const cJSON *v, const char *path, void *base)
+{
+    team_conf_t *t = base;
+    if (cJSON_IsString(v) && strcmp(v->valuestring, "reject") == 0) t->clamp = 0;
+    else if (cJSON_IsString(v) && strcmp(v->valuestring, "clamp") == 0) t->clamp = 1;
+    else return cfgrow_fail(x, path, "must be \"reject\" or \"clamp\"");
+    return 0;
+}
+
+static int parse_key_cap(cfgrow_ctx_t *x, const cJSON *v, const char *path, void *base)
+{
+    key_conf_t *k = base;
+    if (cJSON_IsNull(v)) {
+        k->cap = -1;
+        return 0;
+    }
+    if (!cJSON_IsNumber(v) || v->valuedouble < 0 || money_from_double(v->valuedouble, &k->cap) < 0)
+        return cfgrow_fail(x, path,
+                           "must be a number of credits from 0 to 9e9 (omit for no cap)");
+    return 0;
+}
+
+/* The rate limits a team and a key both take (the lim of T). */
+#define LIMIT_ROWS(T)                                                                      \
+    { .key = "rpm", .kind = CFGROW_I64, .off = offsetof(T, lim.rpm), .min = 1, .max = 1e9 },  \
+    { .key = "tpm", .kind = CFGROW_I64, .off = offsetof(T, lim.tpm), .min = 1, .max = 1e12 }, \
+    { .key = "max_inflight", .kind = CFGROW_I64, .off = offsetof(T, lim.max_inflight),      \
+      .min = 1, .max = 1e6 },                                                              \
+    { .key = "max_spend_per_minute", .kind = CFGROW_CREDITS, .flags = CFGROW_POSITIVE,      \
+      .off = offsetof(T, lim.spend_minute) },                                              \
+    { .key = "max_spend_per_hour", .kind = CFGROW_CREDITS, .flags = CFGROW_POSITIVE,        \
+      .off = offsetof(T, lim.spend_hour) }
+
 static const cfgrow_row_t key_rows[] = {
     { .key = "id", .kind = CFGROW_STR, .flags = CFGROW_REQUIRED | CFGROW_NAME,
       .off = offsetof(key_conf_t, id), .size = CFGROW_MEMBER_SIZE(key_conf_t, id) },
     { .key = "sha256", .kind = CFGROW_CUSTOM, .flags = CFGROW_REQUIRED,
       .fn = parse_sha256 },
+    { .key = "cap", .kind = CFGROW_CUSTOM, .fn = parse_key_cap },
+    LIMIT_ROWS(key_conf_t),
     { .key = NULL },
 };
 
@@ -100,6 +135,7 @@ static int parse_keys(cfgrow_ctx_t *x, const cJSON *v, const char *path, void *b
     if (t->n_keys && !(t->keys = calloc(t->n_keys, sizeof *t->keys)))
         return cfgrow_fail(x, path, "out of memory");
     for (const cJSON *k = v->child; k; k = k->next, i++) {
+        t->keys[i].cap = -1;
         cfgrow_join_index(sub, path, i);
         if (cfgrow_apply_object(x, k, sub, key_rows, &t->keys[i]) < 0)
             return -1;
@@ -125,6 +161,10 @@ static const cfgrow_row_t team_rows[] = {
     { .key = "models", .kind = CFGROW_CUSTOM, .fn = parse_models },
     { .key = "keys", .kind = CFGROW_CUSTOM, .fn = parse_keys },
     { .key = "alert_thresholds", .kind = CFGROW_CUSTOM, .fn = parse_alert_thresholds },
+    LIMIT_ROWS(team_conf_t),
+    { .key = "on_insufficient", .kind = CFGROW_CUSTOM, .fn = parse_on_insufficient },
+    { .key = "clamp_min_tokens", .kind = CFGROW_I64, .off = offsetof(team_conf_t, clamp_min_tokens),
+      .min = 1, .max = 1e9 },
     { .key = NULL },
 };
 
@@ -142,6 +182,7 @@ int config_team_parse(cfgrow_ctx_t *x, const cJSON *v, const char *path, void *b
     for (const cJSON *t = v->child; t; t = t->next, i++) {
         c->teams[i].cap = -1;
         c->teams[i].period = PERIOD_MONTH;
+        c->teams[i].clamp_min_tokens = 256;
         cfgrow_join_index(sub, path, i);
         if (cfgrow_apply_object(x, t, sub, team_rows, &c->teams[i]) < 0)
             return -1;
@@ -180,6 +221,14 @@ int config_team_check(cfgrow_ctx_t *x, const config_t *c)
                     }
         }
     }
+    /* in team mode a team without keys is one nobody can use: a mistake */
+    for (size_t i = 0; i < c->n_teams; i++)
+        if (c->teams[i].n_keys == 0) {
+            snprintf(path, sizeof path, "teams[%zu].keys", i);
+            return cfgrow_fail(x, path, "team \"%s\" has no keys, so nobody can use it "
+                               "(add one with pinmeter keygen, or drop the team)",
+                               c->teams[i].name);
+        }
     return 0;
 }
 

@@ -33,6 +33,21 @@ void events_refused(app_t *app, const req_t *r, const char *reason, const book_r
         alertq_refused(app->alertq, r->team, r->rec.team, r->t_start_ms / 1000, why);
 }
 
+void events_limited(app_t *app, const req_t *r, const budget_why_t *why)
+{
+    static const char *const reason[] = {
+        [LIMITS_RPM] = EVENTS_RPM, [LIMITS_TPM] = EVENTS_TPM, [LIMITS_INFLIGHT] = EVENTS_INFLIGHT,
+        [LIMITS_SPEND_MINUTE] = EVENTS_SPEND_RATE, [LIMITS_SPEND_HOUR] = EVENTS_SPEND_RATE,
+    };
+    unsigned w = (unsigned)why->rate.which;
+    metrics_rejected(app->metrics, team_of(r), w <= LIMITS_SPEND_HOUR && w ? reason[w] : "");
+}
+
+void events_clamped(app_t *app, const req_t *r)
+{
+    metrics_clamped(app->metrics, team_of(r));
+}
+
 void events_admitted(app_t *app, const req_t *r)
 {
     metrics_admitted(app->metrics, team_of(r));

@@ -424,6 +424,29 @@ out:
     return rc;
 }
 
+int ledger_key_spent_since(ledger_t *l, const char *team, const char *key_id, int64_t since_s,
+                           nanos_t *out)
+{
+    sqlite3_stmt *st;
+    int rc = -1;
+    pthread_mutex_lock(&l->rmu);
+    sqlite3 *db = ledger_reader_locked(l);
+    if (!db) goto out;
+    if (sqlite3_prepare_v2(db,
+            "SELECT COALESCE(SUM(charged_nanos), 0) FROM usage_hourly"
+            " WHERE team = ?1 AND key_id = ?2 AND hour >= ?3", -1, &st, NULL) != SQLITE_OK)
+        goto out;
+    sqlite3_bind_text(st, 1, team, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, key_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, since_s / 3600);
+    rc = sqlite3_step(st) == SQLITE_ROW ? 0 : -1;
+    if (rc == 0) *out = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+out:
+    pthread_mutex_unlock(&l->rmu);
+    return rc;
+}
+
 void ledger_close(ledger_t *l, int timeout_ms)
 {
     if (!l) return;

@@ -33,6 +33,7 @@ static const char *const LABELS[MK_N][4] = {
     [MK_TEAM] = { "team" },
     [MK_MODEL] = { "model" },
     [MK_ALERT] = { "event", "result" },
+    [MK_CLAMP] = { "team" },
 };
 
 metrics_t *metrics_new(void)
@@ -258,6 +259,17 @@ void metrics_rejected(metrics_t *m, const char *team, const char *reason)
     if (!m) return;
     lset_t s;
     lset_make(&s, MK_REJ, nz(team), nz(reason), NULL, NULL);
+    pthread_mutex_lock(&m->mu);
+    mcell_t *c = cell_get(m, &s);
+    if (c) c->v[0]++;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void metrics_clamped(metrics_t *m, const char *team)
+{
+    if (!m) return;
+    lset_t s;
+    lset_make(&s, MK_CLAMP, nz(team), NULL, NULL, NULL);
     pthread_mutex_lock(&m->mu);
     mcell_t *c = cell_get(m, &s);
     if (c) c->v[0]++;

@@ -17,6 +17,7 @@ enum {
     MK_TEAM,          /* team: requests in flight (v0) */
     MK_MODEL,         /* model: the two latency histograms */
     MK_ALERT,         /* event, result: alert deliveries (v0) */
+    MK_CLAMP,         /* team: requests admitted with a clamped completion limit (v0) */
     MK_N
 };
 

@@ -261,6 +261,8 @@ char *metrics_format(metrics_t *m, const metrics_gauges_t *g, size_t *len)
              "the client got.", &v, MK_REQ);
     counters(&b, "pinmeter_rejections_total", "Metered requests refused before anything "
              "went upstream, by reason.", &v, MK_REJ);
+    counters(&b, "pinmeter_clamped_total", "Requests admitted with their completion limit "
+             "lowered to what the team's cap had left (on_insufficient clamp).", &v, MK_CLAMP);
     tokens_and_credits(&b, &v);
     team_gauge(&b, g, "pinmeter_team_cap_credits", 0, "The team's cap for the current "
                "period (no sample when uncapped).");

@@ -288,3 +288,15 @@ nanos_t cost_reservation(const rate_t *rate, int64_t est_prompt, int64_t max_out
     return finish((u128)(uint64_t)est_prompt * (uint64_t)rate->input
                   + (u128)(uint64_t)max_out * (uint64_t)rate->output);
 }
+
+int64_t cost_max_completion(const rate_t *rate, int64_t est_prompt, int64_t n, nanos_t available)
+{
+    if (rate_bad(rate) || est_prompt < 0 || n < 1 || available < 0) return -1;
+    /* ceil(x / 1e6) <= available  <=>  x <= available * 1e6 (x an integer) */
+    u128 room = (u128)(uint64_t)available * 1000000u;
+    u128 prompt = (u128)(uint64_t)est_prompt * (uint64_t)rate->input;
+    if (prompt > room) return -1;
+    if (rate->output == 0) return INT64_MAX;
+    u128 c = (room - prompt) / ((u128)(uint64_t)n * (uint64_t)rate->output);
+    return c > (u128)INT64_MAX ? INT64_MAX : (int64_t)c;
+}

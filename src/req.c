@@ -15,6 +15,7 @@ req_t *req_new(app_t *app, struct MHD_Connection *c)
     r->conn = c;
     r->refs = 1;
     r->team = -1;
+    r->key_slot = -1;
     r->t_start_ms = base_wall_ms();
     pthread_mutex_init(&r->mu, NULL);
     atomic_fetch_add(&app->active, 1);
@@ -147,14 +148,44 @@ void req_add_credits(cJSON *obj, const char *name, nanos_t v)
     cJSON_AddItemToObject(obj, name, cJSON_CreateRaw(money_fmt(v, buf)));
 }
 
-/* The metering headers of an admitted request's answer: its id, what was
- * reserved, the team's available after the hold, and (buffered answers)
- * the charge. */
+/* OpenAI's rate-limit headers, for the tighter of the key's and the team's
+ * limits (remaining counts this request as taken when it was admitted). */
+static void rate_headers(struct MHD_Response *resp, const limits_verdict_t *v)
+{
+    char n[32], t[24];
+    if (v->limit_requests) {
+        snprintf(n, sizeof n, "%lld", (long long)v->limit_requests);
+        MHD_add_response_header(resp, "x-ratelimit-limit-requests", n);
+        snprintf(n, sizeof n, "%lld", (long long)v->remaining_requests);
+        MHD_add_response_header(resp, "x-ratelimit-remaining-requests", n);
+        MHD_add_response_header(resp, "x-ratelimit-reset-requests",
+                                limits_reset_fmt(v->reset_requests_ms, t));
+    }
+    if (v->limit_tokens) {
+        snprintf(n, sizeof n, "%lld", (long long)v->limit_tokens);
+        MHD_add_response_header(resp, "x-ratelimit-limit-tokens", n);
+        snprintf(n, sizeof n, "%lld", (long long)v->remaining_tokens);
+        MHD_add_response_header(resp, "x-ratelimit-remaining-tokens", n);
+        MHD_add_response_header(resp, "x-ratelimit-reset-tokens",
+                                limits_reset_fmt(v->reset_tokens_ms, t));
+    }
+}
+
+/* The metering headers of a metered request's answer: the rate limits when
+ * any applies; for an admitted one also its id, what was reserved, the
+ * team's available after the hold, a clamp, and (buffered answers) the
+ * charge. */
 static void metering_headers(struct MHD_Response *resp, const req_t *r, int buffered)
 {
     char buf[MONEY_FMT_MAX];
+    if (r->chat && r->rate_known) rate_headers(resp, &r->rate_hdr);
+    if (!r->rec.id[0]) return;
     MHD_add_response_header(resp, "X-Pinmeter-Request-Id", r->rec.id);
     if (!r->chat) return;
+    if (r->clamped) {
+        snprintf(buf, sizeof buf, "%lld", (long long)r->clamped);
+        MHD_add_response_header(resp, "X-Pinmeter-Clamped", buf);
+    }
     MHD_add_response_header(resp, "X-Pinmeter-Reserved", money_fmt(r->rec.reserved, buf));
     if (r->hold.team_available >= 0)
         MHD_add_response_header(resp, "X-Pinmeter-Team-Available",
@@ -172,7 +203,7 @@ enum MHD_Result req_queue_body(struct MHD_Connection *c, int status, char *body,
     if (!resp) { free(body); return MHD_NO; }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
                             ctype && *ctype ? ctype : "application/json");
-    if (r && r->rec.id[0]) metering_headers(resp, r, 1);
+    if (r) metering_headers(resp, r, 1);
     if (retry_after && *retry_after)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, retry_after);
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, resp);
@@ -310,7 +341,7 @@ enum MHD_Result req_queue_prepared(req_t *r, struct MHD_Connection *c, resp_kind
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
                                 r->content_type[0] ? r->content_type : "text/event-stream");
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-        if (r->rec.id[0]) metering_headers(resp, r, 0);
+        metering_headers(resp, r, 0);
         enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->resp_status, resp);
         MHD_destroy_response(resp);
         return ret;

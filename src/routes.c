@@ -98,6 +98,10 @@ static void take_caller(req_t *r, const snap_t *sn, const auth_caller_t *who)
     } else if (who->team >= 0) {
         r->tconf = &sn->cfg->teams[who->team];
         r->team = sn->slot[who->team];
+        if (who->key >= 0) {
+            r->kconf = &r->tconf->keys[who->key];
+            r->key_slot = sn->kslot[who->team][who->key];
+        }
         snprintf(r->rec.team, sizeof r->rec.team, "%s", r->tconf->name);
     }
     snprintf(r->rec.key_id, sizeof r->rec.key_id, "%s", who->key_id);

@@ -40,6 +40,11 @@ typedef struct serve {
     size_t n_slots;
     period_t *slot_period;         /* period each slot was last set up with */
     int *slot_period_known;
+    /* the same for key slots (a key's cap follows its team's period) */
+    char **key_names;              /* "team\x1fkey" */
+    size_t n_keys;
+    period_t *key_period;
+    int *key_period_known;
 } serve_t;
 
 static int apply_overrides(config_t *cfg, const serve_opts_t *a)
@@ -100,13 +105,64 @@ static int apply_team(serve_t *sv, int slot, nanos_t cap, period_t p, int64_t no
     return 0;
 }
 
+/* The budget key slot of team's key key_id, made (uncapped) if new. */
+static int key_slot_for(serve_t *sv, int team_slot, const char *team, const char *key_id)
+{
+    app_t *app = &sv->app;
+    char name[160];
+    snprintf(name, sizeof name, "%s\x1f%s", team, key_id);
+    for (size_t i = 0; i < sv->n_keys; i++)
+        if (strcmp(sv->key_names[i], name) == 0) return (int)i;
+    size_t n = sv->n_keys + 1;
+    char **nn = realloc(sv->key_names, n * sizeof *nn);
+    if (!nn) return -1;
+    sv->key_names = nn;
+    period_t *pp = realloc(sv->key_period, n * sizeof *pp);
+    if (pp) sv->key_period = pp;
+    int *pk = realloc(sv->key_period_known, n * sizeof *pk);
+    if (pk) sv->key_period_known = pk;
+    if (!pp || !pk || !(nn[sv->n_keys] = strdup(name))) return -1;
+    pk[sv->n_keys] = 0;
+    if (budget_grow_keys(app->budget, n) != 0) { free(nn[sv->n_keys]); return -1; }
+    budget_key_reset(app->budget, (int)sv->n_keys, team_slot, key_id, -1, PERIOD_NONE, 0, 0);
+    return (int)sv->n_keys++;
+}
+
+/* Sets a key slot's cap for its team's period and its limits; when the
+ * period is new, rebuilds its spend from the ledger's hourly rollup. */
+static int apply_key(serve_t *sv, int kslot, int team_slot, const char *team,
+                     const key_conf_t *k, period_t p, int64_t now_s)
+{
+    app_t *app = &sv->app;
+    budget_key_limits(app->budget, kslot, &k->lim);
+    if (sv->key_period_known[kslot] && sv->key_period[kslot] == p) {
+        budget_key_set(app->budget, kslot, k->cap, p);
+        return 0;
+    }
+    int64_t start = book_period_start(p, now_s);
+    nanos_t spent = 0;
+    if (ledger_key_spent_since(app->ledger, team, k->id, start, &spent) != 0) return -1;
+    budget_key_reset(app->budget, kslot, team_slot, k->id, k->cap, p, start, spent);
+    sv->key_period[kslot] = p;
+    sv->key_period_known[kslot] = 1;
+    return 0;
+}
+
+static void kslot_free(int **kslot, size_t n)
+{
+    for (size_t i = 0; kslot && i < n; i++) free(kslot[i]);
+    free(kslot);
+}
+
 /* Builds the snapshot for cfg and rates (taking ownership of both) and sets
  * the budget up for it. NULL with err on failure. */
 static snap_t *snap_build(serve_t *sv, config_t *cfg, rates_t *rates, char *err, size_t errlen)
 {
     snap_t *sn = calloc(1, sizeof *sn);
     int64_t now_s = base_wall_ms() / 1000;
-    if (!sn || !(sn->slot = calloc(cfg->n_teams ? cfg->n_teams : 1, sizeof *sn->slot))) goto oom;
+    if (!sn || !(sn->slot = calloc(cfg->n_teams ? cfg->n_teams : 1, sizeof *sn->slot)) ||
+        !(sn->kslot = calloc(cfg->n_teams ? cfg->n_teams : 1, sizeof *sn->kslot)))
+        goto oom;
     sn->cfg = cfg;
     sn->rates = rates;
     sn->passthrough = cfg->n_teams == 0;
@@ -121,6 +177,15 @@ static snap_t *snap_build(serve_t *sv, config_t *cfg, rates_t *rates, char *err,
         const team_conf_t *t = &cfg->teams[i];
         if ((sn->slot[i] = slot_for(sv, t->name)) < 0) goto oom;
         if (apply_team(sv, sn->slot[i], t->cap, t->period, now_s) != 0) goto ledger;
+        budget_team_limits(sv->app.budget, sn->slot[i], &t->lim);
+        if (t->n_keys && !(sn->kslot[i] = calloc(t->n_keys, sizeof *sn->kslot[i]))) goto oom;
+        for (size_t k = 0; k < t->n_keys; k++) {
+            int ks = key_slot_for(sv, sn->slot[i], t->name, t->keys[k].id);
+            if (ks < 0) goto oom;
+            sn->kslot[i][k] = ks;
+            if (apply_key(sv, ks, sn->slot[i], t->name, &t->keys[k], t->period, now_s) != 0)
+                goto ledger;
+        }
     }
     if (sn->passthrough) {
         if ((sn->default_slot = slot_for(sv, "default")) < 0) goto oom;
@@ -133,7 +198,10 @@ ledger:
 oom:
     snprintf(err, errlen, "out of memory");
 fail:
-    if (sn) free(sn->slot);
+    if (sn) {
+        free(sn->slot);
+        kslot_free(sn->kslot, cfg->n_teams);
+    }
     free(sn);
     config_free(cfg);
     rates_free(rates);
@@ -144,6 +212,7 @@ static void snap_free_all(snap_t *sn)
 {
     while (sn) {
         snap_t *older = sn->older;
+        kslot_free(sn->kslot, sn->cfg->n_teams);
         config_free(sn->cfg);
         rates_free(sn->rates);
         free(sn->slot);
@@ -414,6 +483,10 @@ out:
     free(sv.slot_names);
     free(sv.slot_period);
     free(sv.slot_period_known);
+    for (size_t i = 0; i < sv.n_keys; i++) free(sv.key_names[i]);
+    free(sv.key_names);
+    free(sv.key_period);
+    free(sv.key_period_known);
     free(app->llm_key);
     free(jwt_copy);
     return rc;

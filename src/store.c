@@ -163,7 +163,7 @@ typedef struct pend {
     int64_t now;
     char rid[48];
     budget_hold_t *h;
-    book_refusal_t why;
+    budget_why_t why;
     budget_reserved_fn cb;         /* NULL: a synchronous call */
     void *arg;
     int rc;                        /* BUDGET_* once decided */
@@ -181,10 +181,11 @@ static void pend_prepare_locked(store_t *s, pend_t *p)
 {
     budget_hold_t *h = p->h;
     memset(h, 0, sizeof *h);
+    h->key = -1;
     p->send = 0;
     if (p->team < 0 || (size_t)p->team >= s->n) { p->rc = BUDGET_REFUSED; return; }
     rteam_t *t = &s->teams[p->team];
-    if (book_reserve(s->acct, p->team, p->amount, p->now, &h->acct, &p->why) != 0) {
+    if (book_reserve(s->acct, p->team, p->amount, p->now, &h->acct, &p->why.money) != 0) {
         p->rc = BUDGET_REFUSED;           /* the account projection */
         return;
     }
@@ -194,7 +195,7 @@ static void pend_prepare_locked(store_t *s, pend_t *p)
     h->period_start = book_period_start(t->period, p->now);
     snprintf(h->rid, sizeof h->rid, "%s", p->rid);
     if (!atomic_load(&s->up)) {
-        p->rc = st_reserve_down_locked(s, p->team, p->amount, p->now, h, &p->why);
+        p->rc = st_reserve_down_locked(s, p->team, p->amount, p->now, h, &p->why.money);
         return;
     }
     p->cap = t->cap;
@@ -246,7 +247,7 @@ static void pend_apply_locked(store_t *s, pend_t *p)
     budget_hold_t *h = p->h;
     rteam_t *t = &s->teams[p->team];
     if (p->call.rc != RCONN_OK) {
-        p->rc = st_reserve_down_locked(s, p->team, p->amount, p->now, h, &p->why);
+        p->rc = st_reserve_down_locked(s, p->team, p->amount, p->now, h, &p->why.money);
         /* The script may have run with its reply lost: unless the request
          * is admitted locally (its hold is adopted under the same id later),
          * have the worker release whatever Redis holds under this id, so it
@@ -265,26 +266,25 @@ static void pend_apply_locked(store_t *s, pend_t *p)
         return;
     }
     book_release(s->acct, &h->acct);
-    p->why.scope = BOOK_SCOPE_TEAM;
-    p->why.cap = p->cap;
-    p->why.spent = p->spent;
-    p->why.loaned = p->loaned;
-    p->why.available = p->cap - p->spent - p->loaned;
-    p->why.required = p->amount;
-    p->why.retry = p->loaned > 0 && p->cap - p->spent >= p->amount;
+    p->why.money.scope = BOOK_SCOPE_TEAM;
+    p->why.money.cap = p->cap;
+    p->why.money.spent = p->spent;
+    p->why.money.loaned = p->loaned;
+    p->why.money.available = p->cap - p->spent - p->loaned;
+    p->why.money.required = p->amount;
+    p->why.money.retry = p->loaned > 0 && p->cap - p->spent >= p->amount;
     p->rc = BUDGET_REFUSED;
 }
 
-int store_reserve(store_t *s, int team, nanos_t amount, int64_t now, const char *rid,
-                  budget_hold_t *h, book_refusal_t *why)
+int store_reserve(store_t *s, const budget_req_t *q, budget_hold_t *h, budget_why_t *why)
 {
     pend_t p;
     memset(&p, 0, sizeof p);
-    p.team = team;
-    p.amount = amount;
-    p.now = now;
+    p.team = q->team;
+    p.amount = q->amount;
+    p.now = q->now_ms / 1000;
     p.h = h;
-    snprintf(p.rid, sizeof p.rid, "%s", rid);
+    snprintf(p.rid, sizeof p.rid, "%s", q->rid);
     pthread_mutex_lock(&s->mu);
     pend_prepare_locked(s, &p);
     pthread_mutex_unlock(&s->mu);
@@ -307,18 +307,18 @@ int store_reserve(store_t *s, int team, nanos_t amount, int64_t now, const char 
     return p.rc;
 }
 
-int store_reserve_async(store_t *s, int team, nanos_t amount, int64_t now, const char *rid,
-                        budget_hold_t *h, budget_reserved_fn cb, void *arg)
+int store_reserve_async(store_t *s, const budget_req_t *q, budget_hold_t *h,
+                        budget_reserved_fn cb, void *arg)
 {
     pend_t *p = calloc(1, sizeof *p);
     if (!p) return -1;
-    p->team = team;
-    p->amount = amount;
-    p->now = now;
+    p->team = q->team;
+    p->amount = q->amount;
+    p->now = q->now_ms / 1000;
     p->h = h;
     p->cb = cb;
     p->arg = arg;
-    snprintf(p->rid, sizeof p->rid, "%s", rid);
+    snprintf(p->rid, sizeof p->rid, "%s", q->rid);
     pthread_mutex_lock(&s->rmu);
     if (s->rtail) s->rtail->next = p;
     else s->rhead = p;
@@ -445,8 +445,11 @@ int store_team_figures(store_t *s, int team, int64_t now, book_view_t *out)
 
 /* ---- settle and release: queued for the worker ---- */
 
-void store_settle(store_t *s, budget_hold_t *h, nanos_t charge, int64_t now)
+void store_settle(store_t *s, budget_hold_t *h, nanos_t charge, int64_t tokens,
+                  int64_t now_ms)
 {
+    (void)tokens;
+    int64_t now = now_ms / 1000;
     pthread_mutex_lock(&s->mu);
     book_settle(s->acct, &h->acct, charge, now);
     if (h->in_fb) book_settle(s->fb, &h->fb, charge, now);
@@ -455,8 +458,9 @@ void store_settle(store_t *s, budget_hold_t *h, nanos_t charge, int64_t now)
     pthread_mutex_unlock(&s->mu);
 }
 
-void store_release(store_t *s, budget_hold_t *h)
+void store_release(store_t *s, budget_hold_t *h, int64_t now_ms)
 {
+    (void)now_ms;
     pthread_mutex_lock(&s->mu);
     book_release(s->acct, &h->acct);
     if (h->in_fb) book_release(s->fb, &h->fb);
@@ -565,4 +569,36 @@ int store_account_view(store_t *s, book_view_t *out)
     if (on) book_account_view(s->acct, out);
     pthread_mutex_unlock(&s->mu);
     return on ? 0 : -1;
+}
+
+/* ---- key caps and rate limits (not shared through Redis yet) ---- */
+
+int store_grow_keys(store_t *s, size_t n) { (void)s; (void)n; return 0; }
+
+void store_key_reset(store_t *s, int key, int team, const char *key_id, nanos_t cap,
+                     period_t period, int64_t period_start, nanos_t spent)
+{
+    (void)s; (void)key; (void)team; (void)key_id; (void)cap; (void)period;
+    (void)period_start; (void)spent;
+}
+
+void store_key_set(store_t *s, int key, nanos_t cap, period_t period)
+{
+    (void)s; (void)key; (void)cap; (void)period;
+}
+
+void store_team_limits(store_t *s, int team, const limits_conf_t *c)
+{
+    (void)s; (void)team; (void)c;
+}
+
+void store_key_limits(store_t *s, int key, const limits_conf_t *c)
+{
+    (void)s; (void)key; (void)c;
+}
+
+int store_key_view(store_t *s, int key, int64_t now, book_view_t *out)
+{
+    (void)s; (void)key; (void)now; (void)out;
+    return -1;
 }

@@ -247,7 +247,7 @@ static void settle_chat(upstream_t *u, req_t *r, verdict_net_t net, verdict_t *v
         base_log("ledger closed: completion of %s not recorded", r->rec.id);
     /* Queued for the ledger first, then settled: once loaned is back to
      * 0 and the ledger's backlog is empty, every row is in the file. */
-    budget_settle(app->budget, &r->hold, v->charge, now / 1000);
+    budget_settle(app->budget, &r->hold, v->charge, v->usage.prompt + v->usage.completion, now);
     if (v->account_exhausted) budget_account_exhausted(app->budget);
     events_settled(app, r, v);
     if (r->snap->cfg->log_requests || v->state != LEDGER_SETTLED || r->rec.status >= 500)

@@ -465,6 +465,47 @@ static void test_whitespace_and_order(void)
     T_CHECK(refused_exactly("{\"model\":\"m\",\"messages\":[]}\"\t\"", ctl_msg));
 }
 
+/* Clamps body to tokens and compares what goes upstream with want. */
+static void clamp_case(const char *body, int64_t tokens, const char *want)
+{
+    admit_req_t r;
+    char err[256];
+    T_EQ_INT(admit_parse(body, strlen(body), &r, err, sizeof err), 0);
+    T_EQ_INT(admit_clamp(&r, body, strlen(body), tokens), 0);
+    T_EQ_STR(r.upstream_body, want);
+    T_EQ_INT(r.upstream_len, strlen(want));
+    T_EQ_INT(r.max_tokens, tokens);
+    admit_free(&r);
+}
+
+static void test_clamp(void)
+{
+    /* only the limit's digits change; spacing, order and the rest stay */
+    clamp_case("{\"model\":\"m\", \"messages\":[], \"max_tokens\" : 4096, \"x\":1e400000}",
+               300, "{\"model\":\"m\", \"messages\":[], \"max_tokens\" : 300, \"x\":1e400000}");
+    clamp_case("{\"max_completion_tokens\":900,\"model\":\"m\",\"messages\":[]}", 257,
+               "{\"max_completion_tokens\":257,\"model\":\"m\",\"messages\":[]}");
+    /* both given: both lowered */
+    clamp_case("{\"model\":\"m\",\"max_completion_tokens\":900,\"messages\":[],\"max_tokens\":50}",
+               40, "{\"model\":\"m\",\"max_completion_tokens\":40,\"messages\":[],\"max_tokens\":40}");
+    /* neither: max_tokens added first; a null one is replaced, not repeated */
+    clamp_case(" {\"model\":\"m\",\"messages\":[]}", 512,
+               " {\"max_tokens\":512,\"model\":\"m\",\"messages\":[]}");
+    clamp_case("{\"model\":\"m\",\"messages\":[],\"max_tokens\":null}", 8,
+               "{\"model\":\"m\",\"messages\":[],\"max_tokens\":8}");
+    /* a stream whose usage option was spliced in keeps it */
+    clamp_case("{\"model\":\"m\",\"messages\":[],\"stream\":true,\"max_tokens\":1000}", 600,
+               "{\"stream_options\":{\"include_usage\":true},\"model\":\"m\",\"messages\":[],"
+               "\"stream\":true,\"max_tokens\":600}");
+    admit_req_t r;
+    char err[64];
+    const char *b = "{\"model\":\"m\",\"messages\":[]}";
+    T_EQ_INT(admit_parse(b, strlen(b), &r, err, sizeof err), 0);
+    T_EQ_INT(admit_clamp(&r, b, strlen(b), 0), -1);
+    T_CHECK(r.upstream_body == NULL);
+    admit_free(&r);
+}
+
 int main(void)
 {
     T_RUN(test_plain_request);
@@ -480,5 +521,6 @@ int main(void)
     T_RUN(test_limit_numbers);
     T_RUN(test_escaped_keys);
     T_RUN(test_whitespace_and_order);
+    T_RUN(test_clamp);
     return t_summary("admit");
 }

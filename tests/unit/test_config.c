@@ -8,6 +8,8 @@
 
 #define H1 "21a3caa6db17b9bf302b20b660909dbbe4da9c7ebf1808ca73ee35a7e68020c0"
 #define H2 "fd9985ebcca7d4934333f2d7ef4392342167170c43e7d627bfe5fad5d45b930a"
+#define H3 "3b9b3c9df5e1d8dbd0f1ad3b6c4e6f79c0b1a2e3f4d5c6b7a8990a1b2c3d4e5f"
+#define H4 "4c8a2d7e6f5b4a3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c"
 
 static config_t *parse(const char *json, char *err)
 {
@@ -87,10 +89,14 @@ static void test_values(void)
         " \"unknown_model\": {\"input_usd_per_1m_tokens\": 2, \"output_usd_per_1m_tokens\": 8},"
         " \"credits_per_usd\": 2.5, \"admin_token_env\": \"\", \"max_body_bytes\": 1024,"
         " \"max_connections\": 1, \"drain_s\": 0, \"default_max_tokens\": 1000000000,"
-        " \"teams\": [{\"name\": \"a.b_c-D\", \"cap\": 0, \"period\": \"none\", \"keys\": []},"
+        " \"teams\": [{\"name\": \"a.b_c-D\", \"cap\": 0, \"period\": \"none\","
+        "   \"keys\": [{\"id\": \"k3\", \"sha256\": \"" H3 "\", \"cap\": 1.5, \"rpm\": 60,"
+        "   \"max_inflight\": 4, \"max_spend_per_hour\": 1.0}], \"rpm\": 600, \"tpm\": 400000,"
+        "   \"max_inflight\": 32, \"max_spend_per_minute\": 0.5, \"max_spend_per_hour\": 5.0,"
+        "   \"on_insufficient\": \"clamp\", \"clamp_min_tokens\": 128},"
         "  {\"name\": \"b\", \"cap\": null, \"period\": \"day\","
         "   \"keys\": [{\"id\": \"k\", \"sha256\": \"" H2 "\", \"_note\": 1}], \"_c\": 0},"
-        "  {\"name\": \"default\"}]}", err);
+        "  {\"name\": \"default\", \"keys\": [{\"id\": \"d\", \"sha256\": \"" H4 "\"}]}]}", err);
     T_CHECK(c != NULL);
     if (!c) {
         fprintf(stderr, "  %s\n", err);
@@ -110,7 +116,22 @@ static void test_values(void)
     T_EQ_INT(c->n_teams, 3);
     T_EQ_INT(c->teams[0].cap, 0);
     T_EQ_INT(c->teams[0].period, PERIOD_NONE);
-    T_EQ_INT(c->teams[0].n_keys, 0);
+    T_EQ_INT(c->teams[0].n_keys, 1);
+    T_EQ_INT(c->teams[0].keys[0].cap, 1500000000LL);
+    T_EQ_INT(c->teams[0].keys[0].lim.rpm, 60);
+    T_EQ_INT(c->teams[0].keys[0].lim.max_inflight, 4);
+    T_EQ_INT(c->teams[0].keys[0].lim.spend_hour, 1000000000LL);
+    T_EQ_INT(c->teams[0].keys[0].lim.tpm, 0);
+    T_EQ_INT(c->teams[0].lim.rpm, 600);
+    T_EQ_INT(c->teams[0].lim.tpm, 400000);
+    T_EQ_INT(c->teams[0].lim.max_inflight, 32);
+    T_EQ_INT(c->teams[0].lim.spend_minute, 500000000LL);
+    T_EQ_INT(c->teams[0].lim.spend_hour, 5000000000LL);
+    T_EQ_INT(c->teams[0].clamp, 1);
+    T_EQ_INT(c->teams[0].clamp_min_tokens, 128);
+    T_EQ_INT(c->teams[1].keys[0].cap, -1);               /* absent = no key cap */
+    T_EQ_INT(c->teams[1].clamp, 0);                      /* default reject */
+    T_EQ_INT(c->teams[1].clamp_min_tokens, 256);
     T_CHECK(c->teams[0].models == NULL);
     T_CHECK(config_model_allowed(&c->teams[0], "anything/at-all"));
     T_EQ_INT(c->teams[1].cap, -1);
@@ -222,6 +243,18 @@ static void test_errors(void)
         { "{\"teams\": [{\"name\": \"a\"}, {\"name\": \"b\"}, {\"name\": \"a\"}]}",
           "teams[2].name: duplicate of teams[0].name" },
         { "{\"teams\": [{\"name\": \"a\", \"limit\": 5}]}", "teams[0].limit: unknown key" },
+        { "{\"teams\": [{\"name\": \"a\", \"keys\": []}]}",
+          "teams[0].keys: team \"a\" has no keys, so nobody can use it" },
+        { "{\"teams\": [{\"name\": \"a\"}]}", "teams[0].keys: team \"a\" has no keys" },
+        { "{\"teams\": [{\"name\": \"a\", \"rpm\": 0}]}", "teams[0].rpm: must be an integer from 1" },
+        { "{\"teams\": [{\"name\": \"a\", \"max_spend_per_minute\": 0}]}",
+          "teams[0].max_spend_per_minute: must be a number of credits from more than 0" },
+        { "{\"teams\": [{\"name\": \"a\", \"on_insufficient\": \"wait\"}]}",
+          "teams[0].on_insufficient: must be \"reject\" or \"clamp\"" },
+        { "{\"teams\": [{\"name\": \"a\", \"keys\": [{\"id\": \"k\", \"sha256\": \"" H1 "\","
+          " \"cap\": -2}]}]}", "teams[0].keys[0].cap: must be a number of credits" },
+        { "{\"teams\": [{\"name\": \"a\", \"keys\": [{\"id\": \"k\", \"sha256\": \"" H1 "\","
+          " \"tpm\": 1.5}]}]}", "teams[0].keys[0].tpm: must be an integer" },
         { "{\"teams\": [{\"name\": \"a\", \"cap\": -1}]}", "teams[0].cap: must be a number of credits" },
         { "{\"teams\": [{\"name\": \"a\", \"cap\": \"5\"}]}", "teams[0].cap: must be a number" },
         { "{\"teams\": [{\"name\": \"a\", \"cap\": 1e10}]}", "teams[0].cap: must be a number" },

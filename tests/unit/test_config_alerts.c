@@ -9,6 +9,7 @@
 
 #define H1 "21a3caa6db17b9bf302b20b660909dbbe4da9c7ebf1808ca73ee35a7e68020c0"
 #define H2 "fd9985ebcca7d4934333f2d7ef4392342167170c43e7d627bfe5fad5d45b930a"
+#define H3 "3b9b3c9df5e1d8dbd0f1ad3b6c4e6f79c0b1a2e3f4d5c6b7a8990a1b2c3d4e5f"
 
 static config_t *parse(const char *json, char *err)
 {
@@ -38,7 +39,7 @@ static void test_issue_shape(void)
         "              \"keys\": [{\"id\": \"k\", \"sha256\": \"" H1 "\"}]},"
         "            {\"name\": \"b\", \"alert_thresholds\": [],"
         "              \"keys\": [{\"id\": \"k\", \"sha256\": \"" H2 "\"}]},"
-        "            {\"name\": \"c\", \"keys\": []}]}", err);
+        "            {\"name\": \"c\", \"keys\": [{\"id\": \"k\", \"sha256\": \"" H3 "\"}]}]}", err);
     T_CHECK(c != NULL);
     if (!c) { fprintf(stderr, "  %s\n", err); return; }
     T_EQ_INT(c->alerts_on, 1);

@@ -252,6 +252,27 @@ static void test_shipped_rates(void)
     free(json);
 }
 
+static void test_max_completion(void)
+{
+    rate_t r = { 3000000000LL, 15000000000LL, 300000000LL };   /* 3 / 15 / 0.3 per 1M */
+    /* 1000 prompt tokens = 3,000,000 nanos; each completion token 15,000 */
+    nanos_t avail = 3000000 + 256 * 15000 + 14999;
+    int64_t c = cost_max_completion(&r, 1000, 1, avail);
+    T_EQ_INT(c, 256);
+    T_CHECK(cost_reservation(&r, 1000, c) <= avail);
+    T_CHECK(cost_reservation(&r, 1000, c + 1) > avail);
+    T_EQ_INT(cost_max_completion(&r, 1000, 2, avail), 128);
+    T_EQ_INT(cost_max_completion(&r, 1000, 1, 2999999), -1);   /* not even the prompt */
+    T_EQ_INT(cost_max_completion(&r, 1000, 1, 3000000), 0);
+    rate_t free_out = { 3000000000LL, 0, 0 };
+    T_EQ_INT(cost_max_completion(&free_out, 1000, 1, 3000000), INT64_MAX);
+    /* rounding up: 7 tokens at 1 nano per 1M each cost ceil(7e-6) = 1 nano */
+    rate_t tiny = { 0, 1, 0 };
+    T_EQ_INT(cost_max_completion(&tiny, 0, 1, 1), 1000000);
+    T_EQ_INT(cost_reservation(&tiny, 0, 1000000), 1);
+    T_EQ_INT(cost_reservation(&tiny, 0, 1000001), 2);
+}
+
 int main(void)
 {
     T_RUN(test_rate_from_usd);
@@ -265,5 +286,6 @@ int main(void)
     T_RUN(test_cost_reservation);
     T_RUN(test_cost_rejects_bad_input);
     T_RUN(test_shipped_rates);
+    T_RUN(test_max_completion);
     return t_summary("rates");
 }
