@@ -15,6 +15,7 @@
 #define ALERTCORE_CAP_REFUSED "cap_refused"
 #define ALERTCORE_ACCOUNT_LOW "account_low"
 #define ALERTCORE_TEST "alert_test"
+#define ALERTCORE_RUNAWAY "runaway"
 
 #define ALERTCORE_ID_LEN 24            /* hex characters of an event id */
 #define ALERTCORE_TIME_MAX 32          /* "2026-11-24T10:00:00.123Z" and its NUL */
@@ -71,6 +72,9 @@ typedef struct alertcore_event {
     nanos_t cap, spent, loaned, available;
     nanos_t required;              /* cap_refused: the refused reservation */
     nanos_t below;                 /* account_low: account_below */
+    const char *key;               /* runaway: the key whose limit it was (NULL: the team's) */
+    int hour;                      /* runaway: the window, 0 minute, 1 hour */
+    nanos_t spent_in_window, limit;   /* runaway */
 } alertcore_event_t;
 
 /* The JSON body POSTed for e (malloc'd, NUL-terminated; free with free()),
@@ -82,7 +86,9 @@ typedef struct alertcore_event {
  *                     cap spent loaned available required
  *   account_low:      event id at instance team(null) account_below total
  *                     loaned available
- *   alert_test:       event id at instance team(null) message */
+ *   alert_test:       event id at instance team(null) message
+ *   runaway:          event id at instance team key(null for the team's
+ *                     limit) window ("minute" / "hour") spent_in_window limit */
 char *alertcore_payload(const alertcore_event_t *e);
 
 #endif

@@ -21,11 +21,25 @@ typedef struct alertq_team {
     book_refusal_t why;
 } alertq_team_t;
 
+/* A runaway guard's refusal that began an episode (until the subject is
+ * admitted again). */
+typedef struct alertq_runaway {
+    int slot;                          /* the team's slot */
+    char team[64], key[64];            /* key "" for a team limit */
+    int hour;                          /* the window: 0 minute, 1 hour */
+    nanos_t spent_in_window, limit;
+    int64_t at_ms;
+} alertq_runaway_t;
+
+#define ALERTQ_RUNAWAY_MAX 64          /* episodes begun between two takes, at most */
+
 /* What the thread takes: the marked teams (by slot), the account flags. */
 typedef struct alertq_take {
     alertq_team_t *teams;              /* [n], owned by the take: free with free() */
     int *slots;                        /* [n] */
     size_t n;
+    alertq_runaway_t runaway[ALERTQ_RUNAWAY_MAX];
+    size_t n_runaway;
     int account;                       /* spend changed: has it fallen below? */
     int account_synced;                /* a sync: below, or back above? */
     int stop;                          /* alertq_stop was called */
@@ -40,6 +54,14 @@ void alertq_settled(alertq_t *q, int slot, const char *team);
 void alertq_refused(alertq_t *q, int slot, const char *team, int64_t now_s,
                     const book_refusal_t *why);
 void alertq_account_synced(alertq_t *q);
+/* A runaway refusal of a team (key_slot -1, key NULL) or a key: the first
+ * one of an episode is queued for an alert, later ones are not until the
+ * subject is admitted again. */
+void alertq_runaway(alertq_t *q, int slot, const char *team, int key_slot, const char *key,
+                    int hour, nanos_t spent_in_window, nanos_t limit, int64_t at_ms);
+/* A request of team slot (and key_slot) was admitted: their episodes end.
+ * Cheap when no episode is open. */
+void alertq_admitted(alertq_t *q, int slot, int key_slot);
 /* Marks every slot in slots[n] (names[n]) for a check, as a settle would. */
 void alertq_check_all(alertq_t *q, const int *slots, const char *const *names, size_t n);
 

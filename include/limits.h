@@ -43,6 +43,7 @@ typedef enum {
 typedef struct limits_verdict {
     limits_which_t which;
     int retry_after_s;                   /* >= 1 when refused: that limit then has room */
+    int64_t retry_after_ms;              /* the same, exact (Retry-After-Ms) */
     nanos_t spent_in_window, limit;      /* the spend refusals: the window's sum and limit */
     /* OpenAI's rate-limit headers for this subject (when the limit is set):
      * remaining counts this request as taken; reset in milliseconds until

@@ -202,6 +202,7 @@ char *alertcore_payload(const alertcore_event_t *e)
     int thr = strcmp(e->event, ALERTCORE_THRESHOLD) == 0;
     int refused = strcmp(e->event, ALERTCORE_CAP_REFUSED) == 0;
     int account = strcmp(e->event, ALERTCORE_ACCOUNT_LOW) == 0;
+    int runaway = strcmp(e->event, ALERTCORE_RUNAWAY) == 0;
     cJSON_AddStringToObject(o, "event", e->event);
     cJSON_AddStringToObject(o, "id", e->id);
     add_time(o, "at", e->at_ms);
@@ -222,6 +223,12 @@ char *alertcore_payload(const alertcore_event_t *e)
         add_credits(o, "loaned", e->loaned);
         add_credits(o, "available", e->available);
         if (refused) add_credits(o, "required", e->required);
+    } else if (runaway) {
+        if (e->key) cJSON_AddStringToObject(o, "key", e->key);
+        else cJSON_AddNullToObject(o, "key");
+        cJSON_AddStringToObject(o, "window", e->hour ? "hour" : "minute");
+        add_credits(o, "spent_in_window", e->spent_in_window);
+        add_credits(o, "limit", e->limit);
     } else if (account) {
         add_credits(o, "account_below", e->below);
         add_credits(o, "total", e->cap);

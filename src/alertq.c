@@ -6,6 +6,7 @@
 #include "alertq.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,13 @@ struct alertq {
     size_t marked;                    /* slots with check or refused set */
     int account, account_synced, stop;
     int waiting;                      /* the thread is in alertq_take's wait */
+    /* runaway episodes open (subject: team slot, key slot or -1) and the
+     * events begun since the last take */
+    struct episode { int slot, kslot; } *ep;
+    size_t n_ep, cap_ep;
+    atomic_int open_ep;               /* n_ep, read without the mutex */
+    alertq_runaway_t run[ALERTQ_RUNAWAY_MAX];
+    size_t n_run;
 };
 
 alertq_t *alertq_new(void)
@@ -41,6 +49,7 @@ void alertq_free(alertq_t *q)
     pthread_mutex_destroy(&q->mu);
     pthread_cond_destroy(&q->cv);
     free(q->teams);
+    free(q->ep);
     free(q);
 }
 
@@ -111,6 +120,51 @@ void alertq_account_synced(alertq_t *q)
     pthread_mutex_unlock(&q->mu);
 }
 
+void alertq_runaway(alertq_t *q, int slot, const char *team, int key_slot, const char *key,
+                    int hour, nanos_t spent_in_window, nanos_t limit, int64_t at_ms)
+{
+    pthread_mutex_lock(&q->mu);
+    for (size_t i = 0; i < q->n_ep; i++)
+        if (q->ep[i].slot == slot && q->ep[i].kslot == key_slot) goto out;   /* open */
+    if (q->n_ep == q->cap_ep) {
+        size_t cap = q->cap_ep ? q->cap_ep * 2 : 8;
+        struct episode *e = realloc(q->ep, cap * sizeof *e);
+        if (!e) goto out;
+        q->ep = e;
+        q->cap_ep = cap;
+    }
+    q->ep[q->n_ep].slot = slot;
+    q->ep[q->n_ep].kslot = key_slot;
+    q->n_ep++;
+    atomic_store(&q->open_ep, (int)q->n_ep);
+    if (q->n_run < ALERTQ_RUNAWAY_MAX) {
+        alertq_runaway_t *r = &q->run[q->n_run++];
+        r->slot = slot;
+        snprintf(r->team, sizeof r->team, "%s", team);
+        snprintf(r->key, sizeof r->key, "%s", key ? key : "");
+        r->hour = hour;
+        r->spent_in_window = spent_in_window;
+        r->limit = limit;
+        r->at_ms = at_ms;
+        wake_locked(q);
+    }
+out:
+    pthread_mutex_unlock(&q->mu);
+}
+
+void alertq_admitted(alertq_t *q, int slot, int key_slot)
+{
+    if (atomic_load(&q->open_ep) == 0) return;
+    pthread_mutex_lock(&q->mu);
+    for (size_t i = 0; i < q->n_ep;) {
+        if (q->ep[i].slot == slot && (q->ep[i].kslot == -1 || q->ep[i].kslot == key_slot))
+            q->ep[i] = q->ep[--q->n_ep];
+        else i++;
+    }
+    atomic_store(&q->open_ep, (int)q->n_ep);
+    pthread_mutex_unlock(&q->mu);
+}
+
 void alertq_check_all(alertq_t *q, const int *slots, const char *const *names, size_t n)
 {
     pthread_mutex_lock(&q->mu);
@@ -122,7 +176,7 @@ void alertq_check_all(alertq_t *q, const int *slots, const char *const *names, s
 
 static int any_locked(const alertq_t *q)
 {
-    return q->marked || q->account || q->account_synced || q->stop;
+    return q->marked || q->account || q->account_synced || q->stop || q->n_run;
 }
 
 int alertq_take(alertq_t *q, int64_t deadline_ms, alertq_take_t *out)
@@ -154,6 +208,9 @@ int alertq_take(alertq_t *q, int64_t deadline_ms, alertq_take_t *out)
         }
         q->marked = 0;
     }
+    memcpy(out->runaway, q->run, q->n_run * sizeof q->run[0]);
+    out->n_runaway = q->n_run;
+    q->n_run = 0;
     out->account = q->account;
     out->account_synced = q->account_synced;
     out->stop = q->stop;

@@ -323,9 +323,26 @@ static void sweep(alerts_t *a, int64_t now)
     a->next_sweep = now + a->sweep_ms;
 }
 
+/* A runaway episode's first refusal: its event, once per episode (the id
+ * carries the subject, the window and when the episode began). */
+static void record_runaway(alerts_t *a, const alertq_runaway_t *w)
+{
+    if (!app_snap(a->app)->cfg->alerts_on) return;
+    char scope[140], id[ALERTCORE_ID_LEN + 1];
+    snprintf(scope, sizeof scope, "%s/%s", w->team, w->key);
+    alertcore_id(ALERTCORE_RUNAWAY, scope, w->at_ms, w->hour, id);
+    alertcore_event_t e = { .event = ALERTCORE_RUNAWAY, .id = id, .at_ms = w->at_ms,
+                            .instance = a->instance, .team = w->team,
+                            .key = w->key[0] ? w->key : NULL, .hour = w->hour,
+                            .spent_in_window = w->spent_in_window, .limit = w->limit };
+    if (fire(a, &e, -1, NULL, NULL) != 0)
+        base_logl(BASE_ERROR, "alert runaway %s: not recorded", id);
+}
+
 /* What the hooks marked: checks to schedule, refusals, the account. */
 static void absorb(alerts_t *a, const alertq_take_t *t, int64_t now)
 {
+    for (size_t i = 0; i < t->n_runaway; i++) record_runaway(a, &t->runaway[i]);
     int64_t delay = strcmp(budget_store_state(a->app->budget), "local") == 0 ? 0
                                                                               : SHARED_DELAY_MS;
     for (size_t i = 0; i < t->n; i++) {

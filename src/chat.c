@@ -167,6 +167,7 @@ static int admit_after(req_t *r, int rc, const budget_why_t *why, answer_t *a)
         events_limited(app, r, why);
         a->status = 429;
         a->body = limited_body(r, why);
+        r->retry_after_ms = why->rate.retry_after_ms;
         snprintf(a->retry, sizeof a->retry, "%d", why->rate.retry_after_s);
     } else {
         events_refused(app, r, EVENTS_STORE_UNAVAILABLE, NULL);

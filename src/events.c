@@ -41,6 +41,12 @@ void events_limited(app_t *app, const req_t *r, const budget_why_t *why)
     };
     unsigned w = (unsigned)why->rate.which;
     metrics_rejected(app->metrics, team_of(r), w <= LIMITS_SPEND_HOUR && w ? reason[w] : "");
+    if (app->alertq && r && (w == LIMITS_SPEND_MINUTE || w == LIMITS_SPEND_HOUR)) {
+        int key = why->rate_scope == BUDGET_SCOPE_KEY;
+        alertq_runaway(app->alertq, r->team, r->rec.team, key ? r->key_slot : -1,
+                       key ? r->rec.key_id : NULL, w == LIMITS_SPEND_HOUR,
+                       why->rate.spent_in_window, why->rate.limit, base_wall_ms());
+    }
 }
 
 void events_clamped(app_t *app, const req_t *r)
@@ -51,6 +57,7 @@ void events_clamped(app_t *app, const req_t *r)
 void events_admitted(app_t *app, const req_t *r)
 {
     metrics_admitted(app->metrics, team_of(r));
+    if (app->alertq) alertq_admitted(app->alertq, r->team, r->key_slot);
 }
 
 void events_upstream_started(app_t *app, const req_t *r)

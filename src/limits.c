@@ -74,6 +74,13 @@ static int secs_up(int64_t ms)
     return s < 1 ? 1 : s > 86400 ? 86400 : (int)s;
 }
 
+/* Sets the refusal's wait: ms exactly (at least 1), and in whole seconds. */
+static void wait_for(limits_verdict_t *v, int64_t ms)
+{
+    v->retry_after_ms = ms < 1 ? 1 : ms;
+    v->retry_after_s = secs_up(ms);
+}
+
 limits_which_t limits_check(const limits_conf_t *c, limits_t *s, int64_t now_ms,
                             int64_t tokens, nanos_t reserve, limits_verdict_t *out)
 {
@@ -84,27 +91,26 @@ limits_which_t limits_check(const limits_conf_t *c, limits_t *s, int64_t now_ms,
     advance(&s->spend_hour, now_ms);
     if (c->max_inflight > 0 && s->inflight + 1 > c->max_inflight) {
         out->which = LIMITS_INFLIGHT;
-        out->retry_after_s = 1;          /* a request in flight ends when it ends */
+        wait_for(out, 1000);             /* a request in flight ends when it ends */
     } else if (c->rpm > 0 && s->req.sum + 1 > c->rpm) {
         out->which = LIMITS_RPM;
-        out->retry_after_s = secs_up(ms_until(&s->req, now_ms, c->rpm - 1));
+        wait_for(out, ms_until(&s->req, now_ms, c->rpm - 1));
     } else if (c->tpm > 0 && s->tok.sum + tokens > c->tpm) {
         out->which = LIMITS_TPM;
         /* a request larger than the whole limit never fits: the window's length */
-        out->retry_after_s = tokens > c->tpm ? 60
-                           : secs_up(ms_until(&s->tok, now_ms, c->tpm - tokens));
+        wait_for(out, tokens > c->tpm ? 60000 : ms_until(&s->tok, now_ms, c->tpm - tokens));
     } else if (c->spend_minute > 0 && s->spend_min.sum + s->loaned + reserve > c->spend_minute) {
         out->which = LIMITS_SPEND_MINUTE;
         out->spent_in_window = s->spend_min.sum + s->loaned;
         out->limit = c->spend_minute;
         int64_t room = c->spend_minute - s->loaned - reserve;
-        out->retry_after_s = room < 0 ? 60 : secs_up(ms_until(&s->spend_min, now_ms, room));
+        wait_for(out, room < 0 ? 60000 : ms_until(&s->spend_min, now_ms, room));
     } else if (c->spend_hour > 0 && s->spend_hour.sum + s->loaned + reserve > c->spend_hour) {
         out->which = LIMITS_SPEND_HOUR;
         out->spent_in_window = s->spend_hour.sum + s->loaned;
         out->limit = c->spend_hour;
         int64_t room = c->spend_hour - s->loaned - reserve;
-        out->retry_after_s = room < 0 ? 3600 : secs_up(ms_until(&s->spend_hour, now_ms, room));
+        wait_for(out, room < 0 ? 3600000 : ms_until(&s->spend_hour, now_ms, room));
     }
     /* The headers count this request as taken when it fits; reset is the
      * time until there is room for one more such request. */

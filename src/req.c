@@ -179,6 +179,10 @@ static void metering_headers(struct MHD_Response *resp, const req_t *r, int buff
 {
     char buf[MONEY_FMT_MAX];
     if (r->chat && r->rate_known) rate_headers(resp, &r->rate_hdr);
+    if (r->chat && r->retry_after_ms > 0) {
+        snprintf(buf, sizeof buf, "%lld", (long long)r->retry_after_ms);
+        MHD_add_response_header(resp, "retry-after-ms", buf);
+    }
     if (!r->rec.id[0]) return;
     MHD_add_response_header(resp, "X-Pinmeter-Request-Id", r->rec.id);
     if (!r->chat) return;

@@ -11,7 +11,8 @@ Prints "READY <port>" (flushed) once listening. Endpoints:
   GET  /__mock/requests           recorded chat requests (JSON list).
   POST /__mock/reset              clears the record.
   POST /__mock/balance            {"total","loaned","available"} or {"status": N}.
-  GET  /__mock/stats              counters.
+  GET  /__mock/stats              counters (chat_max_active: the most chat requests
+                                  served at once since the last reset).
 
 A chat request's behaviour is driven by an optional "mock" object in its body:
   usage {prompt_tokens, completion_tokens, cached_tokens}  (default 12/7/0)
@@ -81,7 +82,8 @@ class State:
         self.requests = []
         self.balance = {"total": 100.0, "loaned": 0.0, "available": 100.0}
         self.balance_status = 200
-        self.stats = {"chat": 0, "models": 0, "balance": 0, "balance_denied": 0}
+        self.stats = {"chat": 0, "models": 0, "balance": 0, "balance_denied": 0,
+                      "chat_active": 0, "chat_max_active": 0}
         self.seq = 0
 
     def record(self, rec):
@@ -225,7 +227,8 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/__mock/reset":
             with self.st.lock:
                 self.st.requests.clear()
-                self.st.stats.update({"chat": 0, "models": 0, "balance": 0, "balance_denied": 0})
+                self.st.stats.update({"chat": 0, "models": 0, "balance": 0, "balance_denied": 0,
+                                      "chat_max_active": self.st.stats["chat_active"]})
             self.send_json(200, {"ok": True})
         elif path == "/__mock/balance":
             obj = json.loads(raw or b"{}")
@@ -271,6 +274,19 @@ class Handler(BaseHTTPRequestHandler):
 
     # ---- chat completions ---------------------------------------------
     def chat(self, raw):
+        """Counts the chat requests being served at once (chat_active, and its
+        highest since the last reset, chat_max_active) around chat_one."""
+        with self.st.lock:
+            s = self.st.stats
+            s["chat_active"] += 1
+            s["chat_max_active"] = max(s["chat_max_active"], s["chat_active"])
+        try:
+            self.chat_one(raw)
+        finally:
+            with self.st.lock:
+                self.st.stats["chat_active"] -= 1
+
+    def chat_one(self, raw):
         rec = {
             "peer_port": self.client_address[1],   # which upstream connection carried it
             "path": self.path,

@@ -455,13 +455,16 @@ def write_rates(path):
 
 
 class Team:
-    def __init__(self, name, cap, period="month", models=None, nkeys=1, key_ids=None):
+    def __init__(self, name, cap, period="month", models=None, nkeys=1, key_ids=None,
+                 extra=None, key_extra=None):
         self.name = name
         self.cap = cap                   # credits (float) or None for no cap
         self.period = period
         self.models = models
         ids = key_ids or ["%s-k%d" % (name, i) for i in range(nkeys)]
         self.keys = {kid: new_key() for kid in ids}
+        self.extra = extra or {}         # more team keys of the config (limits, clamp ...)
+        self.key_extra = key_extra or {} # key id -> more keys of that key (cap, limits ...)
 
     @property
     def key(self):
@@ -475,7 +478,9 @@ class Team:
 
     def conf(self):
         t = {"name": self.name, "period": self.period,
-             "keys": [{"id": kid, "sha256": sha256_hex(k)} for kid, k in self.keys.items()]}
+             "keys": [dict({"id": kid, "sha256": sha256_hex(k)}, **self.key_extra.get(kid, {}))
+                      for kid, k in self.keys.items()]}
+        t.update(self.extra)
         if self.cap is not None:
             t["cap"] = self.cap
         if self.models is not None:
@@ -671,7 +676,10 @@ class Proxy:
         if r.status != 200:
             raise AssertionError("balance: %r" % r)
         j = r.json()
-        return {k: to_nanos(j[k]) for k in ("total", "loaned", "available")}
+        out = {k: to_nanos(j[k]) for k in ("total", "loaned", "available")}
+        if "key" in j:                   # a key with a cap of its own
+            out["key"] = {k: to_nanos(j["key"][k]) for k in ("total", "loaned", "available")}
+        return out
 
     def wait_balance(self, key, pred, timeout=5.0):
         """Polls the balance until pred(b) (settling may trail the response)."""

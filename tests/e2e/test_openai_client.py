@@ -61,3 +61,35 @@ class OpenAIClientTest(E2ETest):
         self.assertEqual(rows[ns["id"]]["id"], got["nonstream"]["request_id"])
         b = self.pm.wait_idle(self.team.key)
         self.assertEqual(b, {"total": 2 * NANO, "loaned": 0, "available": 2 * NANO - sum(costs)})
+
+
+class OpenAIRateLimitTest(E2ETest):
+    """Issue 15: an agent looping at twice its limit slows down, it does not
+    fail: the SDK's default retries honour pinmeter's Retry-After."""
+
+    @classmethod
+    def setup_proxies(cls):
+        cls.team = Team("sdkrl", 5.0, key_ids=["agent"], key_extra={"agent": {"rpm": 30}})
+        cls.pm = cls.add_proxy([cls.team], name="sdkrl")
+
+    def test_60_requests_against_rpm_30_all_succeed(self):
+        node = shutil.which("node")
+        if not node:
+            self.skipTest("node is not installed")
+        if not os.path.isdir(os.path.join(CLIENT_DIR, "node_modules", "openai")):
+            self.skipTest("tests/client/node_modules missing: run `npm install` in tests/client")
+        env = dict(os.environ, PINMETER_URL="http://127.0.0.1:%d/v0/llm" % self.pm.port,
+                   PINMETER_KEY=self.team.key, MODEL=SONNET, N="60")
+        env.pop("OPENAI_API_KEY", None)
+        env.pop("OPENAI_BASE_URL", None)
+        p = subprocess.run([node, "openai_rpm.mjs"], cwd=CLIENT_DIR, env=env, capture_output=True,
+                           text=True, timeout=150, stdin=subprocess.DEVNULL)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        got = json.loads(p.stdout.strip().splitlines()[-1])
+        self.assertEqual(got["errors"], [])
+        self.assertEqual(got["ok"], 60)
+        self.assertEqual(self.mock.chat_count(), 60, "each request reached the upstream once")
+        # the limit held: 30 in the first minute, the rest after the window slid
+        self.assertGreater(got["seconds"], 30)
+        rows = self.pm.ledger_rows("team = 'sdkrl'")
+        self.assertEqual(len(rows), 60)
