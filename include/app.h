@@ -41,12 +41,20 @@ typedef struct snap {
     struct snap *older;
 } snap_t;
 
+/* One event loop and the transfers it runs; serve.c makes app->n_workers of
+ * them ("workers"), and the listener gives each a libmicrohttpd daemon of
+ * its own on the shared address. A request stays on its worker. */
+typedef struct worker {
+    struct loop *loop;             /* loop.h */
+    struct upstream *up;           /* upstream.h */
+} worker_t;
+
 typedef struct app {
     snap_t *_Atomic snap;          /* current config; load once per use */
     budget_t *budget;
     ledger_t *ledger;
-    struct loop *loop;             /* the event loop (loop.h) */
-    struct upstream *up;           /* transfers to Pinata (upstream.h) */
+    worker_t *workers;             /* [n_workers] */
+    int n_workers;
     struct account *acct;          /* balance sync (account.h); NULL when off */
     struct server *srv;            /* the listener (server.h) */
     struct jobs *jobs;             /* work kept off the loop (jobs.h) */

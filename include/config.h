@@ -62,6 +62,7 @@ typedef struct config {
     size_t max_body;               /* max_body_bytes, default 8 MiB */
     int max_connections;           /* default 1024 */
     int drain_s;                   /* default 30 */
+    int workers;                   /* event loops; 0 (default) = the cores, at most 8 */
     int client_timeout_s;          /* idle client connection cut after this, default 30 */
     int log_requests;              /* a log line per request (default false: only
                                     * requests not settled normally are logged) */

@@ -63,7 +63,9 @@ void loop_quiesce(loop_t *l);
 
 /* Stops the thread: ops->stop ends the transfers, the listener keeps
  * running while ops->busy (up to 2 s), then the thread is joined. Later
- * posts are refused. */
+ * posts are refused. loop_stop_begin only asks (so that several loops stop
+ * at once); loop_stop asks if not yet and joins. NULL is a no-op. */
+void loop_stop_begin(loop_t *l);
 void loop_stop(loop_t *l);
 /* Frees a stopped (or never started) loop; NULL is a no-op. */
 void loop_free(loop_t *l);

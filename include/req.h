@@ -44,6 +44,7 @@ typedef enum MHD_Result (*req_serve_fn)(req_t *r, struct MHD_Connection *c);
 
 struct req {
     app_t *app;
+    worker_t *w;                   /* the loop it lives on */
     const snap_t *snap;            /* config the request was admitted under */
     struct MHD_Connection *conn;
     pthread_mutex_t mu;
@@ -123,9 +124,9 @@ struct req {
     char retry_after[16];
 };
 
-/* A new request on connection c with one reference (the connection's),
- * counted in app->active. NULL on OOM. */
-req_t *req_new(app_t *app, struct MHD_Connection *c);
+/* A new request on connection c of worker w's listener, with one reference
+ * (the connection's), counted in app->active. NULL on OOM. */
+req_t *req_new(app_t *app, worker_t *w, struct MHD_Connection *c);
 void req_ref(req_t *r);
 /* Drops one reference; frees the req at zero. */
 void req_unref(req_t *r);

@@ -31,7 +31,7 @@ const route_t *routes_find(const char *path, int passthrough);
  * (team slot, key id, admin) and its route's handler, to be run once its
  * body is complete (an early route's runs at once). A 401 is answered with
  * the request created (the listener's completion callback frees it). */
-enum MHD_Result routes_begin(app_t *app, struct MHD_Connection *c, const char *url,
-                             const char *method, void **con_cls);
+enum MHD_Result routes_begin(app_t *app, worker_t *w, struct MHD_Connection *c,
+                             const char *url, const char *method, void **con_cls);
 
 #endif

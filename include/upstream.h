@@ -12,8 +12,8 @@
 
 typedef struct upstream upstream_t;
 
-/* The transfers' side of app->loop, which it starts. NULL on failure. */
-upstream_t *upstream_start(app_t *app);
+/* The transfers' side of loop, which it starts. NULL on failure. */
+upstream_t *upstream_start(app_t *app, struct loop *loop);
 /* Hands r, with the reference req_wait_upstream took, to the loop to start
  * its transfer (any thread). When the loop is stopping the request is
  * finished at once without going upstream. */

@@ -193,7 +193,7 @@ static void on_reserved(void *arg, int rc, const budget_why_t *why)
     }
     answer_t a;
     if (admit_after(r, rc, why, &a) == 0) {
-        upstream_submit(app->up, r);          /* the reference goes with it */
+        upstream_submit(r->w->up, r);          /* the reference goes with it */
         return;
     }
     req_answer_later(r, a.status, a.body, a.retry);
@@ -288,6 +288,6 @@ enum MHD_Result chat_serve(req_t *r, struct MHD_Connection *c)
         return req_queue_body(c, a.status, a.body, a.body ? strlen(a.body) : 0,
                               "application/json", r, a.retry);
     req_hold(r);
-    upstream_submit(app->up, r);
+    upstream_submit(r->w->up, r);
     return MHD_YES;
 }

@@ -261,6 +261,7 @@ static const cfgrow_row_t top_rows[] = {
     CNUM("max_body_bytes", CFGROW_SIZE, max_body, 1024, 1073741824),
     CNUM("max_connections", CFGROW_INT, max_connections, 1, 1000000),
     CNUM("drain_s", CFGROW_INT, drain_s, 0, 86400),
+    CNUM("workers", CFGROW_INT, workers, 1, 64),
     CNUM("client_timeout_s", CFGROW_INT, client_timeout_s, 1, 86400),
     CNUM("log_requests", CFGROW_BOOL, log_requests, 0, 1),
     { .key = "log_format", .kind = CFGROW_CUSTOM, .fn = parse_log_format },

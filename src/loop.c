@@ -531,13 +531,19 @@ void loop_suspended(loop_t *l)
     atomic_fetch_add(&l->n_susp, 1);
 }
 
-void loop_stop(loop_t *l)
+void loop_stop_begin(loop_t *l)
 {
     if (!l) return;
     pthread_mutex_lock(&l->mu);
     l->stopping = 1;
     pthread_mutex_unlock(&l->mu);
     wake_thread(l);
+}
+
+void loop_stop(loop_t *l)
+{
+    if (!l) return;
+    loop_stop_begin(l);
     if (l->started) pthread_join(l->thread, NULL);
     l->started = 0;
 }

@@ -10,7 +10,7 @@ static enum MHD_Result passthru_forward(req_t *r, struct MHD_Connection *c, cons
     (void)c;
     r->up_path = path;
     req_hold(r);
-    upstream_submit(r->app->up, r);
+    upstream_submit(r->w->up, r);
     return MHD_YES;
 }
 

@@ -6,11 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-req_t *req_new(app_t *app, struct MHD_Connection *c)
+req_t *req_new(app_t *app, worker_t *w, struct MHD_Connection *c)
 {
     req_t *r = calloc(1, sizeof *r);
     if (!r) return NULL;
     r->app = app;
+    r->w = w;
     r->snap = app_snap(app);
     r->conn = c;
     r->refs = 1;
@@ -55,7 +56,7 @@ void req_suspend_locked(req_t *r)
 {
     r->suspended = 1;
     MHD_suspend_connection(r->conn);
-    loop_suspended(r->app->loop);
+    loop_suspended(r->w->loop);
 }
 
 void req_resume_locked(req_t *r)
@@ -64,7 +65,7 @@ void req_resume_locked(req_t *r)
         r->suspended = 0;
         MHD_resume_connection(r->conn);
         /* libmicrohttpd without its own thread acts on it at its next run */
-        loop_resumed(r->app->loop);
+        loop_resumed(r->w->loop);
     }
 }
 
@@ -326,7 +327,7 @@ static ssize_t read_stream(void *cls, uint64_t pos, char *buf, size_t max)
     pthread_mutex_unlock(&r->mu);
     if (unpause) {
         req_ref(r);                /* the queued unpause's */
-        if (loop_post(r->app->loop, LOOP_UNPAUSE, r) != 0) req_unref(r);
+        if (loop_post(r->w->loop, LOOP_UNPAUSE, r) != 0) req_unref(r);
     }
     return n;
 }

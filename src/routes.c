@@ -107,8 +107,8 @@ static void take_caller(req_t *r, const snap_t *sn, const auth_caller_t *who)
     snprintf(r->rec.key_id, sizeof r->rec.key_id, "%s", who->key_id);
 }
 
-enum MHD_Result routes_begin(app_t *app, struct MHD_Connection *c, const char *url,
-                             const char *method, void **con_cls)
+enum MHD_Result routes_begin(app_t *app, worker_t *w, struct MHD_Connection *c,
+                             const char *url, const char *method, void **con_cls)
 {
     const snap_t *sn = app_snap(app);
     const route_t *rt = routes_find(url, sn->passthrough);
@@ -118,7 +118,7 @@ enum MHD_Result routes_begin(app_t *app, struct MHD_Connection *c, const char *u
     if (!(method_of(method) & rt->methods))
         return req_queue_error(c, 405, rt->methods == ROUTE_POST ? "use POST" : "use GET",
                                "invalid_request_error", "method_not_allowed", NULL);
-    req_t *r = req_new(app, c);
+    req_t *r = req_new(app, w, c);
     if (!r) return MHD_NO;
     *con_cls = r;
     r->serve = rt->serve;

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 static volatile sig_atomic_t g_stop, g_hup;
 
@@ -315,6 +316,46 @@ static void count_interrupted(void *ud, const char *team, const char *key_id,
     metrics_settled(app->metrics, &s);
 }
 
+/* The event loops: n of them (0: the cores, at most 8), each with its
+ * transfers. 0 or -1 (what started is stopped by stop_workers). */
+static int start_workers(app_t *app, int n)
+{
+    if (n <= 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        n = cores < 1 ? 1 : cores > 8 ? 8 : (int)cores;
+    }
+    if (!(app->workers = calloc((size_t)n, sizeof *app->workers))) return -1;
+    for (int i = 0; i < n; i++, app->n_workers++) {
+        worker_t *w = &app->workers[i];
+        if (!(w->loop = loop_new())) return -1;
+        if (!(w->up = upstream_start(app, w->loop))) {
+            loop_free(w->loop);
+            w->loop = NULL;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Stops every loop at once (each ends its transfers and lets their answers
+ * out), then waits for them. */
+static void stop_workers(app_t *app)
+{
+    for (int i = 0; i < app->n_workers; i++) loop_stop_begin(app->workers[i].loop);
+    for (int i = 0; i < app->n_workers; i++) loop_stop(app->workers[i].loop);
+}
+
+static void free_workers(app_t *app)
+{
+    for (int i = 0; i < app->n_workers; i++) {
+        loop_free(app->workers[i].loop);
+        upstream_free(app->workers[i].up);
+    }
+    free(app->workers);
+    app->workers = NULL;
+    app->n_workers = 0;
+}
+
 /* The in-process book, or the shared store on Redis when budget_store is
  * set (under this instance's id). */
 static int make_budget(app_t *app, const config_t *cfg, const char *id, char *err, size_t errlen)
@@ -420,8 +461,8 @@ int serve_run(const serve_opts_t *a)
         fprintf(stderr, "pinmeter: %s\n", err);
         goto out;
     }
-    if (!(app->loop = loop_new()) || !(app->up = upstream_start(app))) {
-        fprintf(stderr, "pinmeter: cannot start the upstream client\n");
+    if (start_workers(app, cfg->workers) != 0) {
+        fprintf(stderr, "pinmeter: cannot start the event loops\n");
         goto out;
     }
     if (jwt_copy) app->acct = account_start(app, jwt_copy);
@@ -446,7 +487,7 @@ int serve_run(const serve_opts_t *a)
     signal(SIGPIPE, SIG_IGN);
 
     if (server_run(app, &g_stop, &g_hup, reload, &sv) == 0) rc = 0;
-    loop_stop(app->loop);
+    stop_workers(app);
     /* Requests still waiting on the ledger are finished by now or shortly. */
     for (int i = 0; i < 200 && atomic_load(&app->active) > 0; i++) {
         struct timespec ts = {0, 10 * 1000 * 1000};
@@ -461,19 +502,15 @@ int serve_run(const serve_opts_t *a)
     alerts_stop(alerts);           /* pending deliveries resume at the next start */
     ledger_close(app->ledger, 5000);
     app->ledger = NULL;
-    loop_free(app->loop);
-    app->loop = NULL;
-    upstream_free(app->up);
-    app->up = NULL;
+    free_workers(app);
     base_log("stopped");
 out:
     jobs_stop(app->jobs);
     account_stop(app->acct);
     alerts_stop(alerts);
-    loop_stop(app->loop);
+    stop_workers(app);
     server_free(app->srv);
-    loop_free(app->loop);
-    upstream_free(app->up);
+    free_workers(app);
     if (app->ledger) ledger_close(app->ledger, 0);
     budget_free(app->budget);
     alerts_free(alerts);           /* no hook can run any more */

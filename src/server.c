@@ -31,10 +31,19 @@ typedef struct conn_rec {
     req_t *req;                    /* the request in progress, borrowed [conns_mu] */
 } conn_rec_t;
 
+/* One worker's libmicrohttpd daemon, on the address every worker shares
+ * (SO_REUSEPORT: the kernel spreads new connections over them). */
+typedef struct listener {
+    struct server *s;
+    worker_t *w;
+    struct MHD_Daemon *mhd;
+} listener_t;
+
 struct server {
     app_t *app;
-    struct MHD_Daemon *mhd;
-    atomic_int conns;              /* open client connections */
+    listener_t *ls;                /* [n] */
+    int n;
+    atomic_int conns;              /* open client connections, every worker's */
     pthread_mutex_t conns_mu;
     conn_rec_t conns_list;         /* sentinel of the open connections [conns_mu] */
 };
@@ -90,7 +99,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                                   const char *upload, size_t *upload_size, void **con_cls)
 {
     (void)version;
-    struct server *s = cls;
+    listener_t *l = cls;
+    struct server *s = l->s;
     req_t *r = *con_cls;
     if (!r) {
         conn_mark(s, c, 1);
@@ -98,7 +108,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             events_refused(s->app, NULL, EVENTS_TOO_MANY_CONNECTIONS, NULL);
             return refuse_overload(c);
         }
-        return routes_begin(s->app, c, url, method, con_cls);
+        return routes_begin(s->app, l->w, c, url, method, con_cls);
     }
     if (*upload_size) {
         if (req_append_body(r, upload, *upload_size) != 0) return MHD_NO;
@@ -133,7 +143,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
     (void)toe;
-    struct server *s = cls;
+    struct server *s = ((listener_t *)cls)->s;
     conn_mark(s, c, 0);
     req_t *r = *con_cls;
     if (!r) return;
@@ -149,14 +159,14 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     }
     /* A stream whose reader left is cut upstream too; a non-stream request
      * runs to its end so its usage is known and charged exactly. */
-    if (abort) upstream_abort(s->app->up, r);
+    if (abort) upstream_abort(r->w->up, r);
     req_unref(r);
 }
 
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx,
                           enum MHD_ConnectionNotificationCode code)
 {
-    struct server *s = cls;
+    struct server *s = ((listener_t *)cls)->s;
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         atomic_fetch_add(&s->conns, 1);
         conn_rec_t *cr = calloc(1, sizeof *cr);
@@ -216,7 +226,7 @@ static void sweep_connections(struct server *s, int64_t limit_ms)
             pthread_mutex_lock(&r->mu);
             r->aborted_early = 1;
             pthread_mutex_unlock(&r->mu);
-            upstream_abort(s->app->up, r);
+            upstream_abort(r->w->up, r);
         }
     }
     pthread_mutex_unlock(&s->conns_mu);
@@ -242,8 +252,24 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
     base_logl(BASE_WARN, "listener: %s", msg);
 }
 
-/* Starts libmicrohttpd on the config's address, driven by the loop. 0 or -1. */
-static int listen_on(struct server *s, const config_t *cfg)
+/* With SO_REUSEPORT a second pinmeter started on the same address would
+ * share it silently: before the workers bind with it, a plain bind (as one
+ * worker would do) must succeed. 0, or -1 when the address is taken. */
+static int address_free(const struct addrinfo *ai)
+{
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) return -1;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);   /* TIME_WAIT is fine */
+    int rc = bind(fd, ai->ai_addr, ai->ai_addrlen);
+    close(fd);
+    return rc == 0 ? 0 : -1;
+}
+
+/* Starts listener l's libmicrohttpd on the config's address, driven by its
+ * worker's loop; with several workers each binds it with SO_REUSEPORT.
+ * 0 or -1. */
+static int listen_on(listener_t *l, const config_t *cfg)
 {
     struct addrinfo hints = {0}, *ai = NULL;
     char port[16], host[256];
@@ -261,20 +287,26 @@ static int listen_on(struct server *s, const config_t *cfg)
         base_log("cannot resolve listen address %s: %s", cfg->listen_host, gai_strerror(gai));
         return -1;
     }
-    if (!is_loopback(ai->ai_addr))
+    if (l == &l->s->ls[0] && l->s->n > 1 && address_free(ai) != 0) {
+        freeaddrinfo(ai);
+        base_log("cannot listen on %s:%d (address in use or not permitted)",
+                 cfg->listen_host, cfg->listen_port);
+        return -1;
+    }
+    if (!is_loopback(ai->ai_addr) && l == &l->s->ls[0])
         base_log("WARNING: listening on %s, which is not loopback: anyone who can reach it "
                  "and holds a key can spend credits", cfg->listen_host);
     /* No thread of its own: the loop runs it (one thread per request path,
      * no hand-over). */
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ERROR_LOG | (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);
-    s->mhd = MHD_start_daemon(flags, (uint16_t)cfg->listen_port, NULL, NULL,
-                              on_request, s,
+    l->mhd = MHD_start_daemon(flags, (uint16_t)cfg->listen_port, NULL, NULL,
+                              on_request, l,
                               /* first, so that it logs the other options' errors */
                               MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
                               MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                              MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
+                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, l,
+                              MHD_OPTION_NOTIFY_CONNECTION, on_connection, l,
                               /* hard limit above the soft one, so that extra
                                * clients get a 503 instead of a refused socket */
                               MHD_OPTION_CONNECTION_LIMIT,
@@ -290,9 +322,14 @@ static int listen_on(struct server *s, const config_t *cfg)
                                * open stream (12 KiB: 10,000 streams fit in
                                * 400 MiB). */
                               MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(12 * 1024),
+                              /* several workers share the address (SO_REUSEPORT);
+                               * one keeps libmicrohttpd's default (SO_REUSEADDR
+                               * only: its value 0 would turn even that off) */
+                              l->s->n > 1 ? MHD_OPTION_LISTENING_ADDRESS_REUSE
+                                          : MHD_OPTION_END, (unsigned)1,
                               MHD_OPTION_END);
     freeaddrinfo(ai);
-    if (!s->mhd) {
+    if (!l->mhd) {
         base_log("cannot listen on %s:%d (address in use or not permitted)",
                  cfg->listen_host, cfg->listen_port);
         return -1;
@@ -310,11 +347,17 @@ int server_run(app_t *app, volatile sig_atomic_t *stop, volatile sig_atomic_t *h
     pthread_mutex_init(&s->conns_mu, NULL);
     s->conns_list.next = s->conns_list.prev = &s->conns_list;
     app->srv = s;
-    if (listen_on(s, cfg) != 0) return -1;
-    loop_attach(app->loop, s->mhd);
-    base_log("listening on %s:%d, upstream %s, ledger %s, %s mode", cfg->listen_host,
-             cfg->listen_port, cfg->upstream_base, cfg->ledger,
-             app_snap(app)->passthrough ? "passthrough" : "team");
+    if (!(s->ls = calloc((size_t)app->n_workers, sizeof *s->ls))) return -1;
+    s->n = app->n_workers;
+    for (int i = 0; i < s->n; i++) {
+        s->ls[i].s = s;
+        s->ls[i].w = &app->workers[i];
+        if (listen_on(&s->ls[i], cfg) != 0) return -1;
+    }
+    for (int i = 0; i < s->n; i++) loop_attach(app->workers[i].loop, s->ls[i].mhd);
+    base_log("listening on %s:%d, upstream %s, ledger %s, %s mode, %d worker(s)",
+             cfg->listen_host, cfg->listen_port, cfg->upstream_base, cfg->ledger,
+             app_snap(app)->passthrough ? "passthrough" : "team", s->n);
     unsigned ticks = 0;
     while (!*stop) {
         struct timespec ts = {0, 50 * 1000 * 1000};
@@ -329,7 +372,8 @@ int server_run(app_t *app, volatile sig_atomic_t *stop, volatile sig_atomic_t *h
     /* Drain: stop accepting, let requests in flight finish up to drain_s. */
     base_log("stopping: draining %d request(s) in flight (up to %d s)",
              (int)atomic_load(&app->active), cfg->drain_s);
-    loop_quiesce(app->loop);       /* on the loop's thread, which runs the listener */
+    for (int i = 0; i < app->n_workers; i++)
+        loop_quiesce(app->workers[i].loop);   /* on each loop's thread, which runs its listener */
     int64_t deadline = base_wall_ms() + (int64_t)cfg->drain_s * 1000;
     while (atomic_load(&app->active) > 0 && base_wall_ms() < deadline) {
         struct timespec ts = {0, 20 * 1000 * 1000};
@@ -341,7 +385,9 @@ int server_run(app_t *app, volatile sig_atomic_t *stop, volatile sig_atomic_t *h
 void server_free(struct server *s)
 {
     if (!s) return;
-    if (s->mhd) MHD_stop_daemon(s->mhd);
+    for (int i = 0; i < s->n; i++)
+        if (s->ls[i].mhd) MHD_stop_daemon(s->ls[i].mhd);
+    free(s->ls);
     pthread_mutex_destroy(&s->conns_mu);
     free(s);
 }

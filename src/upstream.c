@@ -160,7 +160,7 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
             r->sse = sse_new(SSE_LINE_MAX, on_event, r);
             if (!r->sse) return 0;
             r->stream_mode = 1;
-            loop_relay(r->app->loop, r->up_fd - 1);
+            loop_relay(r->w->loop, r->up_fd - 1);
             req_start_stream(r);
         }
     }
@@ -441,12 +441,12 @@ static const loop_ops_t OPS = { op_run, op_done, op_socket, op_stop, op_busy };
 
 /* ---- the interface ----------------------------------------------------- */
 
-upstream_t *upstream_start(app_t *app)
+upstream_t *upstream_start(app_t *app, loop_t *loop)
 {
     upstream_t *u = calloc(1, sizeof *u);
     if (!u) return NULL;
     u->app = app;
-    u->loop = app->loop;
+    u->loop = loop;
     if (app->llm_key) {
         char hdr[8192];
         snprintf(hdr, sizeof hdr, "Authorization: Bearer %s", app->llm_key);

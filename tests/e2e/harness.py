@@ -11,6 +11,7 @@ import http.client
 import io
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -517,6 +518,10 @@ class Proxy:
             "drain_s": 2,
             "teams": [t.conf() for t in self.teams],
         }
+        # PINMETER_E2E_WORKERS runs the suite with that many event loops
+        # (unset: pinmeter's default, one per core)
+        if os.environ.get("PINMETER_E2E_WORKERS"):
+            self.cfg["workers"] = int(os.environ["PINMETER_E2E_WORKERS"])
         for k, v in (overrides or {}).items():
             if isinstance(v, dict) and isinstance(self.cfg.get(k), dict):
                 self.cfg[k].update(v)
@@ -649,6 +654,11 @@ class Proxy:
         except OSError:
             pass
         return out
+
+    def workers(self):
+        """How many event loops the running proxy has (from its start line)."""
+        m = re.findall(r"mode, (\d+) worker\(s\)", self.logs_text())
+        return int(m[-1]) if m else 1
 
     def secrets(self):
         s = [k for t in self.teams for k in t.keys.values()]

@@ -69,8 +69,10 @@ class MeteringTest(E2ETest):
             self.assertEqual(r.status, 200, r)
         ports = [q["peer_port"] for q in self.mock.requests()]
         self.assertEqual(len(ports), 8)
-        # the first may find an older idle connection dead and open a new one
-        self.assertEqual(len(set(ports[1:])), 1, ports)
+        # the first may find an older idle connection dead and open a new one;
+        # each event loop has its own connections (the kernel spreads the
+        # client's connections over the loops)
+        self.assertLessEqual(len(set(ports[1:])), self.pm.workers(), ports)
 
     def test_upstream_closes_idle_connection(self):
         """The upstream closes a kept-alive connection while it sits idle (its
