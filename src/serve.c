@@ -262,12 +262,12 @@ static void reload(void *ctx)
     const config_t *old = app_snap(app)->cfg;
     if (strcmp(cfg->listen_host, old->listen_host) != 0 || cfg->listen_port != old->listen_port ||
         strcmp(cfg->ledger, old->ledger) != 0 || cfg->max_connections != old->max_connections ||
-        cfg->client_timeout_s != old->client_timeout_s ||
+        cfg->client_timeout_s != old->client_timeout_s || cfg->workers != old->workers ||
         strcmp(cfg->store_url, old->store_url) != 0 || cfg->lease_s != old->lease_s ||
         cfg->store_down_local != old->store_down_local ||
         strcmp(cfg->instance_id, old->instance_id) != 0)
-        base_log("reload: listen, ledger, max_connections, client_timeout_s and budget store "
-                "changes take effect only at the next start");
+        base_log("reload: listen, ledger, max_connections, client_timeout_s, workers and budget "
+                 "store changes take effect only at the next start");
     size_t n_teams = cfg->n_teams, n_rates = rates_count(rates);
     snap_t *sn = snap_build(sv, cfg, rates, err, sizeof err);
     if (!sn) {
