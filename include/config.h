@@ -49,6 +49,7 @@ typedef struct config {
     int listen_port;               /* default 8787 */
     char upstream_base[1024];      /* default https://agents.pinata.cloud, no trailing '/' */
     char llm_key_env[128];         /* default PINATA_LLM_KEY */
+    char ca_file[1024];            /* upstream.ca_file: PEM CAs to trust upstream; "" = the system's */
     int timeout_s;                 /* default 600 */
     char ledger[1024];             /* default var/pinmeter.db */
     char rates_file[1024];         /* default conf/rates.json */

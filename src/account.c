@@ -53,6 +53,8 @@ static int sync_once(struct account *a, char *why, size_t whylen)
     struct curl_slist *h = curl_slist_append(NULL, auth);
     buf_t b = {0};
     curl_easy_setopt(e, CURLOPT_URL, url);
+    const char *ca = app_snap(a->app)->cfg->ca_file;
+    if (ca[0]) curl_easy_setopt(e, CURLOPT_CAINFO, ca);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, collect);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);

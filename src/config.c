@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define CONFIG_FILE_MAX (1 << 20)     /* a config beyond 1 MiB is a mistake */
 
@@ -239,6 +240,7 @@ static const cfgrow_row_t upstream_rows[] = {
     { .key = "base_url", .kind = CFGROW_CUSTOM, .fn = parse_base_url },
     CSTR("llm_key_env", llm_key_env, CFGROW_ENV),
     CNUM("timeout_s", CFGROW_INT, timeout_s, 1, 86400),
+    CSTR("ca_file", ca_file, CFGROW_EMPTY_OK),
     { .key = NULL },
 };
 
@@ -388,6 +390,10 @@ config_t *config_load(const char *path, char *err, size_t errlen)
     else if ((c = config_parse(buf, n, path, err, errlen)) &&
              snprintf(c->path, sizeof c->path, "%s", path) >= (int)sizeof c->path) {
         cfgrow_fail(&x, "cannot read", "path longer than %zu bytes", sizeof c->path - 1);
+        config_free(c);
+        c = NULL;
+    } else if (c && c->ca_file[0] && access(c->ca_file, R_OK) != 0) {
+        cfgrow_fail(&x, "upstream.ca_file", "cannot read %s: %s", c->ca_file, strerror(errno));
         config_free(c);
         c = NULL;
     }

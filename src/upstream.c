@@ -342,6 +342,7 @@ static int start_transfer(upstream_t *u, req_t *r)
         hdrs = r->hdrs;
     }
     curl_easy_setopt(e, CURLOPT_URL, url);
+    if (cfg->ca_file[0]) curl_easy_setopt(e, CURLOPT_CAINFO, cfg->ca_file);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, r);

@@ -3,6 +3,8 @@
  * shipped conf files, glob matching and periods. Run from the repo root. */
 #include "config.h"
 #include "t.h"
+#include <stdlib.h>
+#include <unistd.h>
 
 #include <stdlib.h>
 
@@ -412,6 +414,26 @@ static void test_period(void)
     T_EQ_STR(config_period_name(PERIOD_DAY), "day");
 }
 
+static void test_ca_file(void)
+{
+    char path[] = "/tmp/pm-cfg-ca-XXXXXX", err[512] = "";
+    int fd = mkstemp(path);
+    T_CHECK(fd >= 0);
+    if (fd < 0) return;
+    const char *txt = "{\"upstream\": {\"ca_file\": \"/nonexistent/ca.pem\"}}";
+    T_EQ_INT(write(fd, txt, strlen(txt)), (long long)strlen(txt));
+    close(fd);
+    config_t *c = config_load(path, err, sizeof err);
+    T_CHECK(c == NULL);
+    T_CHECK(strstr(err, "upstream.ca_file: cannot read /nonexistent/ca.pem") != NULL);
+    config_free(c);
+    c = parse("{\"upstream\": {\"ca_file\": \"conf/x.pem\"}}", err);   /* parse alone reads no file */
+    T_CHECK(c != NULL);
+    if (c) T_EQ_STR(c->ca_file, "conf/x.pem");
+    config_free(c);
+    unlink(path);
+}
+
 int main(void)
 {
     T_RUN(test_defaults);
@@ -423,5 +445,6 @@ int main(void)
     T_RUN(test_shipped_example);
     T_RUN(test_glob);
     T_RUN(test_period);
+    T_RUN(test_ca_file);
     return t_summary("config");
 }
