@@ -401,6 +401,8 @@ class Pinmeter:
             "max_connections": max(1024, max_conns + 512),
             "client_timeout_s": 300,
             "drain_s": 2,
+            # the pinned scenarios compare one loop with nginx's one worker
+            "workers": 1,
             "teams": [{"name": "bench", "cap": 1000000000, "period": "month",
                        "keys": [{"id": "bench", "sha256": hashlib.sha256(KEY.encode()).hexdigest()}]}],
         }
