@@ -88,6 +88,7 @@ struct req {
 
     /* upstream (touched only by the loop's thread unless noted) */
     CURL *easy;
+    unsigned easy_gen;             /* the CA-file generation its handle was made with */
     struct curl_slist *hdrs;
     size_t up_slot;                /* index in the transfers' active list */
     int up_no_reuse;               /* its upstream connection closes at the end */

@@ -31,7 +31,13 @@ typedef struct op {
                                        * completion: insert the whole row */
 } op_t;
 
-#define GATHER_NS (1000 * 1000)       /* a small batch waits 1 ms for more (off the request path) */
+/* A small batch waits this long for more (off the request path: begins are
+ * journaled). Each commit costs about 130 µs fixed plus about 10 µs a row, and
+ * the writer shares the loop's core: 10 ms gathers most requests' begins with
+ * their completions into single rows and wakes the writer a tenth as often as
+ * 1 ms did (issue 17's profile: the writer's CPU per request at c=1 fell from
+ * 24-31 µs to 13 µs, and the 64-stream added time to first event halved). */
+#define GATHER_NS (10 * 1000 * 1000)
 #define GATHER_BELOW 32               /* ...when fewer than this are waiting */
 #define LEDGER_WRITER_NICE 5          /* the writer thread's nice value (the loop's is 0) */
 

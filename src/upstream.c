@@ -27,13 +27,27 @@
  * ends: it is set far above anything reached (loop.c), and this bound does
  * the job. */
 #define MAX_CACHED_CONNS 1024
+#define URL_CACHE 8                   /* distinct upstream URLs kept parsed */
 
 struct upstream {
     app_t *app;
     loop_t *loop;
     struct { req_t **v; size_t n, cap; } active;   /* transfers running */
-    CURL *idle[EASY_POOL];            /* finished easy handles, reset, for reuse */
+    /* Finished easy handles kept for reuse with the options every transfer
+     * shares still set (callbacks, timeouts, TCP, proxy, CA file): a reset
+     * and twenty options again per request were a measurable share of curl's
+     * cost. Each carries the generation of the CA file it was made with; a
+     * reload that changes upstream.ca_file starts a new one. */
+    CURL *idle[EASY_POOL];
+    unsigned idle_gen[EASY_POOL];
     size_t n_idle;
+    unsigned gen;
+    char ca_file[1024];               /* what generation gen trusts ("" the system's) */
+    int no_proxy_env;                 /* no *_proxy variable set: tell curl "none" */
+    /* The upstream URLs parsed once (curl would parse the text and print it
+     * back for every transfer): a few paths under one base. */
+    struct { char url[1200]; CURLU *h; } urls[URL_CACHE];
+    size_t n_urls;
     /* About how many kept-alive upstream connections sit idle in curl's
      * cache: transfers that ended cleanly, less transfers started since.
      * With none idle a new transfer skips curl's search of the cache
@@ -255,20 +269,78 @@ static void settle_chat(upstream_t *u, req_t *r, verdict_net_t net, verdict_t *v
 }
 
 /* A handle for a new transfer: a reset one from the pool, or a new one. */
-static CURL *easy_get(upstream_t *u)
+/* url parsed, from the cache (u->urls). Entries live as long as u (a
+ * transfer may still use one): once the cache is full (reloads changed the
+ * base several times), or when curl cannot parse url, NULL: the transfer
+ * then takes the text. Loop thread only. */
+static CURLU *parsed_url(upstream_t *u, const char *url)
 {
-    return u->n_idle ? u->idle[--u->n_idle] : curl_easy_init();
+    for (size_t i = 0; i < u->n_urls; i++)
+        if (strcmp(u->urls[i].url, url) == 0) return u->urls[i].h;
+    if (u->n_urls == URL_CACHE) return NULL;
+    CURLU *h = curl_url();
+    if (!h || curl_url_set(h, CURLUPART_URL, url, 0) != CURLUE_OK) {
+        curl_url_cleanup(h);
+        return NULL;
+    }
+    snprintf(u->urls[u->n_urls].url, sizeof u->urls[u->n_urls].url, "%s", url);
+    u->urls[u->n_urls].h = h;
+    return u->urls[u->n_urls++].h;
+}
+
+/* A new handle with the options every transfer shares. */
+static CURL *easy_new(upstream_t *u)
+{
+    CURL *e = curl_easy_init();
+    if (!e) return NULL;
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+    /* also has curl decode a reply compressed anyway */
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "identity");
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    if (u->ca_file[0]) curl_easy_setopt(e, CURLOPT_CAINFO, u->ca_file);
+    /* Without a proxy in the environment, say so: curl otherwise looks the
+     * proxy variables up for every transfer. With one, curl's own handling
+     * (no_proxy included) stays. */
+    if (u->no_proxy_env) {
+        curl_easy_setopt(e, CURLOPT_PROXY, "");
+        curl_easy_setopt(e, CURLOPT_NOPROXY, "");
+    }
+    return e;
+}
+
+/* A handle for a new transfer trusting ca_file: a kept one of the current
+ * generation, or a new one. */
+static CURL *easy_get(upstream_t *u, const char *ca_file, unsigned *gen)
+{
+    if (strcmp(ca_file, u->ca_file) != 0) {           /* a reload changed it */
+        snprintf(u->ca_file, sizeof u->ca_file, "%s", ca_file);
+        u->gen++;
+    }
+    while (u->n_idle) {
+        CURL *e = u->idle[--u->n_idle];
+        if (u->idle_gen[u->n_idle] == u->gen) {
+            *gen = u->gen;
+            return e;
+        }
+        curl_easy_cleanup(e);
+    }
+    *gen = u->gen;
+    return easy_new(u);
 }
 
 /* Only a handle whose transfer ended cleanly goes back: one cut or paused
  * midway may hold state (held-back bytes) that must not meet a new one. */
-static void easy_put(upstream_t *u, CURL *e, int clean)
+static void easy_put(upstream_t *u, CURL *e, unsigned gen, int clean)
 {
-    if (!clean || u->n_idle == EASY_POOL) {
+    if (!clean || u->n_idle == EASY_POOL || gen != u->gen) {
         curl_easy_cleanup(e);
         return;
     }
-    curl_easy_reset(e);
+    u->idle_gen[u->n_idle] = gen;
     u->idle[u->n_idle++] = e;
 }
 
@@ -282,7 +354,7 @@ static void finish(upstream_t *u, req_t *r, CURLcode res)
         int clean = res == CURLE_OK && !r->paused && !r->aborted;
         pthread_mutex_unlock(&r->mu);
         if (clean && !r->up_no_reuse && u->idle_conns < MAX_CACHED_CONNS) u->idle_conns++;
-        easy_put(u, r->easy, clean);
+        easy_put(u, r->easy, r->easy_gen, clean);
         r->easy = NULL;
         u->active.v[r->up_slot] = u->active.v[--u->active.n];
         u->active.v[r->up_slot]->up_slot = r->up_slot;
@@ -314,7 +386,7 @@ static int start_transfer(upstream_t *u, req_t *r)
     const config_t *cfg = r->snap->cfg;
     char url[1200], hdr[8192];
     snprintf(url, sizeof url, "%s%s", cfg->upstream_base, r->up_path);
-    CURL *e = easy_get(u);
+    CURL *e = easy_get(u, cfg->ca_file, &r->easy_gen);
     if (!e) return -1;
     r->easy = e;
     struct curl_slist *hdrs;
@@ -323,6 +395,8 @@ static int start_transfer(upstream_t *u, req_t *r)
         size_t bl = r->adm.upstream_body ? r->adm.upstream_len : r->body_len;
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, b ? b : "");
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)bl);
+    } else {
+        curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);     /* a kept handle may have posted */
     }
     if (r->chat && !r->snap->passthrough && u->chat_hdrs) {
         hdrs = u->chat_hdrs;           /* the same for every request: built once */
@@ -341,33 +415,29 @@ static int start_transfer(upstream_t *u, req_t *r)
         r->hdrs = curl_slist_append(r->hdrs, "Accept: application/json, text/event-stream");
         hdrs = r->hdrs;
     }
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    if (cfg->ca_file[0]) curl_easy_setopt(e, CURLOPT_CAINFO, cfg->ca_file);
+    CURLU *pu = parsed_url(u, url);
+    if (pu) curl_easy_setopt(e, CURLOPT_CURLU, pu);
+    else {
+        curl_easy_setopt(e, CURLOPT_CURLU, NULL);
+        curl_easy_setopt(e, CURLOPT_URL, url);
+    }
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
     curl_easy_setopt(e, CURLOPT_PRIVATE, r);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)cfg->timeout_s * 1000L);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
-    /* also has curl decode a reply compressed anyway */
-    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "identity");
-    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
-    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    /* a kept handle keeps what it was last set to: set both either way */
     r->up_no_reuse = u->active.n >= MAX_CACHED_CONNS;
-    if (r->up_no_reuse) {
-        curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
-        curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
-    } else if (u->idle_conns > 0) {
+    long fresh = 1;
+    if (!r->up_no_reuse && u->idle_conns > 0) {
         u->idle_conns--;
-    } else {
-        curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+        fresh = 0;
     }
+    curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, fresh);
+    curl_easy_setopt(e, CURLOPT_FORBID_REUSE, (long)r->up_no_reuse);
     /* A stream's events are small and many streams are open at once: a small
-     * receive buffer each (curl's default is 16 KiB). */
-    if (r->chat && r->adm.stream) curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 4096L);
+     * receive buffer each (curl's default, 16 KiB, otherwise). */
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, r->chat && r->adm.stream ? 4096L : 16384L);
     if (loop_add(u->loop, e) != 0 || active_push(u, r) != 0) {
         loop_remove(u->loop, e);   /* harmless when it was not added */
         curl_easy_cleanup(e);
@@ -448,6 +518,11 @@ upstream_t *upstream_start(app_t *app, loop_t *loop)
     if (!u) return NULL;
     u->app = app;
     u->loop = loop;
+    static const char *const proxy_env[] = { "http_proxy", "HTTP_PROXY", "https_proxy",
+        "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY" };
+    u->no_proxy_env = 1;
+    for (size_t i = 0; i < sizeof proxy_env / sizeof proxy_env[0]; i++)
+        if (getenv(proxy_env[i])) u->no_proxy_env = 0;
     if (app->llm_key) {
         char hdr[8192];
         snprintf(hdr, sizeof hdr, "Authorization: Bearer %s", app->llm_key);
@@ -486,6 +561,7 @@ void upstream_free(upstream_t *u)
 {
     if (!u) return;
     for (size_t i = 0; i < u->n_idle; i++) curl_easy_cleanup(u->idle[i]);
+    for (size_t i = 0; i < u->n_urls; i++) curl_url_cleanup(u->urls[i].h);
     curl_slist_free_all(u->chat_hdrs);
     free(u->active.v);
     free(u);

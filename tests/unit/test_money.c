@@ -70,6 +70,22 @@ static void test_to_double(void)
     T_CHECK(fabs(money_to_double(INT64_MAX) - 9223372036.854775807) < 1e-5);
 }
 
+/* The digit loop agrees with a formatted print for many values. */
+static void test_fmt_matches_printf(void)
+{
+    char b[MONEY_FMT_MAX], want[64];
+    uint64_t x = 88172645463325252ULL;
+    for (int i = 0; i < 100000; i++) {
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17;          /* xorshift64 */
+        int64_t v = (int64_t)(x >> (i % 63));
+        if (i & 1) v = -v;
+        uint64_t mag = v < 0 ? 0u - (uint64_t)v : (uint64_t)v;
+        snprintf(want, sizeof want, "%s%llu.%09llu", v < 0 ? "-" : "",
+                 (unsigned long long)(mag / 1000000000u), (unsigned long long)(mag % 1000000000u));
+        if (strcmp(money_fmt(v, b), want) != 0) { T_EQ_STR(b, want); return; }
+    }
+}
+
 int main(void)
 {
     T_RUN(test_fmt_small);
@@ -77,5 +93,6 @@ int main(void)
     T_RUN(test_from_double);
     T_RUN(test_from_double_rejects);
     T_RUN(test_to_double);
+    T_RUN(test_fmt_matches_printf);
     return t_summary("money");
 }
