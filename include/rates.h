@@ -43,6 +43,10 @@ rates_t *rates_parse(const char *json, size_t len, double credits_per_usd,
 void rates_free(rates_t *r);
 size_t rates_count(const rates_t *r);
 
+/* The i-th model of the table in model id order (i < rates_count): 0 and
+ * its id (borrowed until rates_free) and prices, or -1 past the end. */
+int rates_at(const rates_t *r, size_t i, const char **id, rate_t *out);
+
 /* Looks up an exact model id. Returns 0 and fills *out, or -1 if not priced. */
 int rates_lookup(const rates_t *r, const char *model, rate_t *out);
 

@@ -243,6 +243,15 @@ size_t rates_count(const rates_t *r)
     return r ? r->n : 0;
 }
 
+int rates_at(const rates_t *r, size_t i, const char **id, rate_t *out)
+{
+    if (!r || i >= r->n)
+        return -1;
+    *id = r->v[i].id;
+    *out = r->v[i].rate;
+    return 0;
+}
+
 int rates_lookup(const rates_t *r, const char *model, rate_t *out)
 {
     entry_t key, *hit;
