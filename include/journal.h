@@ -21,6 +21,9 @@ typedef struct journal_begin {
     const char *team, *key_id, *model;
     int stream;
     int64_t reserved;               /* nano-credits */
+    /* the prices it was admitted at, nano-credits per 1M tokens; -1 = not
+     * known (a line written before prices were journaled) */
+    int64_t price_input, price_output, price_cache_read;
 } journal_begin_t;
 
 /* Called by journal_replay for each complete line, oldest segment first.

@@ -32,6 +32,9 @@ typedef struct ledger_rec {
     ledger_state_t state;
     char upstream_id[128];
     int64_t latency_ms;
+    /* the prices the request was admitted at, fixed at admission, in
+     * nano-credits per 1M tokens (written by its begin); -1 = not known */
+    nanos_t price_input, price_output, price_cache_read;
 } ledger_rec_t;
 
 typedef struct ledger ledger_t;   /* opaque */
@@ -112,7 +115,8 @@ void ledger_close(ledger_t *l, int timeout_ms);
 
 /* Report grouping flags. */
 enum { LEDGER_BY_TEAM = 1, LEDGER_BY_KEY = 2, LEDGER_BY_MODEL = 4, LEDGER_BY_DAY = 8,
-       LEDGER_BY_HOUR = 16 };
+       LEDGER_BY_HOUR = 16,
+       LEDGER_BY_PRICE = 32 };   /* the price set rows were charged at (the three prices) */
 
 /* What a report reads: rows started in [since_ms, until_ms), optionally only
  * one team, key id or model (NULL = any; borrowed for the call), grouped by
@@ -128,13 +132,17 @@ typedef struct ledger_group {
     const char *day, *hour;                 /* "YYYY-MM-DD", "YYYY-MM-DDTHH:00:00Z"; NULL likewise */
     int64_t requests, prompt, completion, cached;
     nanos_t credits;
+    /* with LEDGER_BY_PRICE: the per-1M prices (nanos) of the group's rows,
+     * -1 for rows from before prices were recorded; else 0 */
+    nanos_t price_input, price_output, price_cache_read;
 } ledger_group_t;
 
 /* Called per group in sorted order; strings are valid during the call.
  * Non-zero stops the report. */
 typedef int (*ledger_group_fn)(void *ud, const ledger_group_t *g);
 
-/* Groups as q says and calls fn per group in sorted order (an ungrouped
+/* Groups as q says and calls fn per group in sorted order (the group
+ * columns in the order team, key, model, day, hour, price set; an ungrouped
  * report with no rows calls it never). Whole hours come from the hourly
  * rollup and the partial first and last hours from the requests, so any
  * range costs about the same; the figures equal a GROUP BY over the requests
@@ -181,6 +189,7 @@ typedef struct ledger_row {
     int64_t prompt, completion, cached;
     nanos_t reserved, charged;
     int64_t latency_ms;                     /* -1 when not recorded */
+    nanos_t price_input, price_output, price_cache_read;   /* per 1M tokens; -1 = not recorded */
 } ledger_row_t;
 
 /* Called per row in order; non-zero stops. */

@@ -252,6 +252,11 @@ static int check_and_price(req_t *r, struct MHD_Connection *c, enum MHD_Result *
     r->rec.started_ms = r->t_start_ms;
     snprintf(r->rec.model, sizeof r->rec.model, "%s", r->adm.model);
     r->rec.stream = r->adm.stream;
+    /* the prices it pays, fixed now: a rate table swapped in while it runs
+     * does not change them, and its ledger row records them */
+    r->rec.price_input = r->rate.input;
+    r->rec.price_output = r->rate.output;
+    r->rec.price_cache_read = r->rate.cache_read;
     r->rec.reserved = cost_reservation(&r->rate, r->adm.est_prompt_tokens, max_out * r->adm.n);
     r->tokens = r->adm.est_prompt_tokens + max_out * r->adm.n;
     r->rec.state = LEDGER_INFLIGHT;

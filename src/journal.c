@@ -2,9 +2,10 @@
  *
  * Owns the two segment files, which one is active, their sizes, and per
  * segment the count of begins not yet committed to the database. A begin is
- * one line "B\tID\tSTARTED_MS\tTEAM\tKEY\tMODEL\tSTREAM\tRESERVED\n" written
- * with a single write(), so a crash leaves at most a torn last line. The
- * active segment rotates past JOURNAL_ROTATE_BYTES onto the other one, which
+ * one line "B\tID\tSTARTED_MS\tTEAM\tKEY\tMODEL\tSTREAM\tRESERVED\tPRICE_INPUT\t
+ * PRICE_OUTPUT\tPRICE_CACHE_READ\n" written with a single write(), so a crash
+ * leaves at most a torn last line (a line of the older form, without the
+ * three prices, still replays with its prices unknown). The active segment rotates past JOURNAL_ROTATE_BYTES onto the other one, which
  * is emptied first, but only once every begin in it has its row. */
 #include "journal.h"
 #include <errno.h>
@@ -88,13 +89,14 @@ static void junescape(char *s)
 
 int journal_append(journal_t *j, const journal_begin_t *b)
 {
-    char team[200], key[200], model[800], line[1400];
+    char team[200], key[200], model[800], line[1600];
     jescape(team, sizeof team, b->team);
     jescape(key, sizeof key, b->key_id);
     jescape(model, sizeof model, b->model);
-    int n = snprintf(line, sizeof line, "B\t%s\t%lld\t%s\t%s\t%s\t%d\t%lld\n", b->id,
-                     (long long)b->started_ms, team, key, model, b->stream,
-                     (long long)b->reserved);
+    int n = snprintf(line, sizeof line, "B\t%s\t%lld\t%s\t%s\t%s\t%d\t%lld\t%lld\t%lld\t%lld\n",
+                     b->id, (long long)b->started_ms, team, key, model, b->stream,
+                     (long long)b->reserved, (long long)b->price_input,
+                     (long long)b->price_output, (long long)b->price_cache_read);
     pthread_mutex_lock(&j->mu);
     int a = j->active;
     if (j->size[a] > JOURNAL_ROTATE_BYTES && j->open[1 - a] == 0 &&
@@ -140,21 +142,24 @@ int journal_replay(journal_t *j, journal_replay_fn fn, void *ud)
     for (int i = 0; i < 2; i++) {
         FILE *f = fopen(j->path[i], "r");
         if (!f) continue;
-        char line[1600];
+        char line[1800];
         while (fgets(line, sizeof line, f)) {
             size_t len = strlen(line);
             if (len == 0 || line[len - 1] != '\n') break;     /* torn last line */
             line[len - 1] = '\0';
-            char *fld[8], *save = NULL;
+            char *fld[12], *save = NULL;
             int k = 0;
-            for (char *t = strtok_r(line, "\t", &save); t && k < 8; t = strtok_r(NULL, "\t", &save))
+            for (char *t = strtok_r(line, "\t", &save); t && k < 12; t = strtok_r(NULL, "\t", &save))
                 fld[k++] = t;
-            if (k != 8 || strcmp(fld[0], "B") != 0) continue;
+            if ((k != 8 && k != 11) || strcmp(fld[0], "B") != 0) continue;
             for (int m = 3; m <= 5; m++) junescape(fld[m]);
             journal_begin_t b = {
                 .id = fld[1], .started_ms = strtoll(fld[2], NULL, 10),
                 .team = fld[3], .key_id = fld[4], .model = fld[5],
                 .stream = atoi(fld[6]), .reserved = strtoll(fld[7], NULL, 10),
+                .price_input = k == 11 ? strtoll(fld[8], NULL, 10) : -1,
+                .price_output = k == 11 ? strtoll(fld[9], NULL, 10) : -1,
+                .price_cache_read = k == 11 ? strtoll(fld[10], NULL, 10) : -1,
             };
             if (fn(ud, &b) != 0) { fclose(f); return -1; }
         }

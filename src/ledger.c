@@ -97,7 +97,8 @@ ledger_t *ledger_open(const char *path, char *err, size_t errlen)
     if (ledger_migrate(l, err, errlen) != 0) goto fail;
     if (sqlite3_prepare_v2(l->db,
             "INSERT INTO requests(id, started_ms, team, key_id, model, stream,"
-            " reserved_nanos, state) VALUES(?1,?2,?3,?4,?5,?6,?7,'inflight')",
+            " reserved_nanos, state, price_input_nanos, price_output_nanos,"
+            " price_cache_read_nanos) VALUES(?1,?2,?3,?4,?5,?6,?7,'inflight',?8,?9,?10)",
             -1, &l->ins, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(l->db,
             "UPDATE requests SET ended_ms=?2, status=?3, prompt_tokens=?4,"
@@ -107,8 +108,9 @@ ledger_t *ledger_open(const char *path, char *err, size_t errlen)
         sqlite3_prepare_v2(l->db,
             "INSERT INTO requests(id, started_ms, team, key_id, model, stream, reserved_nanos,"
             " ended_ms, status, prompt_tokens, completion_tokens, cached_tokens, charged_nanos,"
-            " state, upstream_id, latency_ms)"
-            " VALUES(?1,?11,?12,?13,?14,?15,?16,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+            " state, upstream_id, latency_ms, price_input_nanos, price_output_nanos,"
+            " price_cache_read_nanos)"
+            " VALUES(?1,?11,?12,?13,?14,?15,?16,?2,?3,?4,?5,?6,?7,?8,?9,?10,?17,?18,?19)",
             -1, &l->full, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(l->db,
             "INSERT INTO spend_daily(team, day, nanos) VALUES(?1,?2,?3)"
@@ -116,8 +118,11 @@ ledger_t *ledger_open(const char *path, char *err, size_t errlen)
             -1, &l->daily, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(l->db,
             "INSERT INTO usage_hourly(hour, team, key_id, model, requests, prompt_tokens,"
-            " completion_tokens, cached_tokens, charged_nanos) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)"
-            " ON CONFLICT(hour, team, key_id, model) DO UPDATE SET"
+            " completion_tokens, cached_tokens, charged_nanos, price_input_nanos,"
+            " price_output_nanos, price_cache_read_nanos)"
+            " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"
+            " ON CONFLICT(hour, team, key_id, model, price_input_nanos, price_output_nanos,"
+            " price_cache_read_nanos) DO UPDATE SET"
             " requests = requests + excluded.requests,"
             " prompt_tokens = prompt_tokens + excluded.prompt_tokens,"
             " completion_tokens = completion_tokens + excluded.completion_tokens,"
@@ -165,9 +170,13 @@ ledger_t *ledger_open_ro(const char *path, char *err, size_t errlen)
                  req < 0 ? sqlite3_errmsg(l->db) : "not a pinmeter ledger (no requests table)");
         goto fail;
     }
-    /* A ledger no server of this version has opened yet has no rollup: its
-     * reports read the requests (the same figures, more slowly). */
+    /* A ledger no server of this version has opened yet may have no rollup
+     * (its reports read the requests: the same figures, more slowly) or no
+     * prices (its rows' prices read as not recorded). */
     l->has_rollup = ledger_has_object(l->db, "usage_hourly") == 1;
+    l->req_prices = ledger_has_column(l->db, "requests", "price_input_nanos") == 1;
+    l->rollup_prices = l->has_rollup &&
+                       ledger_has_column(l->db, "usage_hourly", "price_input_nanos") == 1;
     pthread_mutex_init(&l->mu, NULL);
     pthread_mutex_init(&l->rmu, NULL);
     pthread_cond_init(&l->cv, NULL);
@@ -278,6 +287,9 @@ static int replay_one(void *ud, const journal_begin_t *b)
     sqlite3_bind_text(ins, 6, b->model, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int(ins, 7, b->stream);
     sqlite3_bind_int64(ins, 8, b->reserved);
+    ledger_bind_price(ins, 9, b->price_input);
+    ledger_bind_price(ins, 10, b->price_output);
+    ledger_bind_price(ins, 11, b->price_cache_read);
     int rc = sqlite3_step(ins);
     int added = sqlite3_changes(rp->l->db);
     sqlite3_reset(ins);
@@ -285,7 +297,10 @@ static int replay_one(void *ud, const journal_begin_t *b)
     if (!added) return 0;
     if (recovered_add(rp->l, b->team, b->key_id, b->model, 1, b->reserved) != 0) return -1;
     struct hour_sum h = { .team = b->team, .key = b->key_id, .model = b->model,
-                          .hour = b->started_ms / 3600000, .requests = 1, .nanos = b->reserved };
+                          .hour = b->started_ms / 3600000, .requests = 1, .nanos = b->reserved,
+                          .price = { b->price_input < 0 ? -1 : b->price_input,
+                                     b->price_output < 0 ? -1 : b->price_output,
+                                     b->price_cache_read < 0 ? -1 : b->price_cache_read } };
     if (ledger_hourly_add(rp->l, &h) != 0) return -1;
     if (b->reserved == 0) return 0;
     rp->n++;
@@ -305,8 +320,10 @@ static int replay_journal(ledger_t *l, int64_t at_ms, int64_t *n)
     sqlite3_stmt *ins = NULL;
     if (sqlite3_prepare_v2(l->db,
             "INSERT OR IGNORE INTO requests(id, started_ms, ended_ms, team, key_id, model,"
-            " stream, reserved_nanos, charged_nanos, state)"
-            " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?8,'interrupted')", -1, &ins, NULL) != SQLITE_OK)
+            " stream, reserved_nanos, charged_nanos, state, price_input_nanos,"
+            " price_output_nanos, price_cache_read_nanos)"
+            " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?8,'interrupted',?9,?10,?11)", -1, &ins,
+            NULL) != SQLITE_OK)
         return -1;
     replay_t rp = { .l = l, .ins = ins, .at_ms = at_ms };
     int rc = l->journal ? journal_replay(l->journal, replay_one, &rp) : 0;
@@ -334,11 +351,15 @@ int64_t ledger_recover(ledger_t *l, int64_t at_ms)
         goto fail;
     /* ...and so is its hour in the rollup (its tokens stay 0, as recorded) */
     if (sqlite3_exec(l->db,
-            "INSERT INTO usage_hourly(hour, team, key_id, model, requests, prompt_tokens,"
+            "INSERT INTO usage_hourly(hour, team, key_id, model, price_input_nanos,"
+            " price_output_nanos, price_cache_read_nanos, requests, prompt_tokens,"
             " completion_tokens, cached_tokens, charged_nanos)"
-            " SELECT started_ms / 3600000, team, key_id, model, 0, 0, 0, 0, SUM(reserved_nanos)"
-            " FROM requests WHERE state = 'inflight' GROUP BY 1, 2, 3, 4"
-            " ON CONFLICT(hour, team, key_id, model) DO UPDATE SET"
+            " SELECT started_ms / 3600000, team, key_id, model, COALESCE(price_input_nanos, -1),"
+            " COALESCE(price_output_nanos, -1), COALESCE(price_cache_read_nanos, -1),"
+            " 0, 0, 0, 0, SUM(reserved_nanos)"
+            " FROM requests WHERE state = 'inflight' GROUP BY 1, 2, 3, 4, 5, 6, 7"
+            " ON CONFLICT(hour, team, key_id, model, price_input_nanos, price_output_nanos,"
+            " price_cache_read_nanos) DO UPDATE SET"
             " charged_nanos = charged_nanos + excluded.charged_nanos",
             NULL, NULL, NULL) != SQLITE_OK)
         goto fail;

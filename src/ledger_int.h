@@ -22,11 +22,12 @@
 
 struct op;                            /* a queued record (ledger_writer.c) */
 
-/* A batch's usage summed per hour, team, key and model (strings point into
- * the batch's records); one usage_hourly upsert each. */
+/* A batch's usage summed per hour, team, key, model and price set (strings
+ * point into the batch's records); one usage_hourly upsert each. */
 struct hour_sum {
     const char *team, *key, *model;   /* NULL: a free slot */
     int64_t hour;
+    nanos_t price[3];                 /* input, output, cache_read per 1M; -1 = not recorded */
     int64_t requests, prompt, completion, cached;
     nanos_t nanos;
 };
@@ -39,6 +40,8 @@ struct ledger {
     sqlite3_stmt *ins, *upd, *daily, *full, *hourly;
     int ro;                           /* opened by ledger_open_ro: reads only */
     int has_rollup;                   /* usage_hourly is there (and kept) */
+    int req_prices;                   /* requests has the price columns */
+    int rollup_prices;                /* ...and so does usage_hourly (keyed by them) */
     /* writer thread only: pairing a batch's begins with their completions,
      * and the batch's charges summed per team and day */
     struct op *pair_tab[PAIR_SLOTS];
@@ -86,10 +89,21 @@ int ledger_hourly_add(ledger_t *l, const struct hour_sum *h);
 
 /* 1 if db's schema has an object named name, 0 if not, -1 on error. */
 int ledger_has_object(sqlite3 *db, const char *name);
+/* 1 if table has a column named col, 0 if not (or no such table), -1 on error. */
+int ledger_has_column(sqlite3 *db, const char *table, const char *col);
+
+/* A price for a price column: NULL when not known (< 0). */
+static inline void ledger_bind_price(sqlite3_stmt *st, int i, nanos_t v)
+{
+    if (v >= 0) sqlite3_bind_int64(st, i, v);
+    else sqlite3_bind_null(st, i);
+}
 
 /* Gives a ledger what this version adds to the schema, building it from the
- * rows already there when they are many: usage_hourly and the request log's
- * indexes. Sets l->has_rollup. Called by ledger_open after the base schema,
+ * rows already there when they are many: the requests' price columns,
+ * usage_hourly (keyed by the price set too), the request log's indexes and
+ * the rate_changes table. Sets l->has_rollup, l->req_prices and
+ * l->rollup_prices. Called by ledger_open after the base schema,
  * before the statements are prepared. 0, or -1 with err. */
 int ledger_migrate(ledger_t *l, char *err, size_t errlen);
 

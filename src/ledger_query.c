@@ -8,7 +8,10 @@
  * read from usage_hourly (a few rows per hour whatever the traffic), the
  * partial hours at either end from the requests (through the start-time
  * index). Both halves group the same way, so the result is exactly the
- * GROUP BY over the requests that the rollup stands for. */
+ * GROUP BY over the requests that the rollup stands for. A row's price set
+ * reads -1 for "not recorded" from both (the rollup's key column cannot be
+ * NULL), and from a ledger no server of this version has opened, whose
+ * tables lack the price columns. */
 #include "ledger_int.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,13 +19,17 @@
 
 #define HOUR_MS 3600000LL
 
-/* The group columns in the order they sort and print; ts is unix ms. */
+/* The group columns in the order they sort and print; ts is unix ms, pi,
+ * po and pc the price set. */
 static const struct { int flag; const char *expr; } GROUP_COLS[] = {
     {LEDGER_BY_TEAM, "team"},
     {LEDGER_BY_KEY, "key_id"},
     {LEDGER_BY_MODEL, "model"},
     {LEDGER_BY_DAY, "strftime('%Y-%m-%d', ts / 1000, 'unixepoch')"},
     {LEDGER_BY_HOUR, "strftime('%Y-%m-%dT%H:00:00Z', ts / 1000, 'unixepoch')"},
+    {LEDGER_BY_PRICE, "pi"},
+    {LEDGER_BY_PRICE, "po"},
+    {LEDGER_BY_PRICE, "pc"},
 };
 #define N_GROUP_COLS (sizeof GROUP_COLS / sizeof GROUP_COLS[0])
 
@@ -59,6 +66,14 @@ int ledger_report(ledger_t *l, const ledger_query_t *q, ledger_group_fn fn, void
                   char *err, size_t errlen)
 {
     char sel[512] = "", grp[64] = "", where[256] = "";
+    /* the price set as each table has it (see the top of the file) */
+    const char *rp = l->rollup_prices
+        ? "price_input_nanos AS pi, price_output_nanos AS po, price_cache_read_nanos AS pc"
+        : "-1 AS pi, -1 AS po, -1 AS pc";
+    const char *qp = l->req_prices
+        ? "COALESCE(price_input_nanos, -1), COALESCE(price_output_nanos, -1),"
+          " COALESCE(price_cache_read_nanos, -1)"
+        : "-1, -1, -1";
     for (size_t i = 0; i < N_GROUP_COLS; i++) {
         int on = (q->by & GROUP_COLS[i].flag) != 0;
         size_t n = strlen(sel);
@@ -73,25 +88,29 @@ int ledger_report(ledger_t *l, const ledger_query_t *q, ledger_group_fn fn, void
     int rollup = whole_hours(l, q->since_ms, q->until_ms, &h0, &h1);
     /* ?1..?2 the range; with the rollup, ?3..?4 its whole hours and ?5..?6
      * the same in ms: the requests are read in [?1, ?5) and [?6, ?2). */
-    char src[2048];
+    char src[3072];
     if (rollup)
         snprintf(src, sizeof src,
                  "SELECT hour * 3600000 AS ts, team, key_id, model, requests AS n,"
                  " prompt_tokens AS p, completion_tokens AS c, cached_tokens AS k,"
-                 " charged_nanos AS x FROM usage_hourly WHERE hour >= ?3 AND hour < ?4%s"
+                 " charged_nanos AS x, %s FROM usage_hourly WHERE hour >= ?3 AND hour < ?4%s"
                  " UNION ALL SELECT started_ms, team, key_id, model, 1, prompt_tokens,"
-                 " completion_tokens, cached_tokens, charged_nanos FROM requests"
+                 " completion_tokens, cached_tokens, charged_nanos, %s FROM requests"
                  " WHERE started_ms >= ?1 AND started_ms < ?5%s"
                  " UNION ALL SELECT started_ms, team, key_id, model, 1, prompt_tokens,"
-                 " completion_tokens, cached_tokens, charged_nanos FROM requests"
+                 " completion_tokens, cached_tokens, charged_nanos, %s FROM requests"
                  " WHERE started_ms >= ?6 AND started_ms < ?2%s",
-                 where, where, where);
+                 rp, where, qp, where, qp, where);
     else
         snprintf(src, sizeof src,
                  "SELECT started_ms AS ts, team, key_id, model, 1 AS n, prompt_tokens AS p,"
-                 " completion_tokens AS c, cached_tokens AS k, charged_nanos AS x"
-                 " FROM requests WHERE started_ms >= ?1 AND started_ms < ?2%s", where);
-    char sql[4096];
+                 " completion_tokens AS c, cached_tokens AS k, charged_nanos AS x,"
+                 " %s FROM requests WHERE started_ms >= ?1 AND started_ms < ?2%s",
+                 l->req_prices ? "COALESCE(price_input_nanos, -1) AS pi,"
+                                 " COALESCE(price_output_nanos, -1) AS po,"
+                                 " COALESCE(price_cache_read_nanos, -1) AS pc"
+                               : "-1 AS pi, -1 AS po, -1 AS pc", where);
+    char sql[5120];
     snprintf(sql, sizeof sql,
              "SELECT %s COALESCE(SUM(n),0), COALESCE(SUM(p),0), COALESCE(SUM(c),0),"
              " COALESCE(SUM(k),0), COALESCE(SUM(x),0) FROM (%s)%s%s%s%s",
@@ -125,11 +144,14 @@ int ledger_report(ledger_t *l, const ledger_query_t *q, ledger_group_fn fn, void
         g.model = (const char *)sqlite3_column_text(st, 2);
         g.day = (const char *)sqlite3_column_text(st, 3);
         g.hour = (const char *)sqlite3_column_text(st, 4);
-        g.requests = sqlite3_column_int64(st, 5);
-        g.prompt = sqlite3_column_int64(st, 6);
-        g.completion = sqlite3_column_int64(st, 7);
-        g.cached = sqlite3_column_int64(st, 8);
-        g.credits = sqlite3_column_int64(st, 9);
+        g.price_input = sqlite3_column_int64(st, 5);      /* NULL (not grouped): 0 */
+        g.price_output = sqlite3_column_int64(st, 6);
+        g.price_cache_read = sqlite3_column_int64(st, 7);
+        g.requests = sqlite3_column_int64(st, 8);
+        g.prompt = sqlite3_column_int64(st, 9);
+        g.completion = sqlite3_column_int64(st, 10);
+        g.cached = sqlite3_column_int64(st, 11);
+        g.credits = sqlite3_column_int64(st, 12);
         if (!grp[0] && g.requests == 0) continue;
         if (fn(ud, &g) != 0) break;
     }
@@ -141,9 +163,12 @@ out:
     return ok ? 0 : -1;
 }
 
+/* The request log reads only the server's ledger, which has the price
+ * columns (ledger_migrate). */
 #define ROW_COLS "id, started_ms, ended_ms, team, key_id, model, stream, status, prompt_tokens," \
                  " completion_tokens, cached_tokens, reserved_nanos, charged_nanos, state," \
-                 " upstream_id, latency_ms"
+                 " upstream_id, latency_ms, price_input_nanos, price_output_nanos," \
+                 " price_cache_read_nanos"
 
 static const char *text_or_empty(sqlite3_stmt *st, int i)
 {
@@ -169,6 +194,10 @@ static void row_of(sqlite3_stmt *st, ledger_row_t *r)
     r->state = text_or_empty(st, 13);
     r->upstream_id = (const char *)sqlite3_column_text(st, 14);
     r->latency_ms = sqlite3_column_type(st, 15) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 15);
+    nanos_t *price[3] = {&r->price_input, &r->price_output, &r->price_cache_read};
+    for (int k = 0; k < 3; k++)
+        *price[k] = sqlite3_column_type(st, 16 + k) == SQLITE_NULL ? -1
+                                                                   : sqlite3_column_int64(st, 16 + k);
 }
 
 /* Prepares sql on the read connection, binds with bind(st, arg), and calls
@@ -233,7 +262,7 @@ static void bind_log(sqlite3_stmt *st, const void *arg)
 }
 
 /* Each row read: counted, returned when it matches every filter (column
- * 16), and where the page stops decided. */
+ * 19), and where the page stops decided. */
 static int log_row(void *ud, const ledger_row_t *r, int match)
 {
     log_scan_t *ls = ud;
@@ -262,7 +291,7 @@ int ledger_log(ledger_t *l, const ledger_log_query_t *q, ledger_row_fn fn, void 
      * than settled (few rows, a partial index: the query must say
      * "state <> 'settled'" for SQLite to use it), a key, a model, a team —
      * or the start time's. The other filters are checked per row (column
-     * 16), each row read counting towards scan_max. The state goes in as a
+     * 19), each row read counting towards scan_max. The state goes in as a
      * literal: one of the five names, never the caller's text. */
     char idx[160] = "", chk[256] = "";
     int rare_state = st >= 0 && st != LEDGER_SETTLED;
@@ -315,7 +344,7 @@ int ledger_log(ledger_t *l, const ledger_log_query_t *q, ledger_row_fn fn, void 
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
         ledger_row_t r;
         row_of(stmt, &r);
-        if (log_row(&ls, &r, sqlite3_column_int(stmt, 16)) != 0) break;
+        if (log_row(&ls, &r, sqlite3_column_int(stmt, 19)) != 0) break;
     }
     ok = rc == SQLITE_ROW || rc == SQLITE_DONE;
     if (!ok) snprintf(err, errlen, "ledger query failed: %s", sqlite3_errmsg(db));

@@ -6,7 +6,7 @@
  * BATCH_MAX records in one transaction, a begin paired with its completion in
  * the same batch written as one whole row, the batch's charges summed per
  * team and UTC day into one spend_daily upsert each, and its usage summed per
- * hour, team, key and model into one usage_hourly upsert each (a begin counts
+ * hour, team, key, model and price set into one usage_hourly upsert each (a begin counts
  * its request, its completion the tokens and the charge, so the rollup
  * always equals a GROUP BY over the requests). A failed batch is retried
  * one record at a time; failed completions (and journaled begins) go back to
@@ -117,7 +117,8 @@ int ledger_begin(ledger_t *l, const ledger_rec_t *rec)
         journal_begin_t b = {
             .id = rec->id, .started_ms = rec->started_ms, .team = rec->team,
             .key_id = rec->key_id, .model = rec->model, .stream = rec->stream,
-            .reserved = rec->reserved,
+            .reserved = rec->reserved, .price_input = rec->price_input,
+            .price_output = rec->price_output, .price_cache_read = rec->price_cache_read,
         };
         int seg = journal_append(l->journal, &b);
         if (seg < 0) {
@@ -185,6 +186,7 @@ int ledger_hourly_add(ledger_t *l, const struct hour_sum *h)
     sqlite3_bind_int64(st, 7, h->completion);
     sqlite3_bind_int64(st, 8, h->cached);
     sqlite3_bind_int64(st, 9, h->nanos);
+    for (int k = 0; k < 3; k++) sqlite3_bind_int64(st, 10 + k, h->price[k]);
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
@@ -210,21 +212,26 @@ static int flush_hourly(ledger_t *l)
     return rc;
 }
 
-/* Adds a record's share to the batch's sum for its hour, team, key and
- * model: requests (1 for the row's insert, else 0) and, with usage, its
- * tokens and charge. r must outlive the batch's commit. 0 or -1. */
+/* Adds a record's share to the batch's sum for its hour, team, key, model
+ * and price set: requests (1 for the row's insert, else 0) and, with usage,
+ * its tokens and charge. r must outlive the batch's commit. 0 or -1. */
 static int add_hourly(ledger_t *l, const ledger_rec_t *r, int requests, int usage)
 {
     int64_t hour = r->started_ms / 3600000;
+    const nanos_t price[3] = { r->price_input < 0 ? -1 : r->price_input,
+                               r->price_output < 0 ? -1 : r->price_output,
+                               r->price_cache_read < 0 ? -1 : r->price_cache_read };
     uint32_t hv = 2166136261u ^ (uint32_t)hour;              /* FNV-1a over the key */
     for (const char *s = r->key_id; *s; s++) hv = (hv ^ (unsigned char)*s) * 16777619u;
     for (const char *s = r->model; *s; s++) hv = (hv ^ (unsigned char)*s) * 16777619u;
     for (const char *s = r->team; *s; s++) hv = (hv ^ (unsigned char)*s) * 16777619u;
+    for (int k = 0; k < 3; k++) hv = (hv ^ (uint32_t)price[k]) * 16777619u;
     size_t i = hv & (HOURLY_SLOTS - 1);
     struct hour_sum *h;
     for (; (h = &l->hsums[i])->team; i = (i + 1) & (HOURLY_SLOTS - 1))
         if (h->hour == hour && strcmp(h->team, r->team) == 0 &&
-            strcmp(h->key, r->key_id) == 0 && strcmp(h->model, r->model) == 0)
+            strcmp(h->key, r->key_id) == 0 && strcmp(h->model, r->model) == 0 &&
+            memcmp(h->price, price, sizeof price) == 0)
             break;
     if (!h->team) {
         if (l->n_hsums == HOURLY_MAX) {
@@ -232,7 +239,7 @@ static int add_hourly(ledger_t *l, const ledger_rec_t *r, int requests, int usag
             return add_hourly(l, r, requests, usage);
         }
         *h = (struct hour_sum){ .team = r->team, .key = r->key_id, .model = r->model,
-                                .hour = hour };
+                                .hour = hour, .price = { price[0], price[1], price[2] } };
         l->hused[l->n_hsums++] = i;
     }
     h->requests += requests;
@@ -260,6 +267,9 @@ static int apply(ledger_t *l, const op_t *o)
         sqlite3_bind_text(st, 5, r->model, -1, SQLITE_STATIC);
         sqlite3_bind_int(st, 6, r->stream);
         sqlite3_bind_int64(st, 7, r->reserved);
+        ledger_bind_price(st, 8, r->price_input);
+        ledger_bind_price(st, 9, r->price_output);
+        ledger_bind_price(st, 10, r->price_cache_read);
     } else {
         st = o->merged ? l->full : l->upd;
         if (o->merged) {
@@ -269,6 +279,9 @@ static int apply(ledger_t *l, const op_t *o)
             sqlite3_bind_text(st, 14, r->model, -1, SQLITE_STATIC);
             sqlite3_bind_int(st, 15, r->stream);
             sqlite3_bind_int64(st, 16, r->reserved);
+            ledger_bind_price(st, 17, r->price_input);
+            ledger_bind_price(st, 18, r->price_output);
+            ledger_bind_price(st, 19, r->price_cache_read);
         }
         sqlite3_bind_text(st, 1, r->id, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 2, r->ended_ms);

@@ -105,6 +105,14 @@ static cJSON *row_json(const ledger_row_t *w)
     cJSON_AddNumberToObject(o, "cached_tokens", (double)w->cached);
     req_add_credits(o, "reserved", w->reserved);
     req_add_credits(o, "charged", w->charged);
+    /* the prices it was charged at, credits per 1M tokens (null: a row from
+     * before they were recorded) */
+    const char *pn[3] = {"price_input", "price_output", "price_cache_read"};
+    const nanos_t pv[3] = {w->price_input, w->price_output, w->price_cache_read};
+    for (int k = 0; k < 3; k++) {
+        if (pv[k] >= 0) req_add_credits(o, pn[k], pv[k]);
+        else cJSON_AddNullToObject(o, pn[k]);
+    }
     cJSON_AddStringToObject(o, "state", w->state);
     if (w->upstream_id) cJSON_AddStringToObject(o, "upstream_id", w->upstream_id);
     else cJSON_AddNullToObject(o, "upstream_id");

@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-typedef struct seen { int n; char id[8][32]; int64_t reserved[8]; } seen_t;
+typedef struct seen { int n; char id[8][32]; int64_t reserved[8], price[8][3]; } seen_t;
 
 static int collect(void *ud, const journal_begin_t *b)
 {
@@ -17,6 +17,9 @@ static int collect(void *ud, const journal_begin_t *b)
     if (s->n < 8) {
         snprintf(s->id[s->n], sizeof s->id[s->n], "%s", b->id);
         s->reserved[s->n] = b->reserved;
+        s->price[s->n][0] = b->price_input;
+        s->price[s->n][1] = b->price_output;
+        s->price[s->n][2] = b->price_cache_read;
     }
     s->n++;
     return 0;
@@ -25,7 +28,7 @@ static int collect(void *ud, const journal_begin_t *b)
 static journal_begin_t begin(const char *id, int64_t reserved)
 {
     journal_begin_t b = { id, 1764547200000LL, "team-a", "key-1", "anthropic/claude", 1,
-                          reserved };
+                          reserved, 3000000000LL, 15000000000LL, 300000000LL };
     return b;
 }
 
@@ -67,6 +70,39 @@ static void test_lines_replay_exactly(void)
     T_EQ_INT(s.reserved[0], 123456789);
     T_EQ_STR(s.id[1], "r-2");
     T_EQ_INT(s.reserved[1], 42);
+    for (int i = 0; i < 2; i++) {       /* the prices it was admitted at */
+        T_EQ_INT(s.price[i][0], 3000000000LL);
+        T_EQ_INT(s.price[i][1], 15000000000LL);
+        T_EQ_INT(s.price[i][2], 300000000LL);
+    }
+    journal_close(j);
+    cleanup(db);
+}
+
+/* A line an older version wrote (no prices) still replays, prices unknown;
+ * a line with a wrong number of fields is skipped. */
+static void test_older_lines_replay(void)
+{
+    char db[256], seg[300];
+    journal_t *j = fresh(db, sizeof db);
+    if (!j) { T_CHECK(0); return; }
+    snprintf(seg, sizeof seg, "%s-begins.0", db);
+    FILE *f = fopen(seg, "a");
+    T_CHECK(f != NULL);
+    if (!f) return;
+    fputs("B\told-1\t1764547200000\tteam-a\tkey-1\tm\t0\t555\n", f);
+    fputs("B\tbad-1\t1764547200000\tteam-a\tkey-1\tm\t0\t555\t1\n", f);
+    fclose(f);
+    journal_begin_t a = begin("new-1", 9);
+    T_EQ_INT(journal_append(j, &a), 0);
+    seen_t s = {0};
+    T_EQ_INT(journal_replay(j, collect, &s), 0);
+    T_EQ_INT(s.n, 2);
+    T_EQ_STR(s.id[0], "old-1");
+    T_EQ_INT(s.reserved[0], 555);
+    for (int k = 0; k < 3; k++) T_EQ_INT(s.price[0][k], -1);
+    T_EQ_STR(s.id[1], "new-1");
+    T_EQ_INT(s.price[1][1], 15000000000LL);
     journal_close(j);
     cleanup(db);
 }
@@ -107,5 +143,6 @@ int main(void)
 {
     T_RUN(test_lines_replay_exactly);
     T_RUN(test_short_write_leaves_no_partial_line);
+    T_RUN(test_older_lines_replay);
     return t_summary("journal");
 }

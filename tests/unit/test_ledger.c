@@ -701,6 +701,10 @@ static void test_journal_replay(void)
     if (!dead) { T_CHECK(0); return; }
     ledger_rec_t a = begin_rec("j1", "a", "m\tx\n%y", D1 + HOUR_MS, 3 * C);
     ledger_rec_t b = begin_rec("j2", "a", "m1", D1 + 2 * HOUR_MS, 4 * C);
+    a.price_input = 3 * C;                   /* the prices travel through the journal */
+    a.price_output = 15 * C;
+    a.price_cache_read = 3 * C / 10;
+    b.price_input = b.price_output = b.price_cache_read = -1;   /* not known: NULL */
     T_EQ_INT(ledger_begin(dead, &a), 0);     /* writer not started: journal only */
     T_EQ_INT(ledger_begin(dead, &b), 0);
     T_EQ_INT(sql_int(path, "SELECT COUNT(*) FROM requests"), 0);
@@ -712,6 +716,13 @@ static void test_journal_replay(void)
     T_EQ_STR(recovered_text(l, &rv), "a/a-key/m\tx\n%y=1:3000000000;a/a-key/m1=1:4000000000;");
     T_EQ_INT(sql_int(path, "SELECT COUNT(*) FROM requests WHERE state='interrupted'"), 2);
     T_EQ_INT(sql_int(path, "SELECT charged_nanos FROM requests WHERE id='j1'"), 3 * C);
+    T_EQ_INT(sql_int(path, "SELECT price_input_nanos = 3000000000 AND price_output_nanos ="
+                           " 15000000000 AND price_cache_read_nanos = 300000000"
+                           " FROM requests WHERE id='j1'"), 1);
+    T_EQ_INT(sql_int(path, "SELECT price_input_nanos IS NULL AND price_output_nanos IS NULL"
+                           " AND price_cache_read_nanos IS NULL FROM requests WHERE id='j2'"), 1);
+    T_EQ_INT(sql_int(path, "SELECT COUNT(*) FROM usage_hourly WHERE price_input_nanos = -1"
+                           " AND charged_nanos = 4000000000"), 1);
     T_EQ_INT(sql_int(path, "SELECT model = 'm' || char(9) || 'x' || char(10) || '%y' "
                            "FROM requests WHERE id='j1'"), 1);
     T_EQ_INT(spent(l, "a", D1_DAY), 7 * C);
@@ -743,6 +754,9 @@ static void test_begin_and_end_paired(void)
     ledger_t *l = open_ok(path);
     if (!l) { T_CHECK(0); return; }
     ledger_rec_t r = begin_rec("p1", "a", "m1", D1 + HOUR_MS, 9 * C);
+    r.price_input = 1;
+    r.price_output = 2;
+    r.price_cache_read = 0;
     T_EQ_INT(ledger_begin(l, &r), 0);
     r.state = LEDGER_SETTLED;
     r.ended_ms = r.started_ms + 40;
@@ -760,8 +774,9 @@ static void test_begin_and_end_paired(void)
     T_EQ_INT(sql_int(path, "SELECT state = 'settled' AND charged_nanos = 2000000001 AND "
                            "reserved_nanos = 9000000000 AND prompt_tokens = 30 AND "
                            "completion_tokens = 5 AND cached_tokens = 10 AND status = 200 AND "
-                           "upstream_id = 'up-p1' AND ended_ms - started_ms = 40 "
-                           "FROM requests WHERE id = 'p1'"), 1);
+                           "upstream_id = 'up-p1' AND ended_ms - started_ms = 40 AND "
+                           "price_input_nanos = 1 AND price_output_nanos = 2 AND "
+                           "price_cache_read_nanos = 0 FROM requests WHERE id = 'p1'"), 1);
     T_EQ_INT(spent(l, "a", D1_DAY), 2 * C + 1);
     ledger_close(l, 1000);
 }

@@ -53,6 +53,12 @@ static ledger_rec_t rec(const char *id, const char *team, const char *key, const
     r.started_ms = started_ms;
     r.reserved = reserved;
     r.state = LEDGER_INFLIGHT;
+    /* three price sets by the id's last digit, one of them "not recorded"
+     * (as rows from before prices were): hours with several of them */
+    int set = id[strlen(id) - 1] % 3;
+    r.price_input = set == 0 ? 3 * C : set == 1 ? 35 * C / 10 : -1;
+    r.price_output = set == 2 ? -1 : 15 * C;
+    r.price_cache_read = set == 0 ? 3 * C / 10 : set == 1 ? 35 * C / 100 : -1;
     return r;
 }
 
@@ -89,18 +95,18 @@ static int64_t sql_int(const char *path, const char *sql)
 
 /* The rows of usage_hourly that are not what a GROUP BY over the requests
  * gives, in either direction: 0 when the rollup is exact. */
+#define REQ_GROUPS \
+    "  SELECT started_ms / 3600000, team, key_id, model, COALESCE(price_input_nanos, -1)," \
+    "  COALESCE(price_output_nanos, -1), COALESCE(price_cache_read_nanos, -1), COUNT(*)," \
+    "  SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens), SUM(charged_nanos)" \
+    "  FROM requests GROUP BY 1, 2, 3, 4, 5, 6, 7"
+#define ROLLUP_ROWS \
+    "  SELECT hour, team, key_id, model, price_input_nanos, price_output_nanos," \
+    "  price_cache_read_nanos, requests, prompt_tokens, completion_tokens, cached_tokens," \
+    "  charged_nanos FROM usage_hourly"
 static const char *ROLLUP_DIFF =
-    "SELECT (SELECT COUNT(*) FROM ("
-    "  SELECT hour, team, key_id, model, requests, prompt_tokens, completion_tokens,"
-    "  cached_tokens, charged_nanos FROM usage_hourly EXCEPT"
-    "  SELECT started_ms / 3600000, team, key_id, model, COUNT(*), SUM(prompt_tokens),"
-    "  SUM(completion_tokens), SUM(cached_tokens), SUM(charged_nanos) FROM requests"
-    "  GROUP BY 1, 2, 3, 4)) + (SELECT COUNT(*) FROM ("
-    "  SELECT started_ms / 3600000, team, key_id, model, COUNT(*), SUM(prompt_tokens),"
-    "  SUM(completion_tokens), SUM(cached_tokens), SUM(charged_nanos) FROM requests"
-    "  GROUP BY 1, 2, 3, 4 EXCEPT"
-    "  SELECT hour, team, key_id, model, requests, prompt_tokens, completion_tokens,"
-    "  cached_tokens, charged_nanos FROM usage_hourly))";
+    "SELECT (SELECT COUNT(*) FROM (" ROLLUP_ROWS " EXCEPT " REQ_GROUPS "))"
+    " + (SELECT COUNT(*) FROM (" REQ_GROUPS " EXCEPT " ROLLUP_ROWS "))";
 
 static char path_main[128];
 
@@ -235,9 +241,11 @@ static void lines_free(lines_t *ls)
 static int collect(void *ud, const ledger_group_t *g)
 {
     char s[1024];
-    snprintf(s, sizeof s, "%s|%s|%s|%s|%s|%lld|%lld|%lld|%lld|%lld", g->team ? g->team : "-",
-             g->key ? g->key : "-", g->model ? g->model : "-", g->day ? g->day : "-",
-             g->hour ? g->hour : "-", (long long)g->requests, (long long)g->prompt,
+    snprintf(s, sizeof s, "%s|%s|%s|%s|%s|%lld/%lld/%lld|%lld|%lld|%lld|%lld|%lld",
+             g->team ? g->team : "-", g->key ? g->key : "-", g->model ? g->model : "-",
+             g->day ? g->day : "-", g->hour ? g->hour : "-", (long long)g->price_input,
+             (long long)g->price_output, (long long)g->price_cache_read,
+             (long long)g->requests, (long long)g->prompt,
              (long long)g->completion, (long long)g->cached, (long long)g->credits);
     lines_add(ud, s);
     return 0;
@@ -246,14 +254,18 @@ static int collect(void *ud, const ledger_group_t *g)
 /* The reference: a plain GROUP BY over the requests, as text lines. */
 static void reference(const char *path, const ledger_query_t *q, lines_t *out)
 {
-    const char *exprs[5] = {"team", "key_id", "model",
+    const char *exprs[8] = {"team", "key_id", "model",
                             "strftime('%Y-%m-%d', started_ms / 1000, 'unixepoch')",
-                            "strftime('%Y-%m-%dT%H:00:00Z', started_ms / 1000, 'unixepoch')"};
-    int flags[5] = {LEDGER_BY_TEAM, LEDGER_BY_KEY, LEDGER_BY_MODEL, LEDGER_BY_DAY, LEDGER_BY_HOUR};
-    char sel[600] = "", grp[64] = "", sql[2048];
-    for (int i = 0; i < 5; i++) {
+                            "strftime('%Y-%m-%dT%H:00:00Z', started_ms / 1000, 'unixepoch')",
+                            "COALESCE(price_input_nanos, -1)", "COALESCE(price_output_nanos, -1)",
+                            "COALESCE(price_cache_read_nanos, -1)"};
+    int flags[8] = {LEDGER_BY_TEAM, LEDGER_BY_KEY, LEDGER_BY_MODEL, LEDGER_BY_DAY, LEDGER_BY_HOUR,
+                    LEDGER_BY_PRICE, LEDGER_BY_PRICE, LEDGER_BY_PRICE};
+    char sel[800] = "", grp[64] = "", sql[2048];
+    for (int i = 0; i < 8; i++) {
         size_t n = strlen(sel);
-        snprintf(sel + n, sizeof sel - n, "%s, ", (q->by & flags[i]) ? exprs[i] : "'-'");
+        snprintf(sel + n, sizeof sel - n, "%s, ", (q->by & flags[i]) ? exprs[i]
+                                                  : i < 5 ? "'-'" : "0");
         if (q->by & flags[i]) {
             n = strlen(grp);
             snprintf(grp + n, sizeof grp - n, "%s%d", grp[0] ? ", " : "", i + 1);
@@ -279,14 +291,16 @@ static void reference(const char *path, const ledger_query_t *q, lines_t *out)
     if (q->key) sqlite3_bind_text(st, 4, q->key, -1, SQLITE_STATIC);
     if (q->model) sqlite3_bind_text(st, 5, q->model, -1, SQLITE_STATIC);
     while (sqlite3_step(st) == SQLITE_ROW) {
-        if (!grp[0] && sqlite3_column_int64(st, 5) == 0) continue;
+        if (!grp[0] && sqlite3_column_int64(st, 8) == 0) continue;
         char s[1024];
-        snprintf(s, sizeof s, "%s|%s|%s|%s|%s|%lld|%lld|%lld|%lld|%lld",
+        snprintf(s, sizeof s, "%s|%s|%s|%s|%s|%lld/%lld/%lld|%lld|%lld|%lld|%lld|%lld",
                  sqlite3_column_text(st, 0), sqlite3_column_text(st, 1),
                  sqlite3_column_text(st, 2), sqlite3_column_text(st, 3),
                  sqlite3_column_text(st, 4), (long long)sqlite3_column_int64(st, 5),
                  (long long)sqlite3_column_int64(st, 6), (long long)sqlite3_column_int64(st, 7),
-                 (long long)sqlite3_column_int64(st, 8), (long long)sqlite3_column_int64(st, 9));
+                 (long long)sqlite3_column_int64(st, 8), (long long)sqlite3_column_int64(st, 9),
+                 (long long)sqlite3_column_int64(st, 10), (long long)sqlite3_column_int64(st, 11),
+                 (long long)sqlite3_column_int64(st, 12));
         lines_add(out, s);
     }
     sqlite3_finalize(st);
@@ -338,7 +352,10 @@ static void check_reports(ledger_t *l, const char *path)
     const int bys[] = {0, LEDGER_BY_TEAM, LEDGER_BY_TEAM | LEDGER_BY_MODEL,
                        LEDGER_BY_KEY | LEDGER_BY_DAY, LEDGER_BY_HOUR,
                        LEDGER_BY_TEAM | LEDGER_BY_KEY | LEDGER_BY_MODEL | LEDGER_BY_DAY |
-                       LEDGER_BY_HOUR, LEDGER_BY_MODEL | LEDGER_BY_HOUR};
+                       LEDGER_BY_HOUR, LEDGER_BY_MODEL | LEDGER_BY_HOUR,
+                       LEDGER_BY_MODEL | LEDGER_BY_PRICE,
+                       LEDGER_BY_TEAM | LEDGER_BY_KEY | LEDGER_BY_MODEL | LEDGER_BY_DAY |
+                       LEDGER_BY_HOUR | LEDGER_BY_PRICE};
     const char *filters[][3] = {{NULL, NULL, NULL}, {"a", NULL, NULL}, {NULL, "k2", NULL},
                                 {NULL, NULL, "m,2"}, {"b", "k9", "m1"}, {"zz", NULL, NULL}};
     int checked = 0, nonempty = 0;
@@ -352,7 +369,7 @@ static void check_reports(ledger_t *l, const char *path)
                 checked++;
                 nonempty += ok == 2;
             }
-    T_EQ_INT(checked, 10 * 7 * 6);
+    T_EQ_INT(checked, 10 * 9 * 6);
     T_CHECK(nonempty > checked / 2);     /* most of them have rows to compare */
 }
 
@@ -412,6 +429,99 @@ static void test_report_reads_rollup(void)
     remove_ledger(path);
 }
 
+static int price_groups(void *ud, const ledger_group_t *g)
+{
+    int64_t *v = ud;                  /* groups, groups with unknown prices, credits */
+    v[0]++;
+    v[1] += g->price_input == -1 && g->price_output == -1 && g->price_cache_read == -1;
+    v[2] += g->credits;
+    return 0;
+}
+
+/* A ledger from before prices were recorded (no price columns, the rollup
+ * keyed by hour, team, key and model only): read-only, its rows read as
+ * "not recorded"; at its first open it gains the columns (NULL for its
+ * rows), a rollup rekeyed with the same figures and the rate_changes
+ * table; rows written afterwards split their hour by price set. */
+static void test_prices_added_to_old_ledger(void)
+{
+    char err[256], path[160], cmd[400];
+    snprintf(path, sizeof path, "%s/noprices.db", tmpdir);
+    remove_ledger(path);
+    snprintf(cmd, sizeof cmd, "cp %s %s", path_main, path);
+    T_EQ_INT(system(cmd), 0);
+    sqlite3 *db = NULL;
+    T_EQ_INT(sqlite3_open(path, &db), SQLITE_OK);
+    T_EQ_INT(sqlite3_exec(db,
+        "ALTER TABLE requests DROP COLUMN price_input_nanos;"
+        "ALTER TABLE requests DROP COLUMN price_output_nanos;"
+        "ALTER TABLE requests DROP COLUMN price_cache_read_nanos;"
+        "DROP TABLE rate_changes; DROP TABLE usage_hourly;"
+        "CREATE TABLE usage_hourly(hour INTEGER NOT NULL, team TEXT NOT NULL,"
+        " key_id TEXT NOT NULL, model TEXT NOT NULL, requests INTEGER NOT NULL,"
+        " prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,"
+        " cached_tokens INTEGER NOT NULL, charged_nanos INTEGER NOT NULL,"
+        " PRIMARY KEY(hour, team, key_id, model)) WITHOUT ROWID;"
+        "INSERT INTO usage_hourly SELECT started_ms / 3600000, team, key_id, model, COUNT(*),"
+        " SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens), SUM(charged_nanos)"
+        " FROM requests GROUP BY 1, 2, 3, 4;", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    int64_t total = sql_int(path, "SELECT SUM(charged_nanos) FROM requests");
+    int64_t hours = sql_int(path, "SELECT COUNT(*) FROM usage_hourly");
+
+    /* read-only, as it is: one group per model, prices unknown */
+    ledger_t *l = ledger_open_ro(path, err, sizeof err);
+    T_CHECK(l != NULL);
+    if (!l) return;
+    int64_t v[3] = {0, 0, 0};
+    ledger_query_t q = {0, INT64_MAX, LEDGER_BY_MODEL | LEDGER_BY_PRICE, NULL, NULL, NULL};
+    T_EQ_INT(ledger_report(l, &q, price_groups, v, err, sizeof err), 0);
+    T_EQ_INT(v[0], 2);
+    T_EQ_INT(v[1], 2);
+    T_EQ_INT(v[2], total);
+    memset(v, 0, sizeof v);
+    q.since_ms = D1 + 90 * 60000;                  /* partial hours from the requests too */
+    T_EQ_INT(ledger_report(l, &q, price_groups, v, err, sizeof err), 0);
+    T_EQ_INT(v[0], v[1]);
+    ledger_close(l, 0);
+    T_EQ_INT(sql_int(path, "SELECT COUNT(*) FROM pragma_table_info('requests')"
+                           " WHERE name LIKE 'price_%'"), 0);      /* untouched */
+
+    /* the first open migrates */
+    l = ledger_open(path, err, sizeof err);
+    T_CHECK(l != NULL);
+    if (!l) { fprintf(stderr, "  %s\n", err); return; }
+    ledger_close(l, 1000);
+    T_EQ_INT(sql_int(path, "SELECT COUNT(*) FROM pragma_table_info('requests')"
+                           " WHERE name LIKE 'price_%'"), 3);
+    T_EQ_INT(sql_int(path, "SELECT COUNT(*) FROM requests WHERE price_input_nanos IS NOT NULL"
+                           " OR price_output_nanos IS NOT NULL"
+                           " OR price_cache_read_nanos IS NOT NULL"), 0);
+    T_EQ_INT(sql_int(path, "SELECT COUNT(*) FROM usage_hourly"), hours);
+    T_EQ_INT(sql_int(path, "SELECT COUNT(*) FROM usage_hourly WHERE price_input_nanos <> -1"), 0);
+    T_EQ_INT(sql_int(path, "SELECT SUM(charged_nanos) FROM usage_hourly"), total);
+    T_EQ_INT(sql_int(path, ROLLUP_DIFF), 0);
+    T_EQ_INT(sql_int(path, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'rate_changes'"), 1);
+
+    /* a new row in an old row's hour, with prices: a rollup row of its own */
+    l = ledger_open(path, err, sizeof err);
+    T_CHECK(l != NULL);
+    if (!l) return;
+    T_EQ_INT(ledger_recover(l, D1 + 40 * DAY_MS), 0);
+    T_EQ_INT(ledger_writer_start(l), 0);
+    ledger_rec_t b = rec("f0000", "a", "k1", "m1", D1 + 30 * 60000, C);
+    T_EQ_INT(ledger_submit(l, &b, NULL, NULL), 0);
+    ledger_rec_t e = done(b, LEDGER_SETTLED, 12345, 10, 5, 0);
+    T_EQ_INT(ledger_submit(l, &e, NULL, NULL), 0);
+    T_CHECK(wait_idle(l));
+    ledger_close(l, 1000);
+    T_EQ_INT(sql_int(path, "SELECT price_input_nanos FROM requests WHERE id = 'f0000'"), 3 * C);
+    T_EQ_INT(sql_int(path, "SELECT COUNT(*) FROM usage_hourly WHERE team = 'a' AND key_id = 'k1'"
+                           " AND model = 'm1' AND hour = 1795392000000 / 3600000"), 2);
+    T_EQ_INT(sql_int(path, ROLLUP_DIFF), 0);
+    remove_ledger(path);
+}
+
 static void test_open_ro_errors(void)
 {
     char err[256] = "", path[160];
@@ -441,6 +551,7 @@ int main(void)
     T_RUN(test_rollup_built_for_old_ledger);
     T_RUN(test_report_equals_group_by);
     T_RUN(test_report_reads_rollup);
+    T_RUN(test_prices_added_to_old_ledger);
     T_RUN(test_open_ro_errors);
     remove_ledger(path_main);
     rmdir(tmpdir);

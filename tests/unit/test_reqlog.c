@@ -140,6 +140,9 @@ static void add_row(ledger_t *l, const char *id, const char *team, int64_t ms, i
     r.started_ms = ms;
     r.reserved = C;
     r.state = LEDGER_INFLIGHT;
+    r.price_input = 3 * C;
+    r.price_output = 15 * C;
+    r.price_cache_read = settle > 1 ? -1 : 3 * C / 10;   /* 2: a price not recorded */
     ledger_submit(l, &r, NULL, NULL);
     if (!settle) return;
     r.state = LEDGER_SETTLED;
@@ -325,6 +328,7 @@ static void test_lookup(void)
     if (!l) return;
     add_row(l, "x1", "t", D1, 0);
     add_row(l, "x2", "t", D1 + 1, 1);
+    add_row(l, "x4", "t", D1 + 2, 2);
     T_EQ_INT(ledger_writer_start(l), 0);
     T_CHECK(wait_idle(l));
     ledger_row_t w;
@@ -333,10 +337,17 @@ static void test_lookup(void)
     T_EQ_INT(w.status, -1);
     T_EQ_INT(w.latency_ms, -1);
     T_EQ_INT(w.reserved, C);
+    T_EQ_INT(w.price_input, 3 * C);      /* the prices, from the begin */
+    T_EQ_INT(w.price_output, 15 * C);
+    T_EQ_INT(w.price_cache_read, 3 * C / 10);
     T_EQ_INT(ledger_lookup(l, "x2", lookup_one, &w, err, sizeof err), 1);
     T_EQ_INT(w.ended_ms, D1 + 4);
     T_EQ_INT(w.status, 200);
     T_EQ_INT(w.charged, 7);
+    T_EQ_INT(w.price_output, 15 * C);
+    T_EQ_INT(ledger_lookup(l, "x4", lookup_one, &w, err, sizeof err), 1);
+    T_EQ_INT(w.price_input, 3 * C);
+    T_EQ_INT(w.price_cache_read, -1);
     T_EQ_INT(ledger_lookup(l, "x3", lookup_one, &w, err, sizeof err), 0);
     T_EQ_INT(ledger_state_parse("settled"), LEDGER_SETTLED);
     T_EQ_INT(ledger_state_parse("interrupted"), LEDGER_INTERRUPTED);
