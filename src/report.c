@@ -45,6 +45,8 @@ static int cmp_row(const void *pa, const void *pb)
         int c = cmp_str(a->f[i], b->f[i]);
         if (c) return c;
     }
+    for (int k = 0; k < 3; k++)
+        if (a->price[k] != b->price[k]) return a->price[k] < b->price[k] ? -1 : 1;
     return 0;
 }
 
@@ -73,6 +75,9 @@ static int collect(void *ud, const ledger_group_t *g)
     r->completion = g->completion;
     r->cached = g->cached;
     r->credits = g->credits;
+    r->price[0] = g->price_input;
+    r->price[1] = g->price_output;
+    r->price[2] = g->price_cache_read;
     return 0;
 }
 
@@ -108,15 +113,31 @@ static void add_counters(cJSON *o, const row_t *r)
     cJSON_AddItemToObject(o, "credits", cJSON_CreateRaw(money_fmt(r->credits, buf)));
 }
 
+/* A price for a table or CSV cell: credits per 1M tokens, or "" when not
+ * recorded. */
+static const char *price_text(nanos_t v, char *buf)
+{
+    if (v < 0) { buf[0] = '\0'; return buf; }
+    return money_fmt(v, buf);
+}
+
 static void write_json(const rows_t *rs, const row_t *tot, const report_opts_t *ro, FILE *out)
 {
     int by = ro->by;
+    char buf[MONEY_FMT_MAX];
     cJSON *root = cJSON_CreateObject(), *rows = cJSON_AddArrayToObject(root, "rows");
     for (size_t i = 0; i < rs->n; i++) {
         cJSON *o = cJSON_CreateObject();
         for (int k = 0; k < REPORT_NF; k++)
             if (by & report_flags[k])
                 cJSON_AddStringToObject(o, report_fields[k], rs->v[i].f[k] ? rs->v[i].f[k] : "");
+        for (int k = 0; (by & LEDGER_BY_PRICE) && k < 3; k++) {
+            if (rs->v[i].price[k] >= 0)
+                cJSON_AddItemToObject(o, report_price_fields[k],
+                                      cJSON_CreateRaw(money_fmt(rs->v[i].price[k], buf)));
+            else
+                cJSON_AddNullToObject(o, report_price_fields[k]);
+        }
         add_counters(o, &rs->v[i]);
         cJSON_AddItemToArray(rows, o);
     }
@@ -146,11 +167,15 @@ static void write_csv(const rows_t *rs, int by, FILE *out)
     char buf[MONEY_FMT_MAX];
     for (int k = 0; k < REPORT_NF; k++)
         if (by & report_flags[k]) fprintf(out, "%s,", report_fields[k]);
+    for (int k = 0; (by & LEDGER_BY_PRICE) && k < 3; k++)
+        fprintf(out, "%s,", report_price_fields[k]);
     fprintf(out, "requests,prompt_tokens,completion_tokens,cached_tokens,credits\n");
     for (size_t i = 0; i < rs->n; i++) {
         const row_t *r = &rs->v[i];
         for (int k = 0; k < REPORT_NF; k++)
             if (by & report_flags[k]) { csv_field(out, r->f[k] ? r->f[k] : ""); fputc(',', out); }
+        for (int k = 0; (by & LEDGER_BY_PRICE) && k < 3; k++)
+            fprintf(out, "%s,", price_text(r->price[k], buf));
         fprintf(out, "%lld,%lld,%lld,%lld,%s\n", (long long)r->requests, (long long)r->prompt,
                 (long long)r->completion, (long long)r->cached, money_fmt(r->credits, buf));
     }
@@ -165,8 +190,10 @@ static void write_table(const rows_t *rs, const row_t *tot, int by, FILE *out)
             if (rs->v[i].f[k] && (int)strlen(rs->v[i].f[k]) > w[k]) w[k] = (int)strlen(rs->v[i].f[k]);
     }
     char buf[MONEY_FMT_MAX];
+    int prices = (by & LEDGER_BY_PRICE) != 0;
     for (int k = 0; k < REPORT_NF; k++)
         if (by & report_flags[k]) fprintf(out, "%-*s  ", w[k], report_fields[k]);
+    for (int k = 0; prices && k < 3; k++) fprintf(out, "%16s  ", report_price_fields[k]);
     fprintf(out, "%10s %14s %17s %14s %22s\n", "requests", "prompt_tokens",
             "completion_tokens", "cached_tokens", "credits");
     for (size_t i = 0; i <= rs->n; i++) {
@@ -178,6 +205,9 @@ static void write_table(const rows_t *rs, const row_t *tot, int by, FILE *out)
             fprintf(out, "%-*s  ", w[k], v);
             first = 0;
         }
+        for (int k = 0; prices && k < 3; k++)
+            fprintf(out, "%16s  ", i < rs->n ? (r->price[k] < 0 ? "-" : money_fmt(r->price[k], buf))
+                                             : "");
         if (!by && i == rs->n && rs->n) break;
         fprintf(out, "%10lld %14lld %17lld %14lld %22s\n", (long long)r->requests,
                 (long long)r->prompt, (long long)r->completion, (long long)r->cached,
@@ -268,6 +298,10 @@ static int write_html(const report_opts_t *o, const rows_t *rs, const row_t *tot
 
 int report_write(const report_opts_t *o, FILE *out, char *err, size_t errlen)
 {
+    /* a model gets one row per price set it was charged at */
+    report_opts_t eo = *o;
+    if (eo.by & LEDGER_BY_MODEL) eo.by |= LEDGER_BY_PRICE;
+    o = &eo;
     rows_t rs = { .max = o->max_groups };
     int rc = report_collect(o, o->by, &rs, err, errlen);
     if (rc == 0) {

@@ -225,9 +225,11 @@ static void table(FILE *out, const report_opts_t *o, const report_rows_t *rs, co
 {
     char buf[MONEY_FMT_MAX];
     fputs("<table><thead><tr>", out);
-    int nf = 0;
+    int nf = 0, prices = (o->by & LEDGER_BY_PRICE) != 0;
     for (int k = 0; k < REPORT_NF; k++)
         if (o->by & report_flags[k]) { fprintf(out, "<th>%s</th>", report_fields[k]); nf++; }
+    for (int k = 0; prices && k < 3; k++, nf++)
+        fprintf(out, "<th class=\"n\">%s</th>", report_price_fields[k]);
     fputs("<th class=\"n\">requests</th><th class=\"n\">prompt_tokens</th>"
           "<th class=\"n\">completion_tokens</th><th class=\"n\">cached_tokens</th>"
           "<th class=\"n\">credits</th></tr></thead><tbody>", out);
@@ -236,6 +238,8 @@ static void table(FILE *out, const report_opts_t *o, const report_rows_t *rs, co
         fputs("<tr>", out);
         for (int k = 0; k < REPORT_NF; k++)
             if (o->by & report_flags[k]) { fputs("<td>", out); esc(out, r->f[k]); fputs("</td>", out); }
+        for (int k = 0; prices && k < 3; k++)
+            fprintf(out, "<td class=\"n\">%s</td>", r->price[k] < 0 ? "—" : money_fmt(r->price[k], buf));
         fprintf(out, "<td class=\"n\">%lld</td><td class=\"n\">%lld</td><td class=\"n\">%lld</td>"
                 "<td class=\"n\">%lld</td><td class=\"n\">%s</td></tr>", (long long)r->requests,
                 (long long)r->prompt, (long long)r->completion, (long long)r->cached,
@@ -281,6 +285,7 @@ void report_html_write(FILE *out, const report_opts_t *o, const report_rows_t *r
     for (int k = 0; k < REPORT_NF; k++)
         if (o->by & report_flags[k]) { fprintf(out, "%s%s", first ? "" : ", ", report_fields[k]); first = 0; }
     if (first) fputs("nothing (totals)", out);
+    if (o->by & LEDGER_BY_PRICE) fputs(" and the price set charged", out);
     if (o->team || o->key || o->model) {
         fputs(" · only", out);
         if (o->team) { fputs(" team ", out); esc(out, o->team); }

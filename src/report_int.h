@@ -14,6 +14,8 @@ typedef struct report_row {
     char *f[REPORT_NF];       /* team, key, model, day, hour (NULL if not grouped) */
     int64_t requests, prompt, completion, cached;
     nanos_t credits;
+    nanos_t price[3];         /* LEDGER_BY_PRICE: input, output, cache_read per 1M
+                               * tokens; -1 = not recorded; else 0 */
 } report_row_t;
 
 typedef struct report_rows {
@@ -29,6 +31,11 @@ typedef struct report_rows {
 static const char *const report_fields[REPORT_NF] = {"team", "key", "model", "day", "hour"};
 static const int report_flags[REPORT_NF] = {LEDGER_BY_TEAM, LEDGER_BY_KEY, LEDGER_BY_MODEL,
                                                   LEDGER_BY_DAY, LEDGER_BY_HOUR};
+
+/* A grouping's price columns (with LEDGER_BY_PRICE, which a grouping by
+ * model implies: a model gets one row per price set it was charged at). */
+static const char *const report_price_fields[3] = {"price_input", "price_output",
+                                                   "price_cache_read"};
 
 /* Reads o's ledgers (or o->open) grouped by `by` (not o->by), merged and
  * sorted, into *rs. 0, or REPORT_ERROR / REPORT_TOO_MANY with err. */

@@ -8,8 +8,11 @@ exactly once.
 
 The ledger starts with 2,400 historical rows over 60 days written straight
 into the requests table with its usage_hourly dropped, as a ledger from
-before the rollup: pinmeter builds the rollup at start, then live traffic
-adds settled, estimated and failed rows on top."""
+before the rollup (and from before prices were recorded: their prices are
+NULL): pinmeter builds the rollup at start, then live traffic adds settled,
+estimated and failed rows on top, each with the prices it was charged at, so
+a grouping by model has a row for each model's unrecorded prices and one
+for its price set."""
 import calendar
 import collections
 import json
@@ -160,8 +163,10 @@ class UsageTest(E2ETest):
             con.close()
 
     def reference(self, since, until, by, team=None, key=None, model=None):
-        """The report's rows computed here from the ledger's requests."""
+        """The report's rows computed here from the ledger's requests (a
+        grouping by model is by its price set too)."""
         fields = [f for f in ("team", "key", "model", "day", "hour") if f in by]
+        prices = ["price_input", "price_output", "price_cache_read"] if "model" in by else []
         groups = collections.OrderedDict()
         for r in self.ledger():
             if not since <= r["started_ms"] < until:
@@ -172,7 +177,10 @@ class UsageTest(E2ETest):
             t = time.gmtime(r["started_ms"] // 1000)
             vals = {"team": r["team"], "key": r["key_id"], "model": r["model"],
                     "day": time.strftime("%Y-%m-%d", t), "hour": time.strftime("%Y-%m-%dT%H:00:00Z", t)}
-            g = groups.setdefault(tuple(vals[f] for f in fields), [0, 0, 0, 0, 0])
+            for f in prices:                    # -1: not recorded (sorts first)
+                v = r[f + "_nanos"]
+                vals[f] = -1 if v is None else v
+            g = groups.setdefault(tuple(vals[f] for f in fields + prices), [0, 0, 0, 0, 0])
             for i, v in enumerate((1, r["prompt_tokens"], r["completion_tokens"],
                                    r["cached_tokens"], r["charged_nanos"])):
                 g[i] += v
@@ -180,6 +188,8 @@ class UsageTest(E2ETest):
         for gk in sorted(groups):
             n = groups[gk]
             row = dict(zip(fields, gk))
+            for f, v in zip(prices, gk[len(fields):]):
+                row[f] = None if v < 0 else Decimal(fmt_credits(v))
             row.update({"requests": n[0], "prompt_tokens": n[1], "completion_tokens": n[2],
                         "cached_tokens": n[3], "credits": Decimal(fmt_credits(n[4]))})
             out.append(row)
@@ -233,7 +243,8 @@ class UsageTest(E2ETest):
         j = self.compare({}, want_since=month_start_ms(self.now_ms),
                          want_until=next_month_ms(self.now_ms))
         self.assertTrue(j["rows"])
-        self.assertEqual(set(j["rows"][0]), {"team", "model", "requests", "prompt_tokens",
+        self.assertEqual(set(j["rows"][0]), {"team", "model", "price_input", "price_output",
+                                             "price_cache_read", "requests", "prompt_tokens",
                                              "completion_tokens", "cached_tokens", "credits"})
         j = self.compare({"format": "json", "by": "team"})
         self.assertEqual({x["team"] for x in j["rows"]}, {"research", "ops"})
@@ -367,7 +378,11 @@ class UsageTest(E2ETest):
         self.assertEqual(set(j), {"id", "started_at", "ended_at", "team", "key", "model",
                                   "stream", "status", "prompt_tokens", "completion_tokens",
                                   "cached_tokens", "reserved", "charged", "state",
-                                  "upstream_id", "latency_ms"})
+                                  "upstream_id", "latency_ms", "price_input", "price_output",
+                                  "price_cache_read"})
+        self.assertEqual(tuple(to_nanos(j[f]) for f in ("price_input", "price_output",
+                                                        "price_cache_read")), rate_nanos(SONNET))
+        self.assertRegex(r.body.decode(), r'"price_output":15\.000000000[,}]')
         row = self.pm.row(req_id=rid)
         self.assertEqual((j["id"], j["team"], j["key"], j["model"]), (rid, "research", "alice", SONNET))
         self.assertEqual((j["prompt_tokens"], j["completion_tokens"], j["cached_tokens"]), (p, c, k))
@@ -392,6 +407,8 @@ class UsageTest(E2ETest):
         h = next(x for x in self.ledger() if x["state"] == "interrupted")
         j = self.get("/v0/usage/requests/" + h["id"]).json()
         self.assertEqual((j["status"], j["upstream_id"], j["latency_ms"]), (None, None, None))
+        self.assertEqual((j["price_input"], j["price_output"], j["price_cache_read"]),
+                         (None, None, None))         # from before prices were recorded
         self.assertEqual(to_nanos(j["charged"]), h["reserved_nanos"])
         self.assertError(self.get("/v0/usage/requests/" + rid + "x"), 404)
         self.assertError(self.get("/v0/usage/requests/nope"), 404)
@@ -489,11 +506,13 @@ class UsageTest(E2ETest):
         con = sqlite3.connect(self.pm.ledger)
         try:
             diff = con.execute(
-                "SELECT COUNT(*) FROM (SELECT hour, team, key_id, model, requests, prompt_tokens,"
+                "SELECT COUNT(*) FROM (SELECT hour, team, key_id, model, price_input_nanos,"
+                " price_output_nanos, price_cache_read_nanos, requests, prompt_tokens,"
                 " completion_tokens, cached_tokens, charged_nanos FROM usage_hourly EXCEPT"
-                " SELECT started_ms / 3600000, team, key_id, model, COUNT(*), SUM(prompt_tokens),"
-                " SUM(completion_tokens), SUM(cached_tokens), SUM(charged_nanos) FROM requests"
-                " GROUP BY 1, 2, 3, 4)").fetchone()[0]
+                " SELECT started_ms / 3600000, team, key_id, model, COALESCE(price_input_nanos, -1),"
+                " COALESCE(price_output_nanos, -1), COALESCE(price_cache_read_nanos, -1), COUNT(*),"
+                " SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens),"
+                " SUM(charged_nanos) FROM requests GROUP BY 1, 2, 3, 4, 5, 6, 7)").fetchone()[0]
             n = con.execute("SELECT SUM(requests) FROM usage_hourly").fetchone()[0]
         finally:
             con.close()

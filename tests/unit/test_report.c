@@ -108,6 +108,9 @@ static ledger_rec_t rec(const char *id, const char *team, const char *model,
     r.cached = cached;
     r.ended_ms = started_ms + 100;
     r.status = 200;
+    r.price_input = 3 * C;                /* one price set, unless a test says otherwise */
+    r.price_output = 15 * C;
+    r.price_cache_read = 3 * C / 10;
     return r;
 }
 
@@ -308,10 +311,11 @@ static void test_csv(void)
     T_CHECK(s != NULL);
     if (!s) return;
     T_EQ_STR(s,
-        "team,model,requests,prompt_tokens,completion_tokens,cached_tokens,credits\n"
-        "a,m1,3,41,21,3,3.500000008\n"
-        "b,m2,1,20,10,0,2.000000000\n"
-        "c,\"m,\"\"q\"\"\",1,0,0,0,0.000000000\n");
+        "team,model,price_input,price_output,price_cache_read,requests,prompt_tokens,"
+        "completion_tokens,cached_tokens,credits\n"
+        "a,m1,3.000000000,15.000000000,0.300000000,3,41,21,3,3.500000008\n"
+        "b,m2,3.000000000,15.000000000,0.300000000,1,20,10,0,2.000000000\n"
+        "c,\"m,\"\"q\"\"\",3.000000000,15.000000000,0.300000000,1,0,0,0,0.000000000\n");
     free(s);
 
     s = run_report(LEDGER_BY_DAY, REPORT_CSV, 0, INT64_MAX, err, sizeof err);
@@ -394,8 +398,9 @@ static void test_hour_and_filters(void)
     o.team = "a";
     o.by = LEDGER_BY_MODEL;
     s = report_with(o, err, sizeof err, &rc);
-    T_EQ_STR(s, "model,requests,prompt_tokens,completion_tokens,cached_tokens,credits\n"
-                "m1,3,41,21,3,3.500000008\n");
+    T_EQ_STR(s, "model,price_input,price_output,price_cache_read,requests,prompt_tokens,"
+                "completion_tokens,cached_tokens,credits\n"
+                "m1,3.000000000,15.000000000,0.300000000,3,41,21,3,3.500000008\n");
     free(s);
     o.team = NULL;
     o.model = "m1";
@@ -483,6 +488,72 @@ static void remove_ledger(const char *path)
     unlink(p);
 }
 
+/* A model charged at several price sets gets a row for each (and rows from
+ * before prices were recorded one with null prices), from the rollup's
+ * whole hours and the requests' partial ones alike; a grouping without the
+ * model sums them. */
+static void test_price_sets(void)
+{
+    char path[160], err[512];
+    snprintf(path, sizeof path, "%s/prices.db", tmpdir);
+    ledger_rec_t v[] = {
+        rec("p1", "a", "m1", D1 + HOUR_MS + 10 * 60000, LEDGER_SETTLED, 100, 10, 1, 0),
+        rec("p2", "a", "m1", D1 + HOUR_MS + 20 * 60000, LEDGER_SETTLED, 200, 20, 2, 0),
+        rec("p3", "a", "m1", D1 + 5 * HOUR_MS, LEDGER_SETTLED, 300, 30, 3, 0),
+        rec("p4", "a", "m1", D1 + 6 * HOUR_MS, LEDGER_SETTLED, 400, 40, 4, 0),
+    };
+    for (int i = 1; i <= 2; i++) {        /* p2, p3: the new prices */
+        v[i].price_input = 3500000000LL;
+        v[i].price_cache_read = 350000000LL;
+    }
+    v[3].price_input = v[3].price_output = v[3].price_cache_read = -1;   /* not recorded */
+    T_EQ_INT(write_ledger(path, v, 4), 0);
+    const char *paths[] = {path};
+    report_opts_t o = {.ledgers = paths, .n_ledgers = 1, .since_ms = 0, .until_ms = INT64_MAX,
+                       .by = LEDGER_BY_MODEL, .format = REPORT_CSV};
+    int rc;
+    char *s = report_with(o, err, sizeof err, &rc);
+    T_EQ_INT(rc, 0);
+    T_EQ_STR(s,
+        "model,price_input,price_output,price_cache_read,requests,prompt_tokens,"
+        "completion_tokens,cached_tokens,credits\n"
+        "m1,,,,1,40,4,0,0.000000400\n"
+        "m1,3.000000000,15.000000000,0.300000000,1,10,1,0,0.000000100\n"
+        "m1,3.500000000,15.000000000,0.350000000,2,50,5,0,0.000000500\n");
+    free(s);
+    /* from 01:15: 01:00-02:00 is a partial hour read from the requests */
+    o.since_ms = D1 + HOUR_MS + 15 * 60000;
+    o.format = REPORT_JSON;
+    s = report_with(o, err, sizeof err, &rc);
+    T_EQ_INT(rc, 0);
+    cJSON *root = s ? cJSON_Parse(s) : NULL;
+    const cJSON *rows = cJSON_GetObjectItemCaseSensitive(root, "rows");
+    T_EQ_INT(cJSON_GetArraySize(rows), 2);
+    const cJSON *r0 = cJSON_GetArrayItem(rows, 0), *r1 = cJSON_GetArrayItem(rows, 1);
+    T_CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(r0, "price_input")));
+    T_CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(r0, "price_cache_read")));
+    T_EQ_INT(jint(r1, "requests"), 2);
+    T_CHECK(s && strstr(s, "\"price_input\":\t3.500000000") != NULL);
+    T_CHECK(s && strstr(s, "\"price_cache_read\":\t0.350000000") != NULL);
+    cJSON_Delete(root);
+    free(s);
+    /* by team: one row, no price columns */
+    o.since_ms = 0;
+    o.by = LEDGER_BY_TEAM;
+    o.format = REPORT_CSV;
+    s = report_with(o, err, sizeof err, &rc);
+    T_EQ_STR(s, "team,requests,prompt_tokens,completion_tokens,cached_tokens,credits\n"
+                "a,4,100,10,0,0.000001000\n");
+    free(s);
+    /* the table: a column per price, "-" when not recorded */
+    o.by = LEDGER_BY_MODEL;
+    o.format = REPORT_TABLE;
+    s = report_with(o, err, sizeof err, &rc);
+    T_CHECK(s && strstr(s, "price_input") && strstr(s, "3.500000000") && strstr(s, " - "));
+    free(s);
+    remove_ledger(path);
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/pinmeter-report-XXXXXX");
@@ -503,6 +574,7 @@ int main(void)
         T_RUN(test_missing_ledger);
         T_RUN(test_hour_and_filters);
         T_RUN(test_labels_cap_and_open);
+        T_RUN(test_price_sets);
     }
     remove_ledger(path_a);
     remove_ledger(path_b);
