@@ -5,7 +5,11 @@
 CC      ?= cc
 PKGS    := libmicrohttpd libcurl libcjson sqlite3 openssl hiredis
 CFLAGS  ?= -O2 -g
-override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -MMD -MP $(EXTRA_CFLAGS)
+# -MD, not -MMD: include/limits.h is also what the system's <limits.h> reaches
+# (gcc's syslimits.h does #include_next <limits.h>, which finds it through
+# -Iinclude), so the project's headers after it count as system headers and
+# -MMD would leave them out of the .d files: a changed header, stale objects.
+override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -MD -MP $(EXTRA_CFLAGS)
 override LDLIBS += -lmicrohttpd -lcurl -lcjson -lsqlite3 -lhiredis -lssl -lcrypto -lpthread -lm
 BUILD   ?= build
 
