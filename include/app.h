@@ -10,6 +10,7 @@
  * there is no global. */
 #ifndef PINMETER_APP_H
 #define PINMETER_APP_H
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include "base.h"
@@ -29,8 +30,11 @@ struct metrics;
 
 /* What one config file says, with its rates, as served at one time. SIGHUP
  * builds a new snapshot and swaps it in only when the whole of it is valid;
- * a request keeps the snapshot it was admitted under. Old snapshots are freed
- * at exit (reloads are rare; no reader ever sees a freed one). */
+ * so does the rates sync (ratesync.c) when Pinata's prices change, with the
+ * config of the snapshot it replaces and a new rate table (borrowed = 1:
+ * cfg, slot and kslot are that older snapshot's). A request keeps the
+ * snapshot it was admitted under. Old snapshots are freed at exit (swaps
+ * are rare; no reader ever sees a freed one). */
 typedef struct snap {
     config_t *cfg;
     rates_t *rates;
@@ -38,6 +42,7 @@ typedef struct snap {
     int **kslot;                   /* budget key slot of cfg->teams[i].keys[k] */
     int passthrough;               /* no teams configured */
     int default_slot;              /* passthrough's team "default" */
+    int borrowed;                  /* only rates is this snapshot's own */
     struct snap *older;
 } snap_t;
 
@@ -51,6 +56,8 @@ typedef struct worker {
 
 typedef struct app {
     snap_t *_Atomic snap;          /* current config; load once per use */
+    pthread_mutex_t snap_mu;       /* held by whoever builds and swaps in a snapshot
+                                    * (SIGHUP's reload, the rates sync): one at a time */
     budget_t *budget;
     ledger_t *ledger;
     worker_t *workers;             /* [n_workers] */

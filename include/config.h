@@ -53,6 +53,8 @@ typedef struct config {
     int timeout_s;                 /* default 600 */
     char ledger[1024];             /* default var/pinmeter.db */
     char rates_file[1024];         /* default conf/rates.json */
+    int rates_sync_s;              /* serve: refresh rates_file from Pinata every this
+                                    * many seconds; 0 = off (default) */
     double credits_per_usd;        /* default 1.0, > 0 */
     int64_t default_max_tokens;    /* default 4096, > 0 */
     int unknown_reject;            /* 1 = "reject" (default); 0 = use unknown_rate */

@@ -41,12 +41,13 @@ int ratediff_compute(const rates_t *old, const rates_t *new_, ratediff_t *d);
 void ratediff_free(ratediff_t *d);
 
 /* One item as a line of text (no newline), prices in credits per 1M
- * tokens with 9 decimals as input / output / cache_read:
+ * tokens with 9 decimals as input / output / cache_read, the model padded
+ * to width characters (0: not padded):
  *   "added    MODEL  3.000000000 / 15.000000000 / 0.300000000"
  *   "removed  MODEL  3.000000000 / 15.000000000 / 0.300000000"
  *   "changed  MODEL  3.000000000 / 15.000000000 / 0.300000000 -> 3.500000000 / ..."
  * Returns buf (cut at buflen). */
-char *ratediff_line(const ratediff_item_t *it, char *buf, size_t buflen);
+char *ratediff_line(const ratediff_item_t *it, int width, char *buf, size_t buflen);
 
 /* "1 added, 2 removed, 0 changed" into buf; returns buf. */
 char *ratediff_summary(const ratediff_t *d, char *buf, size_t buflen);

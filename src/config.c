@@ -255,6 +255,7 @@ static const cfgrow_row_t top_rows[] = {
     { .key = "upstream", .kind = CFGROW_OBJ, .sub = upstream_rows },
     CSTR("ledger", ledger, 0),
     CSTR("rates_file", rates_file, 0),
+    CNUM("rates_sync_s", CFGROW_INT, rates_sync_s, 0, 7 * 86400),
     CNUM("credits_per_usd", CFGROW_POSNUM, credits_per_usd, 0, 0),
     CNUM("default_max_tokens", CFGROW_I64, default_max_tokens, 1, 1e9),
     { .key = "unknown_model", .kind = CFGROW_CUSTOM, .fn = parse_unknown_model },

@@ -1,9 +1,11 @@
 /* main: the pinmeter command line — serve (serve.c), report (report.c),
- * keygen, check-config, alert test (alerts.h) — and its options. */
+ * keygen, check-config, alert test (alerts.h), rates sync (ratesync.h) —
+ * and its options. */
 #include "alerts.h"
 #include "config.h"
 #include "keys.h"
 #include "ledger.h"
+#include "ratesync.h"
 #include "report.h"
 #include "serve.h"
 #include "utc.h"
@@ -28,6 +30,7 @@ static void usage(FILE *f)
 "  pinmeter keygen --team NAME [--id ID]\n"
 "  pinmeter check-config [-c FILE]\n"
 "  pinmeter alert test [-c FILE]\n"
+"  pinmeter rates sync [-c FILE] [--from URL] [--dry-run]\n"
 "  pinmeter --help | --version\n"
 "\n"
 "DATE is YYYY-MM-DD, a whole UTC day (--until includes it); TIME is an RFC 3339 UTC\n"
@@ -37,7 +40,7 @@ static void usage(FILE *f)
 }
 
 enum { OPT_LISTEN = 1000, OPT_UPSTREAM, OPT_LEDGER, OPT_SINCE, OPT_UNTIL, OPT_BY,
-       OPT_FORMAT, OPT_TEAM, OPT_ID, OPT_KEY, OPT_MODEL };
+       OPT_FORMAT, OPT_TEAM, OPT_ID, OPT_KEY, OPT_MODEL, OPT_FROM, OPT_DRY_RUN };
 
 static const struct option LONGOPTS[] = {
     {"config", required_argument, NULL, 'c'},
@@ -52,6 +55,8 @@ static const struct option LONGOPTS[] = {
     {"id", required_argument, NULL, OPT_ID},
     {"key", required_argument, NULL, OPT_KEY},
     {"model", required_argument, NULL, OPT_MODEL},
+    {"from", required_argument, NULL, OPT_FROM},
+    {"dry-run", no_argument, NULL, OPT_DRY_RUN},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -59,7 +64,8 @@ static const struct option LONGOPTS[] = {
 
 typedef struct args {
     const char *config, *listen, *upstream, *since, *until, *by, *format, *team, *id;
-    const char *key, *model;
+    const char *key, *model, *from;
+    int dry_run;
     const char *ledgers[64];
     size_t n_ledgers;
 } args_t;
@@ -87,6 +93,8 @@ static int parse_args(int argc, char **argv, args_t *a)
         case OPT_ID: a->id = optarg; break;
         case OPT_KEY: a->key = optarg; break;
         case OPT_MODEL: a->model = optarg; break;
+        case OPT_FROM: a->from = optarg; break;
+        case OPT_DRY_RUN: a->dry_run = 1; break;
         case 'h': usage(stdout); return 1;
         case 'V': printf("pinmeter %s\n", PINMETER_VERSION); return 1;
         default: usage(stderr); return -1;
@@ -195,6 +203,21 @@ static int cmd_alert_test(const args_t *a)
     return rc;
 }
 
+/* rates sync: Pinata's live prices into the rates file, once. */
+static int cmd_rates_sync(const args_t *a)
+{
+    char err[1024];
+    if (a->from && strncmp(a->from, "http://", 7) != 0 && strncmp(a->from, "https://", 8) != 0) {
+        fprintf(stderr, "pinmeter: rates sync: --from wants an http:// or https:// URL\n");
+        return 1;
+    }
+    config_t *cfg = config_load(a->config, err, sizeof err);
+    if (!cfg) { fprintf(stderr, "%s\n", err); return 1; }
+    int rc = ratesync_cli(cfg, a->from, a->dry_run, stdout, stderr);
+    config_free(cfg);
+    return rc;
+}
+
 static int cmd_check_config(const args_t *a)
 {
     char err[1024];
@@ -233,6 +256,16 @@ int main(int argc, char **argv)
         int pr = parse_args(argc - 2, argv + 2, &a);
         if (pr != 0) return pr > 0 ? 0 : 2;
         return cmd_alert_test(&a);
+    }
+    if (strcmp(cmd, "rates") == 0) {
+        if (argc < 3 || strcmp(argv[2], "sync") != 0) {
+            fprintf(stderr, "pinmeter: rates wants a subcommand: "
+                    "pinmeter rates sync [-c FILE] [--from URL] [--dry-run]\n");
+            return 2;
+        }
+        int pr = parse_args(argc - 2, argv + 2, &a);
+        if (pr != 0) return pr > 0 ? 0 : 2;
+        return cmd_rates_sync(&a);
     }
     int pr = parse_args(argc - 1, argv + 1, &a);
     if (pr != 0) return pr > 0 ? 0 : 2;

@@ -167,16 +167,16 @@ static char *prices(const rate_t *r, char *buf, size_t len)
     return buf;
 }
 
-char *ratediff_line(const ratediff_item_t *it, char *buf, size_t buflen)
+char *ratediff_line(const ratediff_item_t *it, int width, char *buf, size_t buflen)
 {
     static const char *const kind[] = {"added  ", "removed", "changed"};
     char p1[3 * MONEY_FMT_MAX + 8], p2[3 * MONEY_FMT_MAX + 8];
     const rate_t *first = it->kind == RATEDIFF_ADDED ? &it->new_ : &it->old;
     if (it->kind == RATEDIFF_CHANGED)
-        snprintf(buf, buflen, "%s  %s  %s -> %s", kind[it->kind], it->model,
+        snprintf(buf, buflen, "%s  %-*s  %s -> %s", kind[it->kind], width, it->model,
                  prices(&it->old, p1, sizeof p1), prices(&it->new_, p2, sizeof p2));
     else
-        snprintf(buf, buflen, "%s  %s  %s", kind[it->kind], it->model,
+        snprintf(buf, buflen, "%s  %-*s  %s", kind[it->kind], width, it->model,
                  prices(first, p1, sizeof p1));
     return buf;
 }

@@ -2,9 +2,10 @@
  * config and its rates (checked as a whole), the ledger (recovering what a
  * crash left in flight), the budget with a slot per team (its period spend
  * rebuilt from the ledger's daily table), the ledger writer, the jobs, the
- * alert thread, the event loop and its transfers, account sync, the
- * listener. SIGHUP builds a new snapshot and swaps it in only when all of
- * it is valid; SIGTERM/SIGINT drain and stop in the reverse order. The two
+ * alert thread, the event loop and its transfers, account sync, the rates
+ * sync, the listener. SIGHUP builds a new snapshot and swaps it in only when
+ * all of it is valid (one swap at a time with the rates sync's: both hold
+ * app->snap_mu); SIGTERM/SIGINT drain and stop in the reverse order. The two
  * signal flags are the process's only globals. */
 #include "serve.h"
 #include "account.h"
@@ -14,6 +15,7 @@
 #include "keys.h"
 #include "loop.h"
 #include "metrics.h"
+#include "ratesync.h"
 #include "server.h"
 #include "upstream.h"
 #include <curl/curl.h>
@@ -213,10 +215,12 @@ static void snap_free_all(snap_t *sn)
 {
     while (sn) {
         snap_t *older = sn->older;
-        kslot_free(sn->kslot, sn->cfg->n_teams);
-        config_free(sn->cfg);
+        if (!sn->borrowed) {       /* else an older one's, freed with it */
+            kslot_free(sn->kslot, sn->cfg->n_teams);
+            config_free(sn->cfg);
+            free(sn->slot);
+        }
         rates_free(sn->rates);
-        free(sn->slot);
         free(sn);
         sn = older;
     }
@@ -248,9 +252,8 @@ fail:
 
 /* SIGHUP: parse the file again; swap in the new config and rates only if
  * all of it is valid. Requests in flight keep the snapshot they had. */
-static void reload(void *ctx)
+static void reload_locked(serve_t *sv)
 {
-    serve_t *sv = ctx;
     app_t *app = &sv->app;
     char err[1024];
     rates_t *rates = NULL;
@@ -278,6 +281,15 @@ static void reload(void *ctx)
     atomic_store(&app->snap, sn);
     base_log_json(sn->cfg->log_json);
     base_log("reloaded %s: %zu team(s), %zu priced model(s)", sv->opts->config, n_teams, n_rates);
+    ratesync_note(app, sn->older->rates, sn->rates, "reload");
+}
+
+static void reload(void *ctx)
+{
+    serve_t *sv = ctx;
+    pthread_mutex_lock(&sv->app.snap_mu);
+    reload_locked(sv);
+    pthread_mutex_unlock(&sv->app.snap_mu);
 }
 
 /* This instance's stable id: instance_id, else the one kept in the ledger
@@ -389,10 +401,12 @@ int serve_run(const serve_opts_t *a)
     char err[1024], instance[64];
     int rc = 1;
     alerts_t *alerts = NULL;
+    ratesync_t *rsync = NULL;
     serve_t sv;
     memset(&sv, 0, sizeof sv);
     sv.opts = a;
     app_t *app = &sv.app;
+    pthread_mutex_init(&app->snap_mu, NULL);
     config_t *probe = config_load(a->config, err, sizeof err);
     if (!probe) { fprintf(stderr, "pinmeter: %s\n", err); return 1; }
     const char *k = getenv(probe->llm_key_env);
@@ -468,6 +482,7 @@ int serve_run(const serve_opts_t *a)
     if (jwt_copy) app->acct = account_start(app, jwt_copy);
     else if (!sn->passthrough)
         base_log("account sync off (%s not set): only team caps limit spend", jwt_env);
+    rsync = ratesync_start(app);   /* off the loop; a failed read never stops serving */
 
     /* Each stream holds a client and an upstream socket: allow as many
      * descriptors as the hard limit does. */
@@ -497,6 +512,8 @@ int serve_run(const serve_opts_t *a)
     app->jobs = NULL;
     server_free(app->srv);
     app->srv = NULL;
+    ratesync_stop(rsync);          /* before the ledger it records changes in */
+    rsync = NULL;
     account_stop(app->acct);
     app->acct = NULL;
     alerts_stop(alerts);           /* pending deliveries resume at the next start */
@@ -506,6 +523,7 @@ int serve_run(const serve_opts_t *a)
     base_log("stopped");
 out:
     jobs_stop(app->jobs);
+    ratesync_stop(rsync);
     account_stop(app->acct);
     alerts_stop(alerts);
     stop_workers(app);
@@ -526,5 +544,6 @@ out:
     free(sv.key_period_known);
     free(app->llm_key);
     free(jwt_copy);
+    pthread_mutex_destroy(&app->snap_mu);
     return rc;
 }

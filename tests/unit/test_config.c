@@ -39,6 +39,7 @@ static void test_defaults(void)
     T_EQ_STR(c->admin_token_env, "PINMETER_ADMIN_TOKEN");
     T_EQ_STR(c->jwt_env, "PINATA_JWT");
     T_EQ_INT(c->sync_s, 30);
+    T_EQ_INT(c->rates_sync_s, 0);
     T_EQ_INT(c->max_body, 8388608);
     T_EQ_INT(c->max_connections, 1024);
     T_EQ_INT(c->drain_s, 30);
@@ -205,6 +206,10 @@ static void test_errors(void)
         { "{\"ledger\": \"\"}", "ledger: must not be empty" },
         { "{\"ledger\": 1}", "ledger: must be a string" },
         { "{\"rates_file\": null}", "rates_file: must be a string" },
+        { "{\"rates_sync_s\": -1}", "rates_sync_s: must be an integer from 0" },
+        { "{\"rates_sync_s\": 1.5}", "rates_sync_s: must be an integer" },
+        { "{\"rates_sync_s\": 604801}", "rates_sync_s: must be an integer from 0 to 604800" },
+        { "{\"rates_sync_s\": \"3600\"}", "rates_sync_s: must be an integer" },
         { "{\"credits_per_usd\": 0}", "credits_per_usd: must be a number > 0" },
         { "{\"credits_per_usd\": -2}", "credits_per_usd: must be a number > 0" },
         { "{\"credits_per_usd\": \"1\"}", "credits_per_usd: must be a number > 0" },
@@ -332,6 +337,7 @@ static void test_shipped_default(void)
     T_EQ_STR(c->upstream_base, "https://agents.pinata.cloud");
     T_EQ_STR(c->ledger, "var/pinmeter.db");
     T_EQ_STR(c->rates_file, "conf/rates.json");
+    T_EQ_INT(c->rates_sync_s, 3600);                     /* prices from Pinata, hourly */
     T_EQ_INT(c->unknown_reject, 1);
     config_free(c);
 }
@@ -346,6 +352,7 @@ static void test_shipped_example(void)
         return;
     }
     T_EQ_INT(c->n_teams, 2);
+    T_EQ_INT(c->rates_sync_s, 3600);
     T_EQ_STR(c->teams[0].name, "research");
     T_EQ_INT(c->teams[0].cap, 25 * NANOS_PER_CREDIT);
     T_EQ_INT(c->teams[0].n_keys, 2);

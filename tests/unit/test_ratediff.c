@@ -110,19 +110,19 @@ static void test_diff(void)
         T_EQ_STR(d.v[0].model, "a");
         T_EQ_INT(d.v[0].kind, RATEDIFF_REMOVED);
         T_EQ_INT(d.v[0].old.output, 2 * C);
-        T_EQ_STR(ratediff_line(&d.v[0], line, sizeof line),
+        T_EQ_STR(ratediff_line(&d.v[0], 0, line, sizeof line),
                  "removed  a  1.000000000 / 2.000000000 / 0.100000000");
         T_EQ_STR(d.v[1].model, "b");
         T_EQ_INT(d.v[1].kind, RATEDIFF_CHANGED);
         T_EQ_INT(d.v[1].old.input, 3 * C);
         T_EQ_INT(d.v[1].new_.input, 35 * C / 10);
-        T_EQ_STR(ratediff_line(&d.v[1], line, sizeof line),
+        T_EQ_STR(ratediff_line(&d.v[1], 0, line, sizeof line),
                  "changed  b  3.000000000 / 15.000000000 / 0.300000000 -> "
                  "3.500000000 / 15.000000000 / 0.350000000");
         T_EQ_STR(d.v[2].model, "d");
         T_EQ_INT(d.v[2].kind, RATEDIFF_ADDED);
-        T_EQ_STR(ratediff_line(&d.v[2], line, sizeof line),
-                 "added    d  0.500000000 / 1.000000000 / 0.000000000");
+        T_EQ_STR(ratediff_line(&d.v[2], 3, line, sizeof line),
+                 "added    d    0.500000000 / 1.000000000 / 0.000000000");
     }
     T_EQ_STR(ratediff_summary(&d, sum, sizeof sum), "1 added, 1 removed, 1 changed");
     ratediff_free(&d);
