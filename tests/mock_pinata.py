@@ -6,7 +6,14 @@
 Prints "READY <port>" (flushed) once listening. Endpoints:
 
   POST /v0/llm/chat/completions   OpenAI-style chat completion (plain or SSE).
-  GET  /v0/llm/models             the rates array from --rates.
+  GET  /v0/llm/models             the rates array from --rates (or what
+                                  POST /__mock/models set).
+  POST /__mock/models             what /v0/llm/models serves from now on:
+                                  {"models": [...]} (a new price list), or
+                                  {"raw": TEXT} (these exact bytes), with an
+                                  optional "status" (default 200); {} = the
+                                  --rates file again. The mock's own prices
+                                  charge nothing: it only reports usage.
   GET  /v0/credits/balance        {"total","loaned","available"} (Bearer --jwt).
   GET  /__mock/requests           recorded chat requests (JSON list).
   POST /__mock/reset              clears the record.
@@ -78,6 +85,8 @@ class State:
     def __init__(self, rates_text, jwt):
         self.lock = threading.Lock()
         self.rates_text = rates_text
+        self.models_body = None        # POST /__mock/models; None: rates_text
+        self.models_status = 200
         self.jwt = jwt
         self.requests = []
         self.balance = {"total": 100.0, "loaned": 0.0, "available": 100.0}
@@ -193,7 +202,10 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/v0/llm/models":
             with self.st.lock:
                 self.st.stats["models"] += 1
-            self.send_bytes(200, self.st.rates_text.encode())
+                body = self.st.models_body if self.st.models_body is not None \
+                    else self.st.rates_text.encode()
+                status = self.st.models_status
+            self.send_bytes(status, body)
         elif path == "/v0/credits/balance":
             with self.st.lock:
                 self.st.stats["balance"] += 1
@@ -229,6 +241,17 @@ class Handler(BaseHTTPRequestHandler):
                 self.st.requests.clear()
                 self.st.stats.update({"chat": 0, "models": 0, "balance": 0, "balance_denied": 0,
                                       "chat_max_active": self.st.stats["chat_active"]})
+            self.send_json(200, {"ok": True})
+        elif path == "/__mock/models":
+            obj = json.loads(raw or b"{}")
+            with self.st.lock:
+                if "models" in obj:
+                    self.st.models_body = json.dumps(obj["models"], indent=1).encode()
+                elif "raw" in obj:
+                    self.st.models_body = obj["raw"].encode()
+                else:
+                    self.st.models_body = None
+                self.st.models_status = int(obj.get("status", 200))
             self.send_json(200, {"ok": True})
         elif path == "/__mock/balance":
             obj = json.loads(raw or b"{}")
