@@ -10,6 +10,7 @@ const STORE = 'pinmeter.token';
 const CREDIT_FIELDS = new Set([
   'cap', 'spent', 'loaned', 'available', 'credits', 'reserved', 'charged',
   'synced_total', 'synced_available', 'projected_available', 'total', 'required',
+  'price_input', 'price_output', 'price_cache_read',
 ]);
 
 export function token() {

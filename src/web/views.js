@@ -166,10 +166,26 @@ function usageTable(id, rows, first, key, label) {
   fill(id, head, body);
 }
 
+// /v0/usage gives a model a row per price set it was charged at; the
+// table shows one per model.
+function perModel(rows) {
+  const m = new Map();
+  for (const r of rows) {
+    const a = m.get(r.model);
+    if (!a) {
+      m.set(r.model, { ...r });
+      continue;
+    }
+    for (const k of ['requests', 'prompt_tokens', 'completion_tokens', 'cached_tokens']) a[k] = (a[k] || 0) + (r[k] || 0);
+    a.credits = exact((nanos(a.credits) || 0n) + (nanos(r.credits) || 0n));
+  }
+  return [...m.values()];
+}
+
 export function where(keyRows, modelRows) {
   usageTable('top-keys', keyRows, [{ title: 'Key · team', field: 'key', sub: 'team', cls: 'clip keycell' }],
              (r) => r.team + '\u0000' + r.key, 'key');
-  usageTable('top-models', modelRows, [{ title: 'Model', field: 'model', cls: 'clip' }], (r) => r.model, 'model');
+  usageTable('top-models', perModel(modelRows), [{ title: 'Model', field: 'model', cls: 'clip' }], (r) => r.model, 'model');
 }
 
 // ---- recent requests
