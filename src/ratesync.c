@@ -72,10 +72,11 @@ static const char *url_for_log(const char *url, char *out, size_t outlen)
     return out;
 }
 
-/* GET url: 0 with the body (free it) on a 200, else -1 with why. stop (may
- * be NULL) cuts the read short. */
-static int fetch(const char *url, long timeout_s, const atomic_int *stop, buf_t *body,
-                 char *why, size_t whylen)
+/* GET url: 0 with the body (free it) on a 200, else -1 with why. ca: the
+ * CAs to trust (upstream.ca_file; "" = the system's). stop (may be NULL)
+ * cuts the read short. */
+static int fetch(const char *url, const char *ca, long timeout_s, const atomic_int *stop,
+                 buf_t *body, char *why, size_t whylen)
 {
     char shown[1200];
     url_for_log(url, shown, sizeof shown);
@@ -85,6 +86,7 @@ static int fetch(const char *url, long timeout_s, const atomic_int *stop, buf_t 
     struct curl_slist *h = curl_slist_append(NULL, "Accept: application/json");
     curl_easy_setopt(e, CURLOPT_URL, url);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (ca[0]) curl_easy_setopt(e, CURLOPT_CAINFO, ca);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "pinmeter/" PINMETER_VERSION);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, collect);
@@ -288,7 +290,7 @@ int ratesync_cli(const config_t *cfg, const char *from, int dry_run, FILE *out, 
         fprintf(errout, "pinmeter: cannot start the HTTP client\n");
         return 1;
     }
-    if (fetch(src, CLI_TIMEOUT_S, NULL, &body, why, sizeof why) != 0) {
+    if (fetch(src, cfg->ca_file, CLI_TIMEOUT_S, NULL, &body, why, sizeof why) != 0) {
         fprintf(errout, "pinmeter: rates sync: %s; %s left as it was\n", why, cfg->rates_file);
         goto out;
     }
@@ -350,9 +352,10 @@ static int round_once(ratesync_t *s, char *why, size_t whylen)
 {
     app_t *app = s->app;
     char url[1100], e[600];
-    models_url(app_snap(app)->cfg, url, sizeof url);
+    const config_t *now = app_snap(app)->cfg;
+    models_url(now, url, sizeof url);
     buf_t body;
-    if (fetch(url, SERVE_TIMEOUT_S, &s->stop, &body, why, whylen) != 0) return -1;
+    if (fetch(url, now->ca_file, SERVE_TIMEOUT_S, &s->stop, &body, why, whylen) != 0) return -1;
     int rc = -1;
     ratediff_t d = {0};
     rates_t *fresh = NULL;
