@@ -48,6 +48,7 @@ typedef struct serve {
     size_t n_keys;
     period_t *key_period;
     int *key_period_known;
+    ratesync_t *rsync;             /* the rates sync's thread; NULL when off at start */
 } serve_t;
 
 static int apply_overrides(config_t *cfg, const serve_opts_t *a)
@@ -271,6 +272,8 @@ static void reload_locked(serve_t *sv)
         strcmp(cfg->instance_id, old->instance_id) != 0)
         base_log("reload: listen, ledger, max_connections, client_timeout_s, workers and budget "
                  "store changes take effect only at the next start");
+    if (!sv->rsync && cfg->rates_sync_s > 0)
+        base_log("reload: rates_sync_s was 0 at start; the rates sync starts at the next start");
     size_t n_teams = cfg->n_teams, n_rates = rates_count(rates);
     snap_t *sn = snap_build(sv, cfg, rates, err, sizeof err);
     if (!sn) {
@@ -401,7 +404,6 @@ int serve_run(const serve_opts_t *a)
     char err[1024], instance[64];
     int rc = 1;
     alerts_t *alerts = NULL;
-    ratesync_t *rsync = NULL;
     serve_t sv;
     memset(&sv, 0, sizeof sv);
     sv.opts = a;
@@ -482,7 +484,7 @@ int serve_run(const serve_opts_t *a)
     if (jwt_copy) app->acct = account_start(app, jwt_copy);
     else if (!sn->passthrough)
         base_log("account sync off (%s not set): only team caps limit spend", jwt_env);
-    rsync = ratesync_start(app);   /* off the loop; a failed read never stops serving */
+    sv.rsync = ratesync_start(app);   /* off the loop; a failed read never stops serving */
 
     /* Each stream holds a client and an upstream socket: allow as many
      * descriptors as the hard limit does. */
@@ -512,8 +514,8 @@ int serve_run(const serve_opts_t *a)
     app->jobs = NULL;
     server_free(app->srv);
     app->srv = NULL;
-    ratesync_stop(rsync);          /* before the ledger it records changes in */
-    rsync = NULL;
+    ratesync_stop(sv.rsync);       /* before the ledger it records changes in */
+    sv.rsync = NULL;
     account_stop(app->acct);
     app->acct = NULL;
     alerts_stop(alerts);           /* pending deliveries resume at the next start */
@@ -523,7 +525,7 @@ int serve_run(const serve_opts_t *a)
     base_log("stopped");
 out:
     jobs_stop(app->jobs);
-    ratesync_stop(rsync);
+    ratesync_stop(sv.rsync);
     account_stop(app->acct);
     alerts_stop(alerts);
     stop_workers(app);
