@@ -116,7 +116,8 @@ def seed(ledger, rng, now_ms):
         n += 1
         lat = rng.randint(400, 9000)
         rows.append(("seed-%06d" % n, started, started + lat, team, key, model, int(stream), 200,
-                     prompt, completion, cached, c + rng.randint(0, c // 2 + 1), c, "settled", None, lat))
+                     prompt, completion, cached, c + rng.randint(0, c // 2 + 1), c, "settled", None, lat)
+                    + (tuple(pr[model]) if scale == 1.0 else (None, None, None)))   # scaled: not re-derivable
         d = started // 86400000
         daily[(team, d)] = daily.get((team, d), 0) + c
 
@@ -152,7 +153,8 @@ def seed(ledger, rng, now_ms):
             add("support-bots", rng.choice(TEAMS[1][4]), m, t, p, c, k, s, scale=target / raw)
     con.executemany("INSERT INTO requests(id, started_ms, ended_ms, team, key_id, model, stream, status,"
                     " prompt_tokens, completion_tokens, cached_tokens, reserved_nanos, charged_nanos,"
-                    " state, upstream_id, latency_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                    " state, upstream_id, latency_ms, price_input_nanos, price_output_nanos,"
+                    " price_cache_read_nanos) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
     for (team, d), v in daily.items():
         con.execute("INSERT INTO spend_daily(team, day, nanos) VALUES (?,?,?) ON CONFLICT(team, day)"
                     " DO UPDATE SET nanos = nanos + excluded.nanos", (team, d, v))
