@@ -7,16 +7,18 @@
  * is in the private src/ledger_int.h. This file calls into ledger_writer.c
  * and ledger_migrate.c, never the other way round.
  *
- * Schema: `requests` holds one row per admitted request; `spend_daily` holds
+ * Schema: `requests` holds one row per admitted request, with the prices it
+ * was admitted at (added by ledger_migrate.c); `spend_daily` holds
  * per-team, per-UTC-day charge totals updated in the same transaction as the
  * row's completion, so start-up rebuilds a period's spend from at most a few
  * dozen rows whatever the ledger's size. `usage_hourly` holds, per hour,
- * team, key and model, what a GROUP BY over the requests would give
+ * team, key, model and price set, what a GROUP BY over the requests would give
  * (requests, tokens, charges), kept in the same transactions as the rows, so
  * a report over whole hours reads the rollup instead of the requests. Leftover
  * inflight rows are found through a partial index; the request log's filters
  * (team, key, model, state, each with the start time) have an index each.
- * `alerts` holds the budget alert events (ledger_alert.c). */
+ * `alerts` holds the budget alert events (ledger_alert.c), `rate_changes` the
+ * rate table's changes (ledger_rates.c). */
 #include "ledger_int.h"
 #include <stdio.h>
 #include <stdlib.h>

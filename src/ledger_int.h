@@ -1,6 +1,7 @@
 /* ledger_int.h: private to the ledger module (src/ledger.c,
- * src/ledger_writer.c, src/ledger_query.c, src/ledger_migrate.c); nothing
- * else includes it. It holds struct ledger, which they share, and the calls
+ * src/ledger_writer.c, src/ledger_query.c, src/ledger_migrate.c, and the
+ * tables of their own: ledger_alert.c, ledger_rates.c); nothing else
+ * includes it. It holds struct ledger, which they share, and the calls
  * between them. The layering runs one way: ledger_query.c (the report and
  * the request log) calls into ledger.c (open, schema, recovery, the read
  * connection, close), which calls into ledger_migrate.c (what an older
