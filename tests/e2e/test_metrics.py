@@ -408,6 +408,9 @@ class OpenMetricsTest(MetricsBase):
         self.assertTrue(self.pm.wait_log("reloaded", since=mark), self.pm.logs_text()[-500:])
         self.assertEqual(self.pm.chat(chat_body(HAIKU), key=delta.key).status, 200)
         self.pm.wait_idle(delta.key)
+        # its completion in the file before the kill below (the writer gathers)
+        self.pm.wait_rows(lambda rs: rs and all(x["state"] == "settled" for x in rs),
+                          where="team = 'delta'")
         text = self.scrape(self.pm, key=None)
         self.assertEqual(nanos(one(text, "pinmeter_team_cap_credits", team="delta")), NANO)
         self.assertEqual(int(one(text, "pinmeter_requests_total", team="delta", model=HAIKU,
