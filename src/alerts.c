@@ -24,6 +24,7 @@
 #define PACE_MS 20                    /* at most one round of hook work this often */
 #define MAX_WAIT_MS 60000
 #define ACCOUNT_META "alerts.account_low"   /* "<crossings> <armed 0|1>" */
+#define DRIFT_META "alerts.drift"           /* likewise */
 
 typedef struct tstate {               /* a team slot, as the thread sees it */
     char name[64];
@@ -57,6 +58,8 @@ struct alerts {
     size_t n_ts;
     int64_t acct_seq;
     int acct_armed;
+    int64_t drift_seq;
+    int drift_armed;
     int64_t next_sweep;
 };
 
@@ -304,10 +307,59 @@ static void record_runaway(alerts_t *a, const alertq_runaway_t *w)
         base_logl(BASE_ERROR, "alert runaway %s: not recorded", id);
 }
 
+/* A top-up detected, or the top-up guard tripped (account thread): its
+ * event, once (the id carries the instance and the top-up's time). */
+static void record_account_event(alerts_t *a, const alertq_acct_t *ev)
+{
+    if (!app_snap(a->app)->cfg->alerts_on) return;
+    const char *name = ev->kind == ALERTQ_TOPUP ? ALERTCORE_TOPUP : ALERTCORE_TOPUP_LIMIT;
+    char id[ALERTCORE_ID_LEN + 1];
+    alertcore_id(name, a->instance, ev->at_ms, 0, id);
+    alertcore_event_t e = { .event = name, .id = id, .at_ms = ev->at_ms,
+                            .instance = a->instance, .added = ev->added, .cap = ev->total,
+                            .prev_total = ev->prev_total, .topups = ev->topups,
+                            .max_topups = ev->max, .until_ms = ev->until_ms };
+    if (fire(a, &e, -1, NULL, NULL) != 0)
+        base_logl(BASE_ERROR, "alert %s %s: not recorded", name, id);
+}
+
+/* The drift: fires when the last hour's drift passes account.drift_alert
+ * either way while armed (once per crossing, as account_low); armed again
+ * when a sync shows it back within. */
+static void check_drift(alerts_t *a, nanos_t drift, int64_t at)
+{
+    const config_t *cfg = app_snap(a->app)->cfg;
+    if (!cfg->alerts_on || cfg->drift_alert <= 0) return;
+    nanos_t mag = drift < 0 ? -drift : drift;
+    char meta[64];
+    if (mag > cfg->drift_alert && a->drift_armed) {
+        char id[ALERTCORE_ID_LEN + 1];
+        int64_t seq = a->drift_seq + 1;
+        alertcore_id(ALERTCORE_DRIFT, a->instance, seq, 0, id);
+        alertcore_event_t e = { .event = ALERTCORE_DRIFT, .id = id, .at_ms = at,
+                                .instance = a->instance, .drift = drift,
+                                .limit = cfg->drift_alert };
+        snprintf(meta, sizeof meta, "%lld 0", (long long)seq);
+        if (fire(a, &e, -1, DRIFT_META, meta) == 0) {
+            a->drift_seq = seq;
+            a->drift_armed = 0;
+        }
+    } else if (mag <= cfg->drift_alert && !a->drift_armed) {
+        snprintf(meta, sizeof meta, "%lld 1", (long long)a->drift_seq);
+        if (ledger_alert_meta_set(a->store, DRIFT_META, meta) == 0) {
+            a->drift_armed = 1;
+            base_log("alerts: the account's drift is back within drift_alert; drift is armed "
+                     "again");
+        }
+    }
+}
+
 /* What the hooks marked: checks to schedule, refusals, the account. */
 static void absorb(alerts_t *a, const alertq_take_t *t, int64_t now)
 {
     for (size_t i = 0; i < t->n_runaway; i++) record_runaway(a, &t->runaway[i]);
+    for (size_t i = 0; i < t->n_acct; i++) record_account_event(a, &t->acct[i]);
+    if (t->drift_known) check_drift(a, t->drift, t->drift_at_ms);
     int64_t delay = strcmp(budget_store_state(a->app->budget), "local") == 0 ? 0
                                                                               : SHARED_DELAY_MS;
     for (size_t i = 0; i < t->n; i++) {
@@ -378,7 +430,7 @@ static void *alerts_main(void *arg)
         while (a->hold && access(a->hold, F_OK) == 0 && !atomic_load(&a->stop)) nap_ms(20);
         now = base_wall_ms();
         absorb(a, &t, now);
-        int hooked = t.n || t.account || t.account_synced;
+        int hooked = t.n || t.account || t.account_synced || t.n_acct || t.drift_known;
         alertq_take_free(&t);
         if (now >= a->next_sweep) sweep(a, now);
         run_checks(a, now);
@@ -434,6 +486,7 @@ int alerts_start(app_t *app, const char *instance, alerts_t **out, char *err, si
     snprintf(a->instance, sizeof a->instance, "%s", instance);
     a->sweep_ms = SWEEP_MS;
     a->acct_armed = 1;
+    a->drift_armed = 1;
     const char *secret = cfg->alert_secret_env[0] ? getenv(cfg->alert_secret_env) : NULL;
     if (cfg->alert_secret_env[0] && (!secret || !*secret))
         base_logl(BASE_WARN, "alerts: %s (alerts.secret_env) is not set: events are sent "
@@ -453,6 +506,14 @@ int alerts_start(app_t *app, const char *instance, alerts_t **out, char *err, si
     if (sscanf(meta, "%lld %d", &seq, &armed) == 2) {
         a->acct_seq = seq;
         a->acct_armed = armed != 0;
+    }
+    if (ledger_alert_meta_get(a->store, DRIFT_META, meta, sizeof meta) != 0) {
+        snprintf(err, errlen, "%.400s: cannot read the alerts from the ledger", cfg->ledger);
+        goto fail;
+    }
+    if (sscanf(meta, "%lld %d", &seq, &armed) == 2) {
+        a->drift_seq = seq;
+        a->drift_armed = armed != 0;
     }
     app->alertq = a->q;
     if (pthread_create(&a->th, NULL, alerts_main, a) != 0) {
