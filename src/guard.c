@@ -74,6 +74,7 @@ static void drop_until(guard_t *g, int64_t t)
 {
     size_t k = 0;
     while (k < g->n && g->times[k] <= t) k++;
+    if (k == 0) return;
     memmove(g->times, g->times + k, (g->n - k) * sizeof *g->times);
     g->n -= k;
 }
