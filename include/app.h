@@ -28,7 +28,7 @@ struct jobs;
 struct alertq;
 struct metrics;
 struct guard;
-struct ledger_acct;
+struct ledger_account;
 
 /* What one config file says, with its rates, as served at one time. SIGHUP
  * builds a new snapshot and swaps it in only when the whole of it is valid;
@@ -69,7 +69,7 @@ typedef struct app {
     struct jobs *jobs;             /* work kept off the loop (jobs.h) */
     struct alertq *alertq;         /* the alert thread's inbox (alertq.h); NULL when off */
     struct metrics *metrics;       /* the Prometheus registry (metrics.h) */
-    struct ledger_acct *acctdb;    /* the account's tables (ledger_account.h); NULL when
+    struct ledger_account *acctdb;    /* the account's tables (ledger_account.h); NULL when
                                     * account sync is off */
     struct guard *guard;           /* the top-up guard (guard.h); NULL likewise */
     char *jwt;                     /* the Pinata JWT (account.jwt_env); NULL when unset */

@@ -31,7 +31,7 @@ typedef struct guard_why {
 /* A guard over store (borrowed until guard_free): the top-ups counted since
  * the last reset and within 24 h, and a trip still running, are loaded
  * from the ledger. NULL with err. */
-guard_t *guard_new(app_t *app, ledger_acct_t *store, char *err, size_t errlen);
+guard_t *guard_new(app_t *app, ledger_account_t *store, char *err, size_t errlen);
 /* NULL is fine. */
 void guard_free(guard_t *g);
 

@@ -6,14 +6,14 @@
  * drift is Pinata's minus pinmeter's — usage that did not pass through this
  * pinmeter, or a price table out of date (README, "Reconciliation").
  * `pinmeter reconcile` and GET /v0/account/reconcile both write through
- * reconcile_write, so they give the same figures. Credits are exact
+ * reconcile_write (the endpoint is reconcile_api.h), so they give the same
+ * figures. Credits are exact
  * 9-decimal numbers. */
 #ifndef PINMETER_RECONCILE_H
 #define PINMETER_RECONCILE_H
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
-#include "req.h"
 
 struct ledger;
 
@@ -38,9 +38,5 @@ int64_t reconcile_lookback_ms(int timeout_s);
 /* Writes the reconciliation to out. 0, or RECONCILE_ERROR with the reason
  * in err, or RECONCILE_TOO_MANY; nothing is written on failure. */
 int reconcile_write(const reconcile_opts_t *o, FILE *out, char *err, size_t errlen);
-
-/* GET /v0/account/reconcile?since=&until= (admin; a job): the JSON that
- * `pinmeter reconcile --format json` prints for the same range. */
-enum MHD_Result reconcile_serve(req_t *r, struct MHD_Connection *c);
 
 #endif

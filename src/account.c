@@ -88,7 +88,7 @@ static int charged_since(struct account *a, int64_t now, nanos_t *out)
         return 0;
     }
     char err[256];
-    if (ledger_acct_read_charges(a->app->ledger, a->prev.at_ms, now,
+    if (ledger_account_read_charges(a->app->ledger, a->prev.at_ms, now,
                                  reconcile_lookback_ms(app_snap(a->app)->cfg->timeout_s),
                                  sum_charge, out, err,
                                  sizeof err) != 0) {
@@ -126,10 +126,10 @@ static void on_synced(struct account *a, nanos_t total, nanos_t loaned, nanos_t 
     int up = a->have_prev && acctcore_topup(a->prev.total, total, charged, &added);
     ledger_sync_t row = { .at_ms = now, .total = total, .loaned = loaned, .available = avail,
                           .charged_known = charged_ok, .charged = charged };
-    ledger_acct_event_t ev = { .at_ms = now, .kind = LEDGER_EV_TOPUP, .credits = added,
+    ledger_account_event_t ev = { .at_ms = now, .kind = LEDGER_EV_TOPUP, .credits = added,
                                .total = total, .prev_total = a->prev.total };
     if (a->app->acctdb) {
-        int bad = ledger_acct_add_sync(a->app->acctdb, &row, up ? &ev : NULL) != 0;
+        int bad = ledger_account_add_sync(a->app->acctdb, &row, up ? &ev : NULL) != 0;
         if (bad && !a->record_failing)
             base_logl(BASE_ERROR, "account: cannot record the sync in the ledger (the guard and "
                       "reconciliation miss it); logged once until it works again");
@@ -275,7 +275,7 @@ static void load_history(struct account *a)
     char err[256];
     int64_t now = base_wall_ms();
     rebuild_t rb = { .a = a };
-    if (ledger_acct_read_syncs(a->app->ledger, now - ACCTCORE_HOUR_MS, INT64_MAX, rebuild_sync,
+    if (ledger_account_read_syncs(a->app->ledger, now - ACCTCORE_HOUR_MS, INT64_MAX, rebuild_sync,
                                &rb, err, sizeof err) != 0) {
         base_logl(BASE_WARN, "account: cannot read the recorded syncs: %s", err);
         a->n_lines = 0;

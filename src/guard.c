@@ -26,7 +26,7 @@ extern const char pm_lua_guard[];
 
 struct guard {
     app_t *app;
-    ledger_acct_t *store;
+    ledger_account_t *store;
     pthread_mutex_t mu;
     int64_t *times;                   /* [n] ascending: the top-ups counted */
     size_t n, cap;
@@ -108,9 +108,9 @@ static void tripped(guard_t *g, const trip_t *t)
     alertcore_time(t->until_ms, until);
     snprintf(detail, sizeof detail, "%d top-ups within 24 h (max_topups_per_day %d); "
              "refusing until %s", t->topups, t->max, until);
-    ledger_acct_event_t ev = { .at_ms = t->at_ms, .kind = LEDGER_EV_TOPUP_LIMIT,
+    ledger_account_event_t ev = { .at_ms = t->at_ms, .kind = LEDGER_EV_TOPUP_LIMIT,
                                .detail = detail };
-    if (ledger_acct_add_event(g->store, &ev) != 0)
+    if (ledger_account_add_event(g->store, &ev) != 0)
         base_logl(BASE_ERROR, "top-up guard: cannot record the trip in the ledger");
     base_logl(BASE_WARN, "top-up guard: %s; new requests get 402 topup_limit (lift it sooner "
               "with POST /v0/credits/topup/guard/reset)", detail);
@@ -121,7 +121,7 @@ static void tripped(guard_t *g, const trip_t *t)
 
 typedef struct loader { guard_t *g; int64_t limit_at; } loader_t;
 
-static int load_event(void *ud, const ledger_acct_event_t *e)
+static int load_event(void *ud, const ledger_account_event_t *e)
 {
     loader_t *ld = ud;
     guard_t *g = ld->g;
@@ -152,7 +152,7 @@ static int redis_site(guard_t *g, const config_t *cfg, char *err, size_t errlen)
     return 0;
 }
 
-guard_t *guard_new(app_t *app, ledger_acct_t *store, char *err, size_t errlen)
+guard_t *guard_new(app_t *app, ledger_account_t *store, char *err, size_t errlen)
 {
     guard_t *g = calloc(1, sizeof *g);
     if (!g) { snprintf(err, errlen, "out of memory"); return NULL; }
@@ -164,7 +164,7 @@ guard_t *guard_new(app_t *app, ledger_acct_t *store, char *err, size_t errlen)
     int64_t now = base_wall_ms();
     loader_t ld = { .g = g };
     char e[256];
-    if (ledger_acct_read_events(app->ledger, now - ACCTCORE_DAY_MS, INT64_MAX, NULL, load_event,
+    if (ledger_account_read_events(app->ledger, now - ACCTCORE_DAY_MS, INT64_MAX, NULL, load_event,
                                 &ld, e, sizeof e) != 0) {
         snprintf(err, errlen, "%.400s: cannot read the account events: %s", cfg->ledger, e);
         goto fail;
@@ -246,9 +246,9 @@ static void share(guard_t *g, int64_t now)
     g->fleet_count = (int)rep.elem[1];
     pthread_mutex_unlock(&g->mu);
     if (adopted) {
-        ledger_acct_event_t ev = { .at_ms = fleet_reset, .kind = LEDGER_EV_GUARD_RESET,
+        ledger_account_event_t ev = { .at_ms = fleet_reset, .kind = LEDGER_EV_GUARD_RESET,
                                    .detail = "reset on another instance of the fleet" };
-        if (ledger_acct_add_event(g->store, &ev) != 0)
+        if (ledger_account_add_event(g->store, &ev) != 0)
             base_logl(BASE_ERROR, "top-up guard: cannot record the fleet's reset in the ledger");
         base_log("top-up guard: reset on another instance of the fleet; the top-ups counted "
                  "before it are forgotten here too");
@@ -336,9 +336,9 @@ static void reset_job(void *arg)
     g->topups = g->fleet_count = 0;
     g->episode_at = 0;
     pthread_mutex_unlock(&g->mu);
-    ledger_acct_event_t ev = { .at_ms = at, .kind = LEDGER_EV_GUARD_RESET,
+    ledger_account_event_t ev = { .at_ms = at, .kind = LEDGER_EV_GUARD_RESET,
                                .detail = "POST /v0/credits/topup/guard/reset" };
-    int ok = ledger_acct_add_event(g->store, &ev) == 0;
+    int ok = ledger_account_add_event(g->store, &ev) == 0;
     if (!ok) base_logl(BASE_ERROR, "top-up guard: cannot record the reset in the ledger");
     base_log("top-up guard reset by an admin: %d top-up(s) forgotten%s", forgotten,
              was ? "; new requests are admitted again" : "");

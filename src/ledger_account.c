@@ -22,16 +22,16 @@ static const char *ACCT_SCHEMA =
     "CREATE TABLE IF NOT EXISTS topup_changes("
     " at_ms INTEGER NOT NULL, old TEXT, new TEXT NOT NULL, via TEXT NOT NULL);";
 
-struct ledger_acct {
+struct ledger_account {
     ledger_t *l;
     sqlite3 *db;
     int own;                          /* db is ours (else l->db: a ":memory:" ledger) */
     pthread_mutex_t mu;               /* one transaction at a time on db */
 };
 
-ledger_acct_t *ledger_acct_open(ledger_t *l, char *err, size_t errlen)
+ledger_account_t *ledger_account_open(ledger_t *l, char *err, size_t errlen)
 {
-    ledger_acct_t *a = calloc(1, sizeof *a);
+    ledger_account_t *a = calloc(1, sizeof *a);
     if (!a) { snprintf(err, errlen, "out of memory"); return NULL; }
     a->l = l;
     pthread_mutex_init(&a->mu, NULL);
@@ -63,7 +63,7 @@ fail:
     return NULL;
 }
 
-void ledger_acct_close(ledger_acct_t *a)
+void ledger_account_close(ledger_account_t *a)
 {
     if (!a) return;
     if (a->own) sqlite3_close(a->db);
@@ -77,7 +77,7 @@ static void bind_text_or_null(sqlite3_stmt *st, int i, const char *s)
     else sqlite3_bind_null(st, i);
 }
 
-static int insert_event(sqlite3 *db, const ledger_acct_event_t *ev)
+static int insert_event(sqlite3 *db, const ledger_account_event_t *ev)
 {
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(db, "INSERT INTO account_events(at_ms, kind, credits_nanos,"
@@ -95,7 +95,7 @@ static int insert_event(sqlite3 *db, const ledger_acct_event_t *ev)
     return rc == SQLITE_DONE ? 0 : -1;
 }
 
-int ledger_acct_add_sync(ledger_acct_t *a, const ledger_sync_t *s, const ledger_acct_event_t *ev)
+int ledger_account_add_sync(ledger_account_t *a, const ledger_sync_t *s, const ledger_account_event_t *ev)
 {
     sqlite3_stmt *st = NULL;
     int rc = -1;
@@ -124,7 +124,7 @@ out:
     return rc;
 }
 
-int ledger_acct_add_event(ledger_acct_t *a, const ledger_acct_event_t *ev)
+int ledger_account_add_event(ledger_account_t *a, const ledger_account_event_t *ev)
 {
     pthread_mutex_lock(&a->mu);
     int rc = insert_event(a->db, ev);
@@ -144,7 +144,7 @@ static void sync_of(sqlite3_stmt *st, ledger_sync_t *s)
     s->charged = s->charged_known ? sqlite3_column_int64(st, 4) : 0;
 }
 
-int ledger_acct_last_sync(ledger_acct_t *a, ledger_sync_t *out)
+int ledger_account_last_sync(ledger_account_t *a, ledger_sync_t *out)
 {
     sqlite3_stmt *st;
     int rc = -1;
@@ -180,7 +180,7 @@ static int insert_change(sqlite3 *db, int64_t at_ms, const char *old_json, const
     return rc == SQLITE_DONE ? 0 : -1;
 }
 
-int ledger_acct_topup_change(ledger_acct_t *a, int64_t at_ms, const char *old_json,
+int ledger_account_topup_change(ledger_account_t *a, int64_t at_ms, const char *old_json,
                              const char *new_json, const char *via)
 {
     pthread_mutex_lock(&a->mu);
@@ -189,7 +189,7 @@ int ledger_acct_topup_change(ledger_acct_t *a, int64_t at_ms, const char *old_js
     return rc;
 }
 
-int ledger_acct_topup_change_at(const char *path, int64_t at_ms, const char *old_json,
+int ledger_account_topup_change_at(const char *path, int64_t at_ms, const char *old_json,
                                 const char *new_json, const char *via, char *err,
                                 size_t errlen)
 {
@@ -235,7 +235,7 @@ static int query_failed(ledger_t *l, sqlite3 *db, sqlite3_stmt *st, char *err, s
     return -1;
 }
 
-int ledger_acct_read_syncs(ledger_t *l, int64_t since_ms, int64_t until_ms, ledger_sync_fn fn,
+int ledger_account_read_syncs(ledger_t *l, int64_t since_ms, int64_t until_ms, ledger_sync_fn fn,
                            void *ud, char *err, size_t errlen)
 {
     sqlite3 *db;
@@ -263,8 +263,8 @@ int ledger_acct_read_syncs(ledger_t *l, int64_t since_ms, int64_t until_ms, ledg
     return 0;
 }
 
-int ledger_acct_read_events(ledger_t *l, int64_t since_ms, int64_t until_ms, const char *kind,
-                            ledger_acct_event_fn fn, void *ud, char *err, size_t errlen)
+int ledger_account_read_events(ledger_t *l, int64_t since_ms, int64_t until_ms, const char *kind,
+                            ledger_account_event_fn fn, void *ud, char *err, size_t errlen)
 {
     sqlite3 *db;
     sqlite3_stmt *st = NULL;
@@ -280,7 +280,7 @@ int ledger_acct_read_events(ledger_t *l, int64_t since_ms, int64_t until_ms, con
     bind_text_or_null(st, 3, kind);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        ledger_acct_event_t e = {
+        ledger_account_event_t e = {
             .at_ms = sqlite3_column_int64(st, 0),
             .kind = (const char *)sqlite3_column_text(st, 1),
             .credits = sqlite3_column_int64(st, 2),
@@ -297,7 +297,7 @@ int ledger_acct_read_events(ledger_t *l, int64_t since_ms, int64_t until_ms, con
     return 0;
 }
 
-int ledger_acct_read_charges(ledger_t *l, int64_t after_ms, int64_t upto_ms,
+int ledger_account_read_charges(ledger_t *l, int64_t after_ms, int64_t upto_ms,
                              int64_t lookback_ms, ledger_charge_fn fn, void *ud, char *err,
                              size_t errlen)
 {

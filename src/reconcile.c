@@ -50,7 +50,7 @@ static int add_sync(void *ud, const ledger_sync_t *s)
     return 0;
 }
 
-static int add_up(void *ud, const ledger_acct_event_t *e)
+static int add_up(void *ud, const ledger_account_event_t *e)
 {
     ups_t *x = ud;
     if (x->n == x->cap) {
@@ -83,7 +83,7 @@ static int collect(const reconcile_opts_t *o, lines_t *ls, char *err, size_t err
     int rc = RECONCILE_ERROR;
     char e[400];
     memset(ls, 0, sizeof *ls);
-    if (ledger_acct_read_syncs(o->ledger, o->since_ms, o->until_ms, add_sync, &sy, e,
+    if (ledger_account_read_syncs(o->ledger, o->since_ms, o->until_ms, add_sync, &sy, e,
                                sizeof e) != 0) {
         snprintf(err, errlen, "%s", e);
         goto out;
@@ -95,7 +95,7 @@ static int collect(const reconcile_opts_t *o, lines_t *ls, char *err, size_t err
         rc = RECONCILE_TOO_MANY;
         goto out;
     }
-    if (ledger_acct_read_events(o->ledger, sy.v[0].at_ms + 1, sy.v[sy.n - 1].at_ms + 1,
+    if (ledger_account_read_events(o->ledger, sy.v[0].at_ms + 1, sy.v[sy.n - 1].at_ms + 1,
                                 LEDGER_EV_TOPUP, add_up, &up, e, sizeof e) != 0) {
         snprintf(err, errlen, "%s", e);
         goto out;
@@ -112,7 +112,7 @@ static int collect(const reconcile_opts_t *o, lines_t *ls, char *err, size_t err
         acctcore_line(&sy.v[i], &sy.v[i + 1], added, 0, &ls->v[i]);
         ls->to[i] = ls->v[i].to_ms;
     }
-    if (ledger_acct_read_charges(o->ledger, sy.v[0].at_ms, sy.v[sy.n - 1].at_ms, o->lookback_ms,
+    if (ledger_account_read_charges(o->ledger, sy.v[0].at_ms, sy.v[sy.n - 1].at_ms, o->lookback_ms,
                                  add_charge, ls, e, sizeof e) != 0) {
         snprintf(err, errlen, "%s", e);
         goto out;

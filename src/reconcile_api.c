@@ -1,7 +1,8 @@
-/* reconcile_api: GET /v0/account/reconcile (see reconcile.h). The handler
+/* reconcile_api: GET /v0/account/reconcile (see reconcile_api.h). The handler
  * checks since and until on the loop's thread (the usage endpoints' rules
  * and 400s); a job writes the reconciliation into memory with
  * reconcile_write, the code `pinmeter reconcile` prints with. */
+#include "reconcile_api.h"
 #include "reconcile.h"
 #include "usage_params.h"
 
@@ -42,7 +43,7 @@ static void run(void *arg)
     free(j);
 }
 
-enum MHD_Result reconcile_serve(req_t *r, struct MHD_Connection *c)
+enum MHD_Result reconcile_api_serve(req_t *r, struct MHD_Connection *c)
 {
     enum MHD_Result ret;
     usage_filter_t f;

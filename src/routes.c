@@ -8,7 +8,7 @@
 #include "guard.h"
 #include "health.h"
 #include "passthru.h"
-#include "reconcile.h"
+#include "reconcile_api.h"
 #include "reqlog.h"
 #include "scrape.h"
 #include "teams.h"
@@ -67,7 +67,7 @@ static const route_t ROUTES[] = {
     { "/v0/credits/topup/guard/reset", ROUTE_POST, ROUTE_ANY, AUTH_ADMIN,    0, 0,
                                   0, 0, guard_reset_serve },
     { "/v0/account/reconcile",    ROUTE_GET,  ROUTE_ANY,   AUTH_ADMIN,         0, 0,
-                                  0, 0, reconcile_serve },
+                                  0, 0, reconcile_api_serve },
     /* the dashboard's page and files: no data in them, so no token */
     { "/dashboard",               ROUTE_GET,  ROUTE_ANY,   AUTH_NONE,          0, 1,
                                   0, 0, web_serve },

@@ -486,7 +486,7 @@ int serve_run(const serve_opts_t *a)
     }
     if (jwt_copy) {
         /* the account's tables and the top-up guard before the first sync */
-        if (!(app->acctdb = ledger_acct_open(app->ledger, err, sizeof err)) ||
+        if (!(app->acctdb = ledger_account_open(app->ledger, err, sizeof err)) ||
             !(app->guard = guard_new(app, app->acctdb, err, sizeof err))) {
             fprintf(stderr, "pinmeter: %s\n", err);
             goto out;
@@ -530,7 +530,7 @@ int serve_run(const serve_opts_t *a)
     app->acct = NULL;
     guard_free(app->guard);        /* no job or sync can reach it any more */
     app->guard = NULL;
-    ledger_acct_close(app->acctdb);
+    ledger_account_close(app->acctdb);
     app->acctdb = NULL;
     alerts_stop(alerts);           /* pending deliveries resume at the next start */
     ledger_close(app->ledger, 5000);
@@ -542,7 +542,7 @@ out:
     ratesync_stop(sv.rsync);
     account_stop(app->acct);
     guard_free(app->guard);
-    ledger_acct_close(app->acctdb);
+    ledger_account_close(app->acctdb);
     alerts_stop(alerts);
     stop_workers(app);
     server_free(app->srv);

@@ -145,7 +145,7 @@ static void run_call(void *arg)
             base_log("top-up settings changed through the API: %s (Pinata answered %ld)",
                      j->body, rep.status);
             if (!app->acctdb ||
-                ledger_acct_topup_change(app->acctdb, base_wall_ms(), old, j->body, "api") != 0)
+                ledger_account_topup_change(app->acctdb, base_wall_ms(), old, j->body, "api") != 0)
                 base_logl(BASE_ERROR, "top-up settings: the change is made but could not be "
                           "recorded in the ledger's topup_changes");
         } else if (j->body) {
@@ -268,7 +268,7 @@ int topup_cli(const config_t *cfg, const char *sub, const char *threshold, const
     fwrite(rep.body, 1, rep.len, to);
     if (rep.len && rep.body[rep.len - 1] != '\n') fputc('\n', to);
     if (ok && body &&
-        ledger_acct_topup_change_at(cfg->ledger, base_wall_ms(), old, body, "cli", e,
+        ledger_account_topup_change_at(cfg->ledger, base_wall_ms(), old, body, "cli", e,
                                     sizeof e) != 0)
         fprintf(err, "pinmeter: the change is made, but not recorded in the ledger (%s)\n", e);
     free(rep.body);

@@ -28,7 +28,7 @@ static int on_sync(void *ud, const ledger_sync_t *s)
     return 0;
 }
 
-static int on_event(void *ud, const ledger_acct_event_t *e)
+static int on_event(void *ud, const ledger_account_event_t *e)
 {
     events_t *x = ud;
     if (x->n >= 16) return 1;
@@ -99,25 +99,25 @@ static void test_store_and_reads(void)
     T_CHECK(l != NULL);
     if (!l) return;
     T_CHECK(ledger_recover(l, T0) >= 0);
-    ledger_acct_t *a = ledger_acct_open(l, err, sizeof err);
+    ledger_account_t *a = ledger_account_open(l, err, sizeof err);
     T_CHECK(a != NULL);
     if (!a) { ledger_close(l, 0); return; }
     T_EQ_INT(ledger_writer_start(l), 0);
     ledger_sync_t last;
-    T_EQ_INT(ledger_acct_last_sync(a, &last), 0);
+    T_EQ_INT(ledger_account_last_sync(a, &last), 0);
     ledger_sync_t s1 = { .at_ms = T0 + 1000, .total = 100 * C, .available = 100 * C };
     ledger_sync_t s2 = { .at_ms = T0 + 31000, .total = 99 * C, .loaned = C / 2,
                          .available = 99 * C - C / 2, .charged_known = 1, .charged = C };
     ledger_sync_t s3 = { .at_ms = T0 + 61000, .total = 109 * C, .available = 109 * C,
                          .charged_known = 1, .charged = 2 * C };
-    ledger_acct_event_t up = { .at_ms = s3.at_ms, .kind = LEDGER_EV_TOPUP, .credits = 12 * C,
+    ledger_account_event_t up = { .at_ms = s3.at_ms, .kind = LEDGER_EV_TOPUP, .credits = 12 * C,
                                .total = s3.total, .prev_total = s2.total };
-    T_EQ_INT(ledger_acct_add_sync(a, &s1, NULL), 0);
-    T_EQ_INT(ledger_acct_add_sync(a, &s2, NULL), 0);
-    T_EQ_INT(ledger_acct_add_sync(a, &s3, &up), 0);
-    ledger_acct_event_t rs = { .at_ms = T0 + 70000, .kind = LEDGER_EV_GUARD_RESET };
-    T_EQ_INT(ledger_acct_add_event(a, &rs), 0);
-    T_EQ_INT(ledger_acct_last_sync(a, &last), 1);
+    T_EQ_INT(ledger_account_add_sync(a, &s1, NULL), 0);
+    T_EQ_INT(ledger_account_add_sync(a, &s2, NULL), 0);
+    T_EQ_INT(ledger_account_add_sync(a, &s3, &up), 0);
+    ledger_account_event_t rs = { .at_ms = T0 + 70000, .kind = LEDGER_EV_GUARD_RESET };
+    T_EQ_INT(ledger_account_add_event(a, &rs), 0);
+    T_EQ_INT(ledger_account_last_sync(a, &last), 1);
     T_EQ_INT(last.at_ms, s3.at_ms);
     T_EQ_INT(last.total, 109 * C);
     T_EQ_INT(last.charged_known, 1);
@@ -125,23 +125,23 @@ static void test_store_and_reads(void)
 
     /* the range [s2, s3]: the sync before it first */
     syncs_t sy = {0};
-    T_EQ_INT(ledger_acct_read_syncs(l, s2.at_ms, s3.at_ms + 1, on_sync, &sy, err, sizeof err), 0);
+    T_EQ_INT(ledger_account_read_syncs(l, s2.at_ms, s3.at_ms + 1, on_sync, &sy, err, sizeof err), 0);
     T_EQ_INT(sy.n, 3);
     T_EQ_INT(sy.v[0].at_ms, s1.at_ms);
     T_EQ_INT(sy.v[0].charged_known, 0);
     T_EQ_INT(sy.v[1].loaned, C / 2);
     T_EQ_INT(sy.v[2].total, 109 * C);
     sy.n = 0;
-    T_EQ_INT(ledger_acct_read_syncs(l, 0, s1.at_ms, on_sync, &sy, err, sizeof err), 0);
+    T_EQ_INT(ledger_account_read_syncs(l, 0, s1.at_ms, on_sync, &sy, err, sizeof err), 0);
     T_EQ_INT(sy.n, 0);
     events_t ev = {0};
-    T_EQ_INT(ledger_acct_read_events(l, 0, INT64_MAX, NULL, on_event, &ev, err, sizeof err), 0);
+    T_EQ_INT(ledger_account_read_events(l, 0, INT64_MAX, NULL, on_event, &ev, err, sizeof err), 0);
     T_EQ_INT(ev.n, 2);
     T_EQ_STR(ev.kind[0], "topup");
     T_EQ_INT(ev.credits[0], 12 * C);
     T_EQ_STR(ev.kind[1], "guard_reset");
     ev.n = 0;
-    T_EQ_INT(ledger_acct_read_events(l, 0, INT64_MAX, LEDGER_EV_TOPUP, on_event, &ev, err,
+    T_EQ_INT(ledger_account_read_events(l, 0, INT64_MAX, LEDGER_EV_TOPUP, on_event, &ev, err,
                                      sizeof err), 0);
     T_EQ_INT(ev.n, 1);
 
@@ -154,26 +154,26 @@ static void test_store_and_reads(void)
     request(l, "r6", T0 - 3600000 * 5, T0 + 50000, 19, LEDGER_SETTLED);       /* past lookback */
     wait_done(12);
     charges_t ch = {0};
-    T_EQ_INT(ledger_acct_read_charges(l, s1.at_ms, s3.at_ms, 3600000, on_charge, &ch, err,
+    T_EQ_INT(ledger_account_read_charges(l, s1.at_ms, s3.at_ms, 3600000, on_charge, &ch, err,
                                       sizeof err), 0);
     T_EQ_INT(ch.n, 3);
     T_EQ_INT(ch.sum, 11 + 13 + 17);
     memset(&ch, 0, sizeof ch);
-    T_EQ_INT(ledger_acct_read_charges(l, s1.at_ms, s2.at_ms, 3600000, on_charge, &ch, err,
+    T_EQ_INT(ledger_account_read_charges(l, s1.at_ms, s2.at_ms, 3600000, on_charge, &ch, err,
                                       sizeof err), 0);
     T_EQ_INT(ch.sum, 11 + 13);
 
-    T_EQ_INT(ledger_acct_topup_change(a, T0 + 80000, NULL, "{\"threshold\":5,\"amount\":10}",
+    T_EQ_INT(ledger_account_topup_change(a, T0 + 80000, NULL, "{\"threshold\":5,\"amount\":10}",
                                       "api"), 0);
-    ledger_acct_close(a);
+    ledger_account_close(a);
     ledger_close(l, 1000);
     /* the command line's own connection, beside nothing */
-    T_EQ_INT(ledger_acct_topup_change_at(path, T0 + 90000, "{\"threshold\":5,\"amount\":10}",
+    T_EQ_INT(ledger_account_topup_change_at(path, T0 + 90000, "{\"threshold\":5,\"amount\":10}",
                                          "{\"threshold\":null,\"amount\":null}", "cli", err,
                                          sizeof err), 0);
     char missing[160];
     snprintf(missing, sizeof missing, "%s/none.db", tmpdir);
-    T_EQ_INT(ledger_acct_topup_change_at(missing, 1, NULL, "{}", "cli", err, sizeof err), -1);
+    T_EQ_INT(ledger_account_topup_change_at(missing, 1, NULL, "{}", "cli", err, sizeof err), -1);
     T_CHECK(access(missing, F_OK) != 0);            /* not created */
 
     /* read-only, after a restart: everything is still there */
@@ -181,7 +181,7 @@ static void test_store_and_reads(void)
     T_CHECK(l != NULL);
     if (!l) return;
     sy.n = 0;
-    T_EQ_INT(ledger_acct_read_syncs(l, 0, INT64_MAX, on_sync, &sy, err, sizeof err), 0);
+    T_EQ_INT(ledger_account_read_syncs(l, 0, INT64_MAX, on_sync, &sy, err, sizeof err), 0);
     T_EQ_INT(sy.n, 3);
     ledger_close(l, 0);
 }
@@ -199,8 +199,8 @@ static void test_without_tables(void)
     if (!l) return;
     syncs_t sy = {0};
     events_t ev = {0};
-    T_EQ_INT(ledger_acct_read_syncs(l, 0, INT64_MAX, on_sync, &sy, err, sizeof err), 0);
-    T_EQ_INT(ledger_acct_read_events(l, 0, INT64_MAX, NULL, on_event, &ev, err, sizeof err), 0);
+    T_EQ_INT(ledger_account_read_syncs(l, 0, INT64_MAX, on_sync, &sy, err, sizeof err), 0);
+    T_EQ_INT(ledger_account_read_events(l, 0, INT64_MAX, NULL, on_event, &ev, err, sizeof err), 0);
     T_EQ_INT(sy.n + ev.n, 0);
     ledger_close(l, 0);
 }
