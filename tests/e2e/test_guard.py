@@ -199,6 +199,40 @@ class GuardOffTest(GuardBase):
         self.assertEqual(e["code"], "account_unavailable")
 
 
+class AutoTopupTest(GuardBase):
+    """A real auto top-up: the settings PUT through pinmeter, the mock's
+    balance drawn below the threshold by a request pinmeter served, the
+    mock buying `amount` credits by itself — and pinmeter detecting it."""
+
+    @classmethod
+    def setup_proxies(cls):
+        cls.mock.set_balance(total=5.0002, loaned=0, available=5.0002, metered=True)
+        cls.team = Team("auto", 5.0, key_ids=["u1"])
+        cls.pm = cls.add_proxy([cls.team], name="auto", env=ENV,
+                               overrides={"account": {"sync_s": 1}})
+
+    def test_auto_topup_detected(self):
+        from harness import cost
+        r = self.pm.request("PUT", "/v0/credits/topup/config",
+                            body={"threshold": 5, "amount": 10}, key=ADMIN_TOKEN)
+        self.assertEqual(r.status, 200, r)
+        self.wait_syncs()
+        body = chat_body(SONNET, mock={"usage": {"prompt_tokens": 50, "completion_tokens": 10,
+                                                 "cached_tokens": 0}})
+        r = self.pm.chat(body, key=self.team.key)       # 0.0003 credits: below 5
+        self.assertEqual(r.status, 200, r)
+        c = cost(SONNET, 50, 10)
+        self.assertEqual(c, 300000)
+        self.assertEqual(self.mock.stats()["auto_topups"], 1)
+        self.wait_for(lambda: len(events(self.pm, "topup")) >= 1, what="the auto top-up")
+        up = events(self.pm, "topup")[0]
+        # the rise is 10 minus the request's cost; pinmeter adds back what it
+        # charged in that interval: exactly 10, unless the request settled just
+        # after the sync that saw Pinata's debit (then the rise alone)
+        self.assertEqual(up["total_nanos"] - up["prev_total_nanos"], 10 * NANO - c)
+        self.assertIn(up["credits_nanos"], (10 * NANO, 10 * NANO - c))
+
+
 @unittest.skipUnless(have_redis(), "redis-server not installed")
 class GuardFleetTest(GuardBase):
     """Two instances on one Redis, syncing the same account: A trips (max 1),
