@@ -307,13 +307,17 @@ int ledger_account_read_charges(ledger_t *l, int64_t after_ms, int64_t upto_ms,
     if (have <= 0) return have;
     /* Normal rows through the start-time index (a request ends at most its
      * upstream timeout after it starts); interrupted rows, charged when a
-     * restart found them, whenever they started (they are few). */
+     * restart found them, whenever they started (they are few), through the
+     * partial index of rows not settled ("state <> 'settled'" lets the
+     * planner use it; without it, it walks the start-time index from the
+     * beginning). */
     if (sqlite3_prepare_v2(db,
             "SELECT ended_ms, charged_nanos FROM requests"
             " WHERE started_ms >= ?3 AND started_ms <= ?2 AND ended_ms > ?1 AND ended_ms <= ?2"
             " AND charged_nanos != 0"
             " UNION ALL SELECT ended_ms, charged_nanos FROM requests"
-            " WHERE state = 'interrupted' AND started_ms < ?3 AND ended_ms > ?1"
+            " WHERE state = 'interrupted' AND state <> 'settled' AND started_ms < ?3"
+            " AND ended_ms > ?1"
             " AND ended_ms <= ?2 AND charged_nanos != 0", -1, &st, NULL) != SQLITE_OK)
         return query_failed(l, db, st, err, errlen);
     sqlite3_bind_int64(st, 1, after_ms);
