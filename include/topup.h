@@ -27,10 +27,11 @@ typedef struct topup_reply {
     char ctype[128];                   /* "" when Pinata sent none */
 } topup_reply_t;
 
-/* One call to {base}/v0/credits/topup/config with jwt: method "GET", or
- * "PUT" with body (JSON). 0 with *out (Pinata answered; free out->body), or
- * -1 with err when there was no answer (refused, timed out, too large). */
-int topup_call(const char *base, const char *jwt, const char *method, const char *body,
+/* One call to {upstream.base_url}/v0/credits/topup/config of cfg (its
+ * upstream.ca_file trusted) with jwt: method "GET", or "PUT" with body
+ * (JSON). 0 with *out (Pinata answered; free out->body), or -1 with err
+ * when there was no answer (refused, timed out, too large). */
+int topup_call(const config_t *cfg, const char *jwt, const char *method, const char *body,
                topup_reply_t *out, char *err, size_t errlen);
 
 /* GET and PUT /v0/credits/topup/config (the route's handler). */

@@ -47,12 +47,12 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
     return len;
 }
 
-int topup_call(const char *base, const char *jwt, const char *method, const char *body,
+int topup_call(const config_t *cfg, const char *jwt, const char *method, const char *body,
                topup_reply_t *out, char *err, size_t errlen)
 {
     char url[1200];
     memset(out, 0, sizeof *out);
-    snprintf(url, sizeof url, "%s/v0/credits/topup/config", base);
+    snprintf(url, sizeof url, "%s/v0/credits/topup/config", cfg->upstream_base);
     size_t alen = strlen(jwt) + 32;
     char *auth = malloc(alen);
     CURL *e = curl_easy_init();
@@ -78,6 +78,7 @@ int topup_call(const char *base, const char *jwt, const char *method, const char
     curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, out);
+    if (cfg->ca_file[0]) curl_easy_setopt(e, CURLOPT_CAINFO, cfg->ca_file);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, 5L);
     curl_easy_setopt(e, CURLOPT_TIMEOUT, (long)TOPUP_TIMEOUT_S);
@@ -106,11 +107,11 @@ int topup_call(const char *base, const char *jwt, const char *method, const char
 
 /* The settings before a change, as Pinata gives them (NULL when it does
  * not answer 2xx): for the audit row only. */
-static char *settings_before(const char *base, const char *jwt)
+static char *settings_before(const config_t *cfg, const char *jwt)
 {
     topup_reply_t rep;
     char err[256];
-    if (topup_call(base, jwt, "GET", NULL, &rep, err, sizeof err) != 0) return NULL;
+    if (topup_call(cfg, jwt, "GET", NULL, &rep, err, sizeof err) != 0) return NULL;
     if (rep.status >= 200 && rep.status < 300 && memchr(rep.body, '\0', rep.len) == NULL)
         return rep.body;
     free(rep.body);
@@ -129,11 +130,11 @@ static void run_call(void *arg)
     topup_job_t *j = arg;
     req_t *r = j->r;
     app_t *app = r->app;
-    const char *base = r->snap->cfg->upstream_base;
-    char *old = j->body ? settings_before(base, app->jwt) : NULL;
+    const config_t *cfg = r->snap->cfg;
+    char *old = j->body ? settings_before(cfg, app->jwt) : NULL;
     topup_reply_t rep;
     char err[256];
-    if (topup_call(base, app->jwt, j->body ? "PUT" : "GET", j->body, &rep, err,
+    if (topup_call(cfg, app->jwt, j->body ? "PUT" : "GET", j->body, &rep, err,
                    sizeof err) != 0) {
         base_logl(BASE_WARN, "top-up settings: no answer from Pinata (%s)", err);
         char msg[400];
@@ -253,11 +254,11 @@ int topup_cli(const config_t *cfg, const char *sub, const char *threshold, const
         free(body);
         return 1;
     }
-    char *old = body ? settings_before(cfg->upstream_base, jwt) : NULL;
+    char *old = body ? settings_before(cfg, jwt) : NULL;
     topup_reply_t rep;
     char e[256];
     int rc = 1;
-    if (topup_call(cfg->upstream_base, jwt, body ? "PUT" : "GET", body, &rep, e,
+    if (topup_call(cfg, jwt, body ? "PUT" : "GET", body, &rep, e,
                    sizeof e) != 0) {
         fprintf(err, "pinmeter: Pinata did not answer (%s)\n", e);
         goto done;
