@@ -23,8 +23,9 @@ Prints "READY <port>" (flushed) once listening. Endpoints:
   POST /__mock/reset              clears the record.
   POST /__mock/balance            {"total","loaned","available"} or {"status": N}; with
                                   "metered": true the balance falls by what each chat
-                                  completion served costs at the mock's own prices (its
-                                  --rates, credits = USD), rounded up to the nano-credit,
+                                  completion served costs at the mock's own prices (the
+                                  list /v0/llm/models serves, credits = USD), rounded up
+                                  to the nano-credit,
                                   and an auto top-up set by PUT triggers when available
                                   drops below its threshold.
   POST /__mock/spend              {"credits": X}: usage outside pinmeter (total and
@@ -130,8 +131,9 @@ class State:
     def price_nanos(self, model, usage):
         """What a completion costs at the mock's own prices, in nano-credits,
         rounded up (pinmeter's cost rule). None for an unpriced model."""
+        text = self.models_body if self.models_body is not None else self.rates_text
         try:
-            rates = json.loads(self.rates_text, parse_float=Decimal)
+            rates = json.loads(text, parse_float=Decimal)   # the list /v0/llm/models serves
         except ValueError:
             return None
         for r in rates if isinstance(rates, list) else []:
