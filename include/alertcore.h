@@ -16,6 +16,9 @@
 #define ALERTCORE_ACCOUNT_LOW "account_low"
 #define ALERTCORE_TEST "alert_test"
 #define ALERTCORE_RUNAWAY "runaway"
+#define ALERTCORE_TOPUP "topup_detected"
+#define ALERTCORE_TOPUP_LIMIT "topup_limit"
+#define ALERTCORE_DRIFT "drift"
 
 #define ALERTCORE_ID_LEN 24            /* hex characters of an event id */
 #define ALERTCORE_TIME_MAX 32          /* "2026-11-24T10:00:00.123Z" and its NUL */
@@ -75,6 +78,12 @@ typedef struct alertcore_event {
     const char *key;               /* runaway: the key whose limit it was (NULL: the team's) */
     int hour;                      /* runaway: the window, 0 minute, 1 hour */
     nanos_t spent_in_window, limit;   /* runaway */
+    nanos_t added, prev_total;     /* topup_detected: credits added, the total before (cap:
+                                    * the total after) */
+    int topups, max_topups;        /* topup_detected, topup_limit: within 24 h; the limit
+                                    * (-1: none, null) */
+    int64_t until_ms;              /* topup_limit: when the guard lifts by itself */
+    nanos_t drift;                 /* drift: the last hour's (limit: drift_alert) */
 } alertcore_event_t;
 
 /* The JSON body POSTed for e (malloc'd, NUL-terminated; free with free()),
@@ -88,7 +97,12 @@ typedef struct alertcore_event {
  *                     loaned available
  *   alert_test:       event id at instance team(null) message
  *   runaway:          event id at instance team key(null for the team's
- *                     limit) window ("minute" / "hour") spent_in_window limit */
+ *                     limit) window ("minute" / "hour") spent_in_window limit
+ *   topup_detected:   event id at instance team(null) credits_added total
+ *                     previous_total topups_24h max_topups_per_day (null: none)
+ *   topup_limit:      event id at instance team(null) topups_24h
+ *                     max_topups_per_day until message
+ *   drift:            event id at instance team(null) drift drift_alert window_s */
 char *alertcore_payload(const alertcore_event_t *e);
 
 #endif

@@ -33,6 +33,19 @@ typedef struct alertq_runaway {
 
 #define ALERTQ_RUNAWAY_MAX 64          /* episodes begun between two takes, at most */
 
+/* An account event for an alert (from the account thread, or the guard). */
+enum { ALERTQ_TOPUP = 1, ALERTQ_TOPUP_LIMIT = 2 };
+typedef struct alertq_acct {
+    int kind;                          /* ALERTQ_TOPUP (topup_detected), ALERTQ_TOPUP_LIMIT */
+    int64_t at_ms;                     /* the top-up's sync; for a limit, the top-up that tripped it */
+    nanos_t added, total, prev_total;  /* ALERTQ_TOPUP: credits added, the totals after and before */
+    int topups;                        /* top-ups within the last 24 h */
+    int max;                           /* account.max_topups_per_day; -1 none */
+    int64_t until_ms;                  /* ALERTQ_TOPUP_LIMIT: when it lifts by itself */
+} alertq_acct_t;
+
+#define ALERTQ_ACCT_MAX 32             /* account events between two takes, at most */
+
 /* What the thread takes: the marked teams (by slot), the account flags. */
 typedef struct alertq_take {
     alertq_team_t *teams;              /* [n], owned by the take: free with free() */
@@ -42,6 +55,11 @@ typedef struct alertq_take {
     size_t n_runaway;
     int account;                       /* spend changed: has it fallen below? */
     int account_synced;                /* a sync: below, or back above? */
+    alertq_acct_t acct[ALERTQ_ACCT_MAX];
+    size_t n_acct;
+    int drift_known;                   /* a sync measured the last hour's drift: */
+    nanos_t drift;                     /* the latest one */
+    int64_t drift_at_ms;
     int stop;                          /* alertq_stop was called */
 } alertq_take_t;
 
@@ -54,6 +72,10 @@ void alertq_settled(alertq_t *q, int slot, const char *team);
 void alertq_refused(alertq_t *q, int slot, const char *team, int64_t now_s,
                     const book_refusal_t *why);
 void alertq_account_synced(alertq_t *q);
+/* An account event (copied); past ALERTQ_ACCT_MAX waiting, dropped (logged). */
+void alertq_account_event(alertq_t *q, const alertq_acct_t *ev);
+/* The drift over the last hour, measured at at_ms (the latest one wins). */
+void alertq_drift(alertq_t *q, nanos_t drift, int64_t at_ms);
 /* A runaway refusal of a team (key_slot -1, key NULL) or a key: the first
  * one of an episode is queued for an alert, later ones are not until the
  * subject is admitted again. */

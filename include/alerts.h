@@ -10,7 +10,12 @@
  *   cap_refused       the first 402 of scope team for a team in a period,
  *   account_low       the account's projected available falls below
  *                     account_below (once per crossing; re-armed when a
- *                     sync shows it above again).
+ *                     sync shows it above again),
+ *   runaway           a runaway guard's first refusal of an episode,
+ *   topup_detected    a sync's total rose (account.c),
+ *   topup_limit       the top-up guard tripped (guard.c),
+ *   drift             the last hour's drift passed account.drift_alert
+ *                     either way (once per crossing, as account_low).
  * Every team is also checked at start and every 15 s (a crash between a
  * crossing and its detection, the fleet's spend, a store outage).
  *

@@ -27,6 +27,8 @@ struct server;
 struct jobs;
 struct alertq;
 struct metrics;
+struct guard;
+struct ledger_account;
 
 /* What one config file says, with its rates, as served at one time. SIGHUP
  * builds a new snapshot and swaps it in only when the whole of it is valid;
@@ -67,6 +69,10 @@ typedef struct app {
     struct jobs *jobs;             /* work kept off the loop (jobs.h) */
     struct alertq *alertq;         /* the alert thread's inbox (alertq.h); NULL when off */
     struct metrics *metrics;       /* the Prometheus registry (metrics.h) */
+    struct ledger_account *acctdb;    /* the account's tables (ledger_account.h); NULL when
+                                    * account sync is off */
+    struct guard *guard;           /* the top-up guard (guard.h); NULL likewise */
+    char *jwt;                     /* the Pinata JWT (account.jwt_env); NULL when unset */
     char *llm_key;                 /* upstream key from the environment; NULL in passthrough */
     int admin_on;
     unsigned char admin_sha[32];

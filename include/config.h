@@ -62,6 +62,10 @@ typedef struct config {
     char admin_token_env[128];     /* default PINMETER_ADMIN_TOKEN; "" = admin disabled */
     char jwt_env[128];             /* account.jwt_env, default PINATA_JWT */
     int sync_s;                    /* account.sync_s, default 30 */
+    int max_topups_per_day;        /* account.max_topups_per_day: the top-up guard trips
+                                    * past this many within 24 h; -1 = no guard */
+    nanos_t drift_alert;           /* account.drift_alert: the drift alert fires when the
+                                    * last hour's drift passes it either way; -1 = none */
     size_t max_body;               /* max_body_bytes, default 8 MiB */
     int max_connections;           /* default 1024 */
     int drain_s;                   /* default 30 */

@@ -24,6 +24,7 @@
 #define EVENTS_TPM "tpm"
 #define EVENTS_INFLIGHT "inflight"
 #define EVENTS_SPEND_RATE "spend_rate"
+#define EVENTS_TOPUP_LIMIT "topup_limit"
 
 /* A metered request refused before anything went upstream (r is NULL when
  * no request was created: too_many_connections). why is the 402's refusal

@@ -91,6 +91,8 @@ typedef struct metrics_gauges {
     int synced_known;              /* a sync succeeded */
     nanos_t synced;                /* available at the last sync */
     int64_t synced_ms;             /* unix ms of the last sync */
+    int drift_known;               /* a sync measured the drift */
+    nanos_t drift;                 /* the last hour's drift (account_drift) */
     int64_t ledger_backlog, ledger_write_errors;
     int store_redis;               /* the budget store is Redis: store_up is shown */
     int store_up;

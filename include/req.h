@@ -64,6 +64,7 @@ struct req {
     char **query;                  /* name, value pairs (req_take_query) */
     size_t n_query;
     int admin;                     /* the caller showed the admin token */
+    unsigned method;               /* ROUTE_GET, ROUTE_POST or ROUTE_PUT (routes.h) */
 
     /* admission */
     int team;                      /* budget slot; -1 none */

@@ -8,7 +8,7 @@
 #include "auth.h"
 #include "req.h"
 
-enum { ROUTE_GET = 1, ROUTE_POST = 2 };   /* a route's methods; HEAD goes with GET */
+enum { ROUTE_GET = 1, ROUTE_POST = 2, ROUTE_PUT = 4 };   /* a route's methods; HEAD goes with GET */
 enum { ROUTE_TEAMS = 1, ROUTE_PT = 2, ROUTE_ANY = 3 };   /* the modes a row serves */
 
 typedef struct route {

@@ -203,6 +203,9 @@ char *alertcore_payload(const alertcore_event_t *e)
     int refused = strcmp(e->event, ALERTCORE_CAP_REFUSED) == 0;
     int account = strcmp(e->event, ALERTCORE_ACCOUNT_LOW) == 0;
     int runaway = strcmp(e->event, ALERTCORE_RUNAWAY) == 0;
+    int topup = strcmp(e->event, ALERTCORE_TOPUP) == 0;
+    int limit = strcmp(e->event, ALERTCORE_TOPUP_LIMIT) == 0;
+    int drift = strcmp(e->event, ALERTCORE_DRIFT) == 0;
     cJSON_AddStringToObject(o, "event", e->event);
     cJSON_AddStringToObject(o, "id", e->id);
     add_time(o, "at", e->at_ms);
@@ -229,6 +232,24 @@ char *alertcore_payload(const alertcore_event_t *e)
         cJSON_AddStringToObject(o, "window", e->hour ? "hour" : "minute");
         add_credits(o, "spent_in_window", e->spent_in_window);
         add_credits(o, "limit", e->limit);
+    } else if (topup || limit) {
+        if (topup) {
+            add_credits(o, "credits_added", e->added);
+            add_credits(o, "total", e->cap);
+            add_credits(o, "previous_total", e->prev_total);
+        }
+        cJSON_AddNumberToObject(o, "topups_24h", e->topups);
+        if (e->max_topups >= 0) cJSON_AddNumberToObject(o, "max_topups_per_day", e->max_topups);
+        else cJSON_AddNullToObject(o, "max_topups_per_day");
+        if (limit) {
+            add_time(o, "until", e->until_ms);
+            cJSON_AddStringToObject(o, "message", "new requests get 402 topup_limit until "
+                                    "then, or until POST /v0/credits/topup/guard/reset");
+        }
+    } else if (drift) {
+        add_credits(o, "drift", e->drift);
+        add_credits(o, "drift_alert", e->limit);
+        cJSON_AddNumberToObject(o, "window_s", 3600);
     } else if (account) {
         add_credits(o, "account_below", e->below);
         add_credits(o, "total", e->cap);

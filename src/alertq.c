@@ -4,6 +4,7 @@
  * already set does nothing more, so a burst of requests costs the thread
  * one wake-up. */
 #include "alertq.h"
+#include "base.h"
 
 #include <errno.h>
 #include <stdatomic.h>
@@ -28,6 +29,11 @@ struct alertq {
     atomic_int open_ep;               /* n_ep, read without the mutex */
     alertq_runaway_t run[ALERTQ_RUNAWAY_MAX];
     size_t n_run;
+    alertq_acct_t acct[ALERTQ_ACCT_MAX];  /* account events since the last take */
+    size_t n_acct;
+    int drift_known;
+    nanos_t drift;
+    int64_t drift_at_ms;
 };
 
 alertq_t *alertq_new(void)
@@ -120,6 +126,28 @@ void alertq_account_synced(alertq_t *q)
     pthread_mutex_unlock(&q->mu);
 }
 
+void alertq_account_event(alertq_t *q, const alertq_acct_t *ev)
+{
+    pthread_mutex_lock(&q->mu);
+    int kept = q->n_acct < ALERTQ_ACCT_MAX;
+    if (kept) {
+        q->acct[q->n_acct++] = *ev;
+        wake_locked(q);
+    }
+    pthread_mutex_unlock(&q->mu);
+    if (!kept) base_logl(BASE_ERROR, "alerts: too many account events at once; one dropped");
+}
+
+void alertq_drift(alertq_t *q, nanos_t drift, int64_t at_ms)
+{
+    pthread_mutex_lock(&q->mu);
+    q->drift_known = 1;
+    q->drift = drift;
+    q->drift_at_ms = at_ms;
+    wake_locked(q);
+    pthread_mutex_unlock(&q->mu);
+}
+
 void alertq_runaway(alertq_t *q, int slot, const char *team, int key_slot, const char *key,
                     int hour, nanos_t spent_in_window, nanos_t limit, int64_t at_ms)
 {
@@ -176,7 +204,8 @@ void alertq_check_all(alertq_t *q, const int *slots, const char *const *names, s
 
 static int any_locked(const alertq_t *q)
 {
-    return q->marked || q->account || q->account_synced || q->stop || q->n_run;
+    return q->marked || q->account || q->account_synced || q->stop || q->n_run || q->n_acct ||
+           q->drift_known;
 }
 
 int alertq_take(alertq_t *q, int64_t deadline_ms, alertq_take_t *out)
@@ -211,6 +240,13 @@ int alertq_take(alertq_t *q, int64_t deadline_ms, alertq_take_t *out)
     memcpy(out->runaway, q->run, q->n_run * sizeof q->run[0]);
     out->n_runaway = q->n_run;
     q->n_run = 0;
+    memcpy(out->acct, q->acct, q->n_acct * sizeof q->acct[0]);
+    out->n_acct = q->n_acct;
+    q->n_acct = 0;
+    out->drift_known = q->drift_known;
+    out->drift = q->drift;
+    out->drift_at_ms = q->drift_at_ms;
+    q->drift_known = 0;
     out->account = q->account;
     out->account_synced = q->account_synced;
     out->stop = q->stop;

@@ -2,16 +2,15 @@
  * and their delivery schedule (see alerts.h). The thread owns every field
  * below "thread only"; other threads reach it only through the inbox
  * (alertq) and the stop flag. The listing endpoint and the CLI test are in
- * alerts_api.c; the POST itself in webhook.c, the pure parts in alertcore.c.
- * Calls: alerts -> alertq, alertcore, webhook, ledger_alert, budget, events
- * (events_alert, for the metrics); nothing calls back into this file but
- * serve.c. */
+ * alerts_api.c; the delivery schedule (attempts, retries, their records) in
+ * alertsend.c, the POST itself in webhook.c, the pure parts in alertcore.c.
+ * Calls: alerts -> alertq, alertcore, alertsend, ledger_alert, budget;
+ * nothing calls back into this file but serve.c. */
 #include "alerts.h"
 #include "alertcore.h"
 #include "alertq.h"
-#include "events.h"
+#include "alertsend.h"
 #include "ledger_alert.h"
-#include "webhook.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -25,6 +24,7 @@
 #define PACE_MS 20                    /* at most one round of hook work this often */
 #define MAX_WAIT_MS 60000
 #define ACCOUNT_META "alerts.account_low"   /* "<crossings> <armed 0|1>" */
+#define DRIFT_META "alerts.drift"           /* likewise */
 
 typedef struct tstate {               /* a team slot, as the thread sees it */
     char name[64];
@@ -40,34 +40,26 @@ typedef struct tstate {               /* a team slot, as the thread sees it */
     char ids[CONFIG_THRESHOLDS_MAX][ALERTCORE_ID_LEN + 1];
 } tstate_t;
 
-typedef struct delivery {             /* an event still to be delivered */
-    char id[ALERTCORE_ID_LEN + 1];
-    char event[32];
-    char *payload;
-    int attempts;
-    int64_t first_ms, next_ms;
-} delivery_t;
-
 struct alerts {
     app_t *app;
     alertq_t *q;
     ledger_alerts_t *store;
-    webhook_t *wh;
+    alertsend_t *send;                /* the delivery schedule */
     char instance[64];
     pthread_t th;
     int started;
     atomic_int stop;
-    int64_t base_ms, cap_ms, giveup_ms, sweep_ms;
+    int64_t sweep_ms;
     const char *hold;                 /* test builds: while this file exists, wait */
     /* thread only */
     char (*known)[ALERTCORE_ID_LEN + 1];   /* ids recorded or claimed elsewhere: open hash */
     size_t known_cap, known_n;
-    delivery_t *dl;
-    size_t n_dl, cap_dl;
     tstate_t *ts;
     size_t n_ts;
     int64_t acct_seq;
     int acct_armed;
+    int64_t drift_seq;
+    int drift_armed;
     int64_t next_sweep;
 };
 
@@ -150,30 +142,6 @@ static const team_conf_t *find_team(const config_t *c, const char *name)
 
 /* ---- recording an event ---- */
 
-static void add_delivery(alerts_t *a, const char *id, const char *event, char *payload,
-                         int attempts, int64_t first_ms, int64_t next_ms)
-{
-    if (a->n_dl == a->cap_dl) {
-        size_t cap = a->cap_dl ? 2 * a->cap_dl : 16;
-        delivery_t *d = realloc(a->dl, cap * sizeof *d);
-        if (!d) {
-            base_logl(BASE_ERROR, "alert %s: out of memory; its delivery resumes at the next start",
-                      id);
-            free(payload);
-            return;
-        }
-        a->dl = d;
-        a->cap_dl = cap;
-    }
-    delivery_t *d = &a->dl[a->n_dl++];
-    snprintf(d->id, sizeof d->id, "%s", id);
-    snprintf(d->event, sizeof d->event, "%s", event);
-    d->payload = payload;
-    d->attempts = attempts;
-    d->first_ms = first_ms;
-    d->next_ms = next_ms;
-}
-
 /* Fires e once: claimed for this instance (team events with the shared
  * store; slot < 0: no claim), recorded in the ledger (with meta_k = meta_v
  * in the same transaction when meta_k is set), logged, queued for delivery.
@@ -208,7 +176,7 @@ static int fire(alerts_t *a, const alertcore_event_t *e, int slot, const char *m
         return 0;
     }
     base_log("alert %s %s: %s", e->event, e->id, payload);
-    add_delivery(a, e->id, e->event, payload, 0, e->at_ms, e->at_ms);
+    alertsend_add(a->send, e->id, e->event, payload, 0, e->at_ms, e->at_ms);
     return 0;
 }
 
@@ -339,10 +307,59 @@ static void record_runaway(alerts_t *a, const alertq_runaway_t *w)
         base_logl(BASE_ERROR, "alert runaway %s: not recorded", id);
 }
 
+/* A top-up detected, or the top-up guard tripped (account thread): its
+ * event, once (the id carries the instance and the top-up's time). */
+static void record_account_event(alerts_t *a, const alertq_acct_t *ev)
+{
+    if (!app_snap(a->app)->cfg->alerts_on) return;
+    const char *name = ev->kind == ALERTQ_TOPUP ? ALERTCORE_TOPUP : ALERTCORE_TOPUP_LIMIT;
+    char id[ALERTCORE_ID_LEN + 1];
+    alertcore_id(name, a->instance, ev->at_ms, 0, id);
+    alertcore_event_t e = { .event = name, .id = id, .at_ms = ev->at_ms,
+                            .instance = a->instance, .added = ev->added, .cap = ev->total,
+                            .prev_total = ev->prev_total, .topups = ev->topups,
+                            .max_topups = ev->max, .until_ms = ev->until_ms };
+    if (fire(a, &e, -1, NULL, NULL) != 0)
+        base_logl(BASE_ERROR, "alert %s %s: not recorded", name, id);
+}
+
+/* The drift: fires when the last hour's drift passes account.drift_alert
+ * either way while armed (once per crossing, as account_low); armed again
+ * when a sync shows it back within. */
+static void check_drift(alerts_t *a, nanos_t drift, int64_t at)
+{
+    const config_t *cfg = app_snap(a->app)->cfg;
+    if (!cfg->alerts_on || cfg->drift_alert <= 0) return;
+    nanos_t mag = drift < 0 ? -drift : drift;
+    char meta[64];
+    if (mag > cfg->drift_alert && a->drift_armed) {
+        char id[ALERTCORE_ID_LEN + 1];
+        int64_t seq = a->drift_seq + 1;
+        alertcore_id(ALERTCORE_DRIFT, a->instance, seq, 0, id);
+        alertcore_event_t e = { .event = ALERTCORE_DRIFT, .id = id, .at_ms = at,
+                                .instance = a->instance, .drift = drift,
+                                .limit = cfg->drift_alert };
+        snprintf(meta, sizeof meta, "%lld 0", (long long)seq);
+        if (fire(a, &e, -1, DRIFT_META, meta) == 0) {
+            a->drift_seq = seq;
+            a->drift_armed = 0;
+        }
+    } else if (mag <= cfg->drift_alert && !a->drift_armed) {
+        snprintf(meta, sizeof meta, "%lld 1", (long long)a->drift_seq);
+        if (ledger_alert_meta_set(a->store, DRIFT_META, meta) == 0) {
+            a->drift_armed = 1;
+            base_log("alerts: the account's drift is back within drift_alert; drift is armed "
+                     "again");
+        }
+    }
+}
+
 /* What the hooks marked: checks to schedule, refusals, the account. */
 static void absorb(alerts_t *a, const alertq_take_t *t, int64_t now)
 {
     for (size_t i = 0; i < t->n_runaway; i++) record_runaway(a, &t->runaway[i]);
+    for (size_t i = 0; i < t->n_acct; i++) record_account_event(a, &t->acct[i]);
+    if (t->drift_known) check_drift(a, t->drift, t->drift_at_ms);
     int64_t delay = strcmp(budget_store_state(a->app->budget), "local") == 0 ? 0
                                                                               : SHARED_DELAY_MS;
     for (size_t i = 0; i < t->n; i++) {
@@ -377,75 +394,11 @@ static void run_checks(alerts_t *a, int64_t now)
     }
 }
 
-/* ---- delivery ---- */
-
-static void drop_delivery(alerts_t *a, size_t i)
-{
-    free(a->dl[i].payload);
-    a->dl[i] = a->dl[--a->n_dl];
-}
-
-/* One attempt of delivery i. Returns 1 when it left the list. */
-static int attempt(alerts_t *a, size_t i)
-{
-    delivery_t *d = &a->dl[i];
-    const config_t *cfg = app_snap(a->app)->cfg;
-    if (!cfg->alerts_on) {              /* alerts taken out by a reload: wait */
-        d->next_ms = base_wall_ms() + MAX_WAIT_MS;
-        return 0;
-    }
-    char err[256] = "";
-    long st = webhook_post(a->wh, cfg->alert_url, d->event, d->payload, strlen(d->payload),
-                           err, sizeof err);
-    if (atomic_load(&a->stop) && st == 0) return 0;   /* cut at shutdown: still pending */
-    int64_t now = base_wall_ms();
-    d->attempts++;
-    if (st >= 200 && st < 300) {
-        base_log("alert %s %s: delivered (HTTP %ld, attempt %d)", d->event, d->id, st,
-                 d->attempts);
-        if (ledger_alert_update(a->store, d->id, LEDGER_ALERT_DELIVERED, d->attempts, NULL,
-                                now) != 0)
-            base_logl(BASE_ERROR, "alert %s: cannot record its delivery in the ledger", d->id);
-        events_alert(a->app, d->event, 1);
-        drop_delivery(a, i);
-        return 1;
-    }
-    if (st > 0) snprintf(err, sizeof err, "HTTP %ld", st);
-    events_alert(a->app, d->event, 0);
-    int64_t next;
-    if (alertcore_next_attempt(d->first_ms, d->attempts, now, a->base_ms, a->cap_ms,
-                               a->giveup_ms, &next) == 0) {
-        base_logl(BASE_WARN, "alert %s %s: attempt %d failed (%s); next in %lld ms", d->event,
-                  d->id, d->attempts, err, (long long)(next - now));
-        d->next_ms = next;
-        if (ledger_alert_update(a->store, d->id, LEDGER_ALERT_PENDING, d->attempts, err,
-                                next) != 0)
-            base_logl(BASE_ERROR, "alert %s: cannot record the attempt in the ledger", d->id);
-        return 0;
-    }
-    base_logl(BASE_ERROR, "alert %s %s: giving up after %d attempts over %lld s (last: %s)",
-              d->event, d->id, d->attempts, (long long)((now - d->first_ms) / 1000), err);
-    if (ledger_alert_update(a->store, d->id, LEDGER_ALERT_FAILED, d->attempts, err, now) != 0)
-        base_logl(BASE_ERROR, "alert %s: cannot record its failure in the ledger", d->id);
-    drop_delivery(a, i);
-    return 1;
-}
-
-static void deliver_due(alerts_t *a)
-{
-    for (size_t i = 0; i < a->n_dl && !atomic_load(&a->stop);) {
-        if (a->dl[i].next_ms <= base_wall_ms() && attempt(a, i)) continue;
-        i++;
-    }
-}
-
 /* ---- the thread ---- */
 
 static int64_t next_due(const alerts_t *a)
 {
-    int64_t next = a->next_sweep;
-    for (size_t i = 0; i < a->n_dl; i++)
-        if (a->dl[i].next_ms < next) next = a->dl[i].next_ms;
+    int64_t next = alertsend_next(a->send, a->next_sweep);
     for (size_t s = 0; s < a->n_ts; s++)
         if (a->ts[s].due && a->ts[s].due < next) next = a->ts[s].due;
     return next;
@@ -477,11 +430,11 @@ static void *alerts_main(void *arg)
         while (a->hold && access(a->hold, F_OK) == 0 && !atomic_load(&a->stop)) nap_ms(20);
         now = base_wall_ms();
         absorb(a, &t, now);
-        int hooked = t.n || t.account || t.account_synced;
+        int hooked = t.n || t.account || t.account_synced || t.n_acct || t.drift_known;
         alertq_take_free(&t);
         if (now >= a->next_sweep) sweep(a, now);
         run_checks(a, now);
-        deliver_due(a);
+        alertsend_due(a->send);
         /* marks made meanwhile wait for the next round (no wake-up per request) */
         if (hooked && !atomic_load(&a->stop)) nap_ms(PACE_MS);
     }
@@ -496,7 +449,8 @@ static int load_one(void *ud, const ledger_alert_t *al)
     known_put(a, al->id);
     if (al->state == LEDGER_ALERT_PENDING) {
         char *p = strdup(al->payload);
-        if (p) add_delivery(a, al->id, al->event, p, al->attempts, al->at_ms, al->next_ms);
+        if (p) alertsend_add(a->send, al->id, al->event, p, al->attempts, al->at_ms,
+                          al->next_ms);
     }
     return 0;
 }
@@ -507,11 +461,13 @@ static void test_hooks(alerts_t *a)
     /* Test builds only: a shorter schedule, and a hold on the thread so a
      * test can kill the process between a crossing and its detection. */
     const char *s;
+    int64_t base = 1000, cap = 300000, giveup = 24LL * 3600 * 1000;
     if ((s = getenv("PINMETER_TEST_ALERT_BACKOFF_MS")) && atoll(s) > 0) {
-        a->base_ms = atoll(s);
-        a->cap_ms = a->base_ms * 300;
+        base = atoll(s);
+        cap = base * 300;
     }
-    if ((s = getenv("PINMETER_TEST_ALERT_GIVEUP_MS")) && atoll(s) > 0) a->giveup_ms = atoll(s);
+    if ((s = getenv("PINMETER_TEST_ALERT_GIVEUP_MS")) && atoll(s) > 0) giveup = atoll(s);
+    alertsend_schedule(a->send, base, cap, giveup);
     if ((s = getenv("PINMETER_TEST_ALERT_SWEEP_MS")) && atoll(s) > 0) a->sweep_ms = atoll(s);
     if ((s = getenv("PINMETER_TEST_ALERT_HOLD")) && *s) a->hold = s;
 #else
@@ -528,18 +484,17 @@ int alerts_start(app_t *app, const char *instance, alerts_t **out, char *err, si
     if (!a) goto oom;
     a->app = app;
     snprintf(a->instance, sizeof a->instance, "%s", instance);
-    a->base_ms = 1000;
-    a->cap_ms = 300000;
-    a->giveup_ms = 24LL * 3600 * 1000;
     a->sweep_ms = SWEEP_MS;
     a->acct_armed = 1;
-    test_hooks(a);
+    a->drift_armed = 1;
     const char *secret = cfg->alert_secret_env[0] ? getenv(cfg->alert_secret_env) : NULL;
     if (cfg->alert_secret_env[0] && (!secret || !*secret))
         base_logl(BASE_WARN, "alerts: %s (alerts.secret_env) is not set: events are sent "
                   "unsigned", cfg->alert_secret_env);
-    if (!(a->q = alertq_new()) || !(a->wh = webhook_new(secret, &a->stop))) goto oom;
+    if (!(a->q = alertq_new())) goto oom;
     if (!(a->store = ledger_alerts_open(app->ledger, err, errlen))) goto fail;
+    if (!(a->send = alertsend_new(app, a->store, secret, &a->stop))) goto oom;
+    test_hooks(a);
     char meta[64];
     long long seq = 0;
     int armed = 1;
@@ -552,6 +507,14 @@ int alerts_start(app_t *app, const char *instance, alerts_t **out, char *err, si
         a->acct_seq = seq;
         a->acct_armed = armed != 0;
     }
+    if (ledger_alert_meta_get(a->store, DRIFT_META, meta, sizeof meta) != 0) {
+        snprintf(err, errlen, "%.400s: cannot read the alerts from the ledger", cfg->ledger);
+        goto fail;
+    }
+    if (sscanf(meta, "%lld %d", &seq, &armed) == 2) {
+        a->drift_seq = seq;
+        a->drift_armed = armed != 0;
+    }
     app->alertq = a->q;
     if (pthread_create(&a->th, NULL, alerts_main, a) != 0) {
         app->alertq = NULL;
@@ -560,8 +523,9 @@ int alerts_start(app_t *app, const char *instance, alerts_t **out, char *err, si
     }
     pthread_setname_np(a->th, "pm-alerts");
     a->started = 1;
-    if (a->n_dl)
-        base_log("alerts: %zu event(s) still to be delivered from before", a->n_dl);
+    if (alertsend_pending(a->send))
+        base_log("alerts: %zu event(s) still to be delivered from before",
+                 alertsend_pending(a->send));
     *out = a;
     return 0;
 oom:
@@ -591,9 +555,7 @@ void alerts_free(alerts_t *a)
     alerts_stop(a);
     if (a->app->alertq == a->q) a->app->alertq = NULL;
     alertq_free(a->q);
-    webhook_free(a->wh);
-    for (size_t i = 0; i < a->n_dl; i++) free(a->dl[i].payload);
-    free(a->dl);
+    alertsend_free(a->send);
     free(a->ts);
     free(a->known);
     free(a);

@@ -3,6 +3,7 @@
  * taken is released when the begin cannot be journaled. */
 #include "chat.h"
 #include "events.h"
+#include "guard.h"
 #include "upstream.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -269,6 +270,14 @@ enum MHD_Result chat_serve(req_t *r, struct MHD_Connection *c)
     enum MHD_Result ret = MHD_YES;
     r->up_path = "/v0/llm/chat/completions";
     if (check_and_price(r, c, &ret) != 0) return ret;
+    guard_why_t gw;
+    if (app->guard && guard_refuses(app->guard, r->t_start_ms, &gw)) {
+        /* the top-up guard: nothing is reserved, recorded or forwarded */
+        events_refused(app, r, EVENTS_TOPUP_LIMIT, NULL);
+        r->rec.id[0] = '\0';
+        char *b = guard_refusal_body(&gw, r->rec.team);
+        return req_queue_body(c, 402, b, b ? strlen(b) : 0, "application/json", r, NULL);
+    }
     budget_req_t q = ask_of(r);
     if (budget_async(app->budget)) {
         /* The shared store answers on its own thread (pipelined with other

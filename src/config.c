@@ -247,6 +247,9 @@ static const cfgrow_row_t upstream_rows[] = {
 static const cfgrow_row_t account_rows[] = {
     CSTR("jwt_env", jwt_env, CFGROW_ENV),
     CNUM("sync_s", CFGROW_INT, sync_s, 1, 86400),
+    CNUM("max_topups_per_day", CFGROW_INT, max_topups_per_day, 0, 100000),
+    { .key = "drift_alert", .kind = CFGROW_CREDITS, .flags = CFGROW_POSITIVE,
+      .off = offsetof(config_t, drift_alert) },
     { .key = NULL },
 };
 
@@ -296,6 +299,8 @@ static void set_defaults(config_t *c)
     strcpy(c->admin_token_env, "PINMETER_ADMIN_TOKEN");
     strcpy(c->jwt_env, "PINATA_JWT");
     c->sync_s = 30;
+    c->max_topups_per_day = -1;
+    c->drift_alert = -1;
     c->max_body = 8388608;
     c->max_connections = 1024;
     c->drain_s = 30;

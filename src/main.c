@@ -1,13 +1,15 @@
 /* main: the pinmeter command line — serve (serve.c), report (report.c),
- * keygen, check-config, alert test (alerts.h), rates sync (ratesync.h) —
- * and its options. */
+ * keygen, check-config, alert test (alerts.h), rates sync (ratesync.h),
+ * topup (topup.h), reconcile (reconcile.h) — and its options. */
 #include "alerts.h"
 #include "config.h"
 #include "keys.h"
 #include "ledger.h"
 #include "ratesync.h"
+#include "reconcile.h"
 #include "report.h"
 #include "serve.h"
+#include "topup.h"
 #include "utc.h"
 #include "version.h"
 #include <getopt.h>
@@ -31,6 +33,10 @@ static void usage(FILE *f)
 "  pinmeter check-config [-c FILE]\n"
 "  pinmeter alert test [-c FILE]\n"
 "  pinmeter rates sync [-c FILE] [--from URL] [--dry-run]\n"
+"  pinmeter topup show|disable [-c FILE]\n"
+"  pinmeter topup set [-c FILE] --threshold N|null --amount N|null\n"
+"  pinmeter reconcile [-c FILE] [--since DATE|TIME] [--until DATE|TIME]\n"
+"                     [--format table|csv|json]\n"
 "  pinmeter --help | --version\n"
 "\n"
 "DATE is YYYY-MM-DD, a whole UTC day (--until includes it); TIME is an RFC 3339 UTC\n"
@@ -40,7 +46,8 @@ static void usage(FILE *f)
 }
 
 enum { OPT_LISTEN = 1000, OPT_UPSTREAM, OPT_LEDGER, OPT_SINCE, OPT_UNTIL, OPT_BY,
-       OPT_FORMAT, OPT_TEAM, OPT_ID, OPT_KEY, OPT_MODEL, OPT_FROM, OPT_DRY_RUN };
+       OPT_FORMAT, OPT_TEAM, OPT_ID, OPT_KEY, OPT_MODEL, OPT_FROM, OPT_DRY_RUN,
+       OPT_THRESHOLD, OPT_AMOUNT };
 
 static const struct option LONGOPTS[] = {
     {"config", required_argument, NULL, 'c'},
@@ -57,6 +64,8 @@ static const struct option LONGOPTS[] = {
     {"model", required_argument, NULL, OPT_MODEL},
     {"from", required_argument, NULL, OPT_FROM},
     {"dry-run", no_argument, NULL, OPT_DRY_RUN},
+    {"threshold", required_argument, NULL, OPT_THRESHOLD},
+    {"amount", required_argument, NULL, OPT_AMOUNT},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -64,7 +73,7 @@ static const struct option LONGOPTS[] = {
 
 typedef struct args {
     const char *config, *listen, *upstream, *since, *until, *by, *format, *team, *id;
-    const char *key, *model, *from;
+    const char *key, *model, *from, *threshold, *amount;
     int dry_run;
     const char *ledgers[64];
     size_t n_ledgers;
@@ -95,6 +104,8 @@ static int parse_args(int argc, char **argv, args_t *a)
         case OPT_MODEL: a->model = optarg; break;
         case OPT_FROM: a->from = optarg; break;
         case OPT_DRY_RUN: a->dry_run = 1; break;
+        case OPT_THRESHOLD: a->threshold = optarg; break;
+        case OPT_AMOUNT: a->amount = optarg; break;
         case 'h': usage(stdout); return 1;
         case 'V': printf("pinmeter %s\n", PINMETER_VERSION); return 1;
         default: usage(stderr); return -1;
@@ -218,6 +229,67 @@ static int cmd_rates_sync(const args_t *a)
     return rc;
 }
 
+/* topup show|set|disable: Pinata's auto top-up settings, with the JWT. */
+static int cmd_topup(const char *sub, const args_t *a)
+{
+    char err[1024];
+    config_t *cfg = config_load(a->config, err, sizeof err);
+    if (!cfg) { fprintf(stderr, "%s\n", err); return 1; }
+    int rc = topup_cli(cfg, sub, a->threshold, a->amount, stdout, stderr);
+    config_free(cfg);
+    return rc;
+}
+
+/* reconcile: Pinata's spend against the ledger's charges, per interval
+ * between two account syncs, from the config's ledger (read-only). */
+static int cmd_reconcile(const args_t *a)
+{
+    char err[1024];
+    int rc = 1;
+    ledger_t *l = NULL;
+    config_t *cfg = config_load(a->config, err, sizeof err);
+    if (!cfg) { fprintf(stderr, "pinmeter: %s\n", err); return 1; }
+    reconcile_opts_t o = { .since_ms = INT64_MIN, .until_ms = INT64_MAX,
+                           .has_since = a->since != NULL, .has_until = a->until != NULL,
+                           .lookback_ms = reconcile_lookback_ms(cfg->timeout_s) };
+    if (a->since && utc_parse_bound(a->since, 0, &o.since_ms) != 0) {
+        fprintf(stderr, "pinmeter: --since wants YYYY-MM-DD or an RFC 3339 UTC time like "
+                "2026-12-01T10:00:00Z, got '%s'\n", a->since);
+        goto out;
+    }
+    if (a->until && utc_parse_bound(a->until, 1, &o.until_ms) != 0) {
+        fprintf(stderr, "pinmeter: --until wants YYYY-MM-DD or an RFC 3339 UTC time like "
+                "2026-12-01T10:00:00Z, got '%s'\n", a->until);
+        goto out;
+    }
+    if (a->format && strcmp(a->format, "table") == 0) o.format = RECONCILE_TABLE;
+    else if (a->format && strcmp(a->format, "csv") == 0) o.format = RECONCILE_CSV;
+    else if (a->format && strcmp(a->format, "json") == 0) o.format = RECONCILE_JSON;
+    else if (a->format) {
+        fprintf(stderr, "pinmeter: --format wants table, csv or json, got '%s'\n", a->format);
+        goto out;
+    }
+    if (a->by || a->team || a->key || a->model || a->n_ledgers || a->threshold || a->amount ||
+        a->from || a->dry_run) {
+        fprintf(stderr, "pinmeter: reconcile takes -c, --since, --until and --format only\n");
+        goto out;
+    }
+    if (!(l = ledger_open_ro(cfg->ledger, err, sizeof err))) {
+        fprintf(stderr, "pinmeter: %s\n", err);
+        goto out;
+    }
+    o.ledger = l;
+    if (reconcile_write(&o, stdout, err, sizeof err) != 0) {
+        fprintf(stderr, "pinmeter: %s\n", err);
+        goto out;
+    }
+    rc = 0;
+out:
+    if (l) ledger_close(l, 0);
+    config_free(cfg);
+    return rc;
+}
+
 static int cmd_check_config(const args_t *a)
 {
     char err[1024];
@@ -267,9 +339,21 @@ int main(int argc, char **argv)
         if (pr != 0) return pr > 0 ? 0 : 2;
         return cmd_rates_sync(&a);
     }
+    if (strcmp(cmd, "topup") == 0) {
+        const char *sub = argc >= 3 ? argv[2] : "";
+        if (strcmp(sub, "show") != 0 && strcmp(sub, "set") != 0 && strcmp(sub, "disable") != 0) {
+            fprintf(stderr, "pinmeter: topup wants a subcommand: pinmeter topup show|disable "
+                    "[-c FILE], or pinmeter topup set [-c FILE] --threshold N --amount N\n");
+            return 2;
+        }
+        int pr = parse_args(argc - 2, argv + 2, &a);
+        if (pr != 0) return pr > 0 ? 0 : 2;
+        return cmd_topup(sub, &a);
+    }
     int pr = parse_args(argc - 1, argv + 1, &a);
     if (pr != 0) return pr > 0 ? 0 : 2;
     if (strcmp(cmd, "serve") == 0) return cmd_serve(&a);
+    if (strcmp(cmd, "reconcile") == 0) return cmd_reconcile(&a);
     if (strcmp(cmd, "report") == 0) return cmd_report(&a);
     if (strcmp(cmd, "keygen") == 0) return cmd_keygen(&a);
     if (strcmp(cmd, "check-config") == 0) return cmd_check_config(&a);

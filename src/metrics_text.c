@@ -303,6 +303,15 @@ char *metrics_format(metrics_t *m, const metrics_gauges_t *g, size_t *len)
             put_fixed(&b, g->synced_ms, 1000, 3);
             put(&b, "\n", 1);
         }
+        const char *dn = "pinmeter_account_drift_credits";
+        family(&b, dn, "gauge", "Pinata's spend minus pinmeter's charges over the sync "
+               "intervals that ended in the last hour (usage that did not pass through this "
+               "pinmeter, or prices out of date).");
+        if (g->drift_known) {
+            head(&b, dn, "", 0, NULL);
+            put_credits(&b, g->drift);
+            put(&b, "\n", 1);
+        }
     }
     static const struct { const char *name, *help; unsigned bit; } H[2] = {
         { "pinmeter_upstream_duration_seconds", "Admission to the last upstream byte.",

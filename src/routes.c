@@ -5,11 +5,14 @@
 #include "balance.h"
 #include "chat.h"
 #include "events.h"
+#include "guard.h"
 #include "health.h"
 #include "passthru.h"
+#include "reconcile_api.h"
 #include "reqlog.h"
 #include "scrape.h"
 #include "teams.h"
+#include "topup.h"
 #include "usage_api.h"
 #include "web.h"
 #include <stdio.h>
@@ -56,6 +59,15 @@ static const route_t ROUTES[] = {
                                   0, 0, teams_serve },
     { "/v0/teams",                ROUTE_GET,  ROUTE_PT,    AUTH_ADMIN,         0, 0,
                                   0, 0, teams_serve },
+    /* the account's auto top-up settings at Pinata (with the JWT), the top-up
+     * guard's reset, and the reconciliation of Pinata's spend with the
+     * ledger's: the admin only */
+    { "/v0/credits/topup/config", ROUTE_GET | ROUTE_PUT, ROUTE_ANY, AUTH_ADMIN, 0, 0,
+                                  0, 0, topup_serve },
+    { "/v0/credits/topup/guard/reset", ROUTE_POST, ROUTE_ANY, AUTH_ADMIN,    0, 0,
+                                  0, 0, guard_reset_serve },
+    { "/v0/account/reconcile",    ROUTE_GET,  ROUTE_ANY,   AUTH_ADMIN,         0, 0,
+                                  0, 0, reconcile_api_serve },
     /* the dashboard's page and files: no data in them, so no token */
     { "/dashboard",               ROUTE_GET,  ROUTE_ANY,   AUTH_NONE,          0, 1,
                                   0, 0, web_serve },
@@ -85,6 +97,7 @@ static unsigned method_of(const char *m)
 {
     if (strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0) return ROUTE_GET;
     if (strcmp(m, "POST") == 0) return ROUTE_POST;
+    if (strcmp(m, "PUT") == 0) return ROUTE_PUT;
     return 0;
 }
 
@@ -116,12 +129,14 @@ enum MHD_Result routes_begin(app_t *app, worker_t *w, struct MHD_Connection *c,
         return req_queue_error(c, 404, "no such endpoint", "invalid_request_error",
                                "not_found", NULL);
     if (!(method_of(method) & rt->methods))
-        return req_queue_error(c, 405, rt->methods == ROUTE_POST ? "use POST" : "use GET",
+        return req_queue_error(c, 405, rt->methods == ROUTE_POST ? "use POST"
+                                       : rt->methods == ROUTE_GET ? "use GET" : "use GET or PUT",
                                "invalid_request_error", "method_not_allowed", NULL);
     req_t *r = req_new(app, w, c);
     if (!r) return MHD_NO;
     *con_cls = r;
     r->serve = rt->serve;
+    r->method = method_of(method);
     r->snap = sn;
     r->chat = rt->metered;
     if (rt->prefix && !(r->path_rest = strdup(url + strlen(rt->path)))) return MHD_NO;

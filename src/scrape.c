@@ -53,6 +53,7 @@ char *scrape_text(app_t *app, const snap_t *sn, size_t *len)
             g.projected = av.available;
         }
         g.synced_known = account_last_sync(app->acct, &g.synced, &g.synced_ms) == 0;
+        g.drift_known = account_drift(app->acct, &g.drift) == 0;
     }
     const char *store = budget_store_state(app->budget);
     g.store_redis = strncmp(store, "redis", 5) == 0;

@@ -11,8 +11,10 @@
 #include "account.h"
 #include "alerts.h"
 #include "app.h"
+#include "guard.h"
 #include "jobs.h"
 #include "keys.h"
+#include "ledger_account.h"
 #include "loop.h"
 #include "metrics.h"
 #include "ratesync.h"
@@ -420,6 +422,7 @@ int serve_run(const serve_opts_t *a)
     }
     const char *jwt = probe->jwt_env[0] ? getenv(probe->jwt_env) : NULL;
     char *jwt_copy = jwt && *jwt ? strdup(jwt) : NULL;
+    app->jwt = jwt_copy;           /* the top-up settings' calls (topup.c) */
     char jwt_env[128];
     snprintf(jwt_env, sizeof jwt_env, "%s", probe->jwt_env);
     config_free(probe);
@@ -481,8 +484,15 @@ int serve_run(const serve_opts_t *a)
         fprintf(stderr, "pinmeter: cannot start the event loops\n");
         goto out;
     }
-    if (jwt_copy) app->acct = account_start(app, jwt_copy);
-    else if (!sn->passthrough)
+    if (jwt_copy) {
+        /* the account's tables and the top-up guard before the first sync */
+        if (!(app->acctdb = ledger_account_open(app->ledger, err, sizeof err)) ||
+            !(app->guard = guard_new(app, app->acctdb, err, sizeof err))) {
+            fprintf(stderr, "pinmeter: %s\n", err);
+            goto out;
+        }
+        app->acct = account_start(app, jwt_copy);
+    } else if (!sn->passthrough)
         base_log("account sync off (%s not set): only team caps limit spend", jwt_env);
     sv.rsync = ratesync_start(app);   /* off the loop; a failed read never stops serving */
 
@@ -518,6 +528,10 @@ int serve_run(const serve_opts_t *a)
     sv.rsync = NULL;
     account_stop(app->acct);
     app->acct = NULL;
+    guard_free(app->guard);        /* no job or sync can reach it any more */
+    app->guard = NULL;
+    ledger_account_close(app->acctdb);
+    app->acctdb = NULL;
     alerts_stop(alerts);           /* pending deliveries resume at the next start */
     ledger_close(app->ledger, 5000);
     app->ledger = NULL;
@@ -527,6 +541,8 @@ out:
     jobs_stop(app->jobs);
     ratesync_stop(sv.rsync);
     account_stop(app->acct);
+    guard_free(app->guard);
+    ledger_account_close(app->acctdb);
     alerts_stop(alerts);
     stop_workers(app);
     server_free(app->srv);

@@ -15,11 +15,27 @@ Prints "READY <port>" (flushed) once listening. Endpoints:
                                   --rates file again. The mock's own prices
                                   charge nothing: it only reports usage.
   GET  /v0/credits/balance        {"total","loaned","available"} (Bearer --jwt).
+  GET  /v0/credits/topup/config   the auto top-up settings {"threshold","amount"} (Bearer --jwt).
+  PUT  /v0/credits/topup/config   sets them, with Pinata's rules: exactly threshold (a number
+                                  >= 5, or null) and amount (a positive integer, or null);
+                                  400 naming the field otherwise.
   GET  /__mock/requests           recorded chat requests (JSON list).
   POST /__mock/reset              clears the record.
-  POST /__mock/balance            {"total","loaned","available"} or {"status": N}.
+  POST /__mock/balance            {"total","loaned","available"} or {"status": N}; with
+                                  "metered": true the balance falls by what each chat
+                                  completion served costs at the mock's own prices (the
+                                  list /v0/llm/models serves, credits = USD), rounded up
+                                  to the nano-credit,
+                                  and an auto top-up set by PUT triggers when available
+                                  drops below its threshold.
+  POST /__mock/spend              {"credits": X}: usage outside pinmeter (total and
+                                  available fall by X).
+  POST /__mock/topup              {"credits": X}: a purchase (total and available rise).
+  GET  /__mock/topup/requests     every request the top-up settings endpoints received
+                                  (method, authorization, body, status answered).
   GET  /__mock/stats              counters (chat_max_active: the most chat requests
-                                  served at once since the last reset).
+                                  served at once since the last reset; served_nanos,
+                                  outside_nanos, topups, auto_topups since the start).
 
 A chat request's behaviour is driven by an optional "mock" object in its body:
   usage {prompt_tokens, completion_tokens, cached_tokens}  (default 12/7/0)
@@ -74,6 +90,7 @@ import sys
 import threading
 import time
 import uuid
+from decimal import Decimal, ROUND_CEILING
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 DEFAULT_CONTENT = "Hello from mock"
@@ -89,8 +106,13 @@ class State:
         self.models_status = 200
         self.jwt = jwt
         self.requests = []
-        self.balance = {"total": 100.0, "loaned": 0.0, "available": 100.0}
+        # exact decimals (credits); metered: chat completions draw the balance down
+        self.balance = {"total": Decimal(100), "loaned": Decimal(0), "available": Decimal(100)}
         self.balance_status = 200
+        self.metered = False
+        self.topup_config = {"threshold": None, "amount": None}
+        self.topup_requests = []
+        self.money = {"served_nanos": 0, "outside_nanos": 0, "topups": 0, "auto_topups": 0}
         self.stats = {"chat": 0, "models": 0, "balance": 0, "balance_denied": 0,
                       "chat_active": 0, "chat_max_active": 0}
         self.seq = 0
@@ -105,6 +127,51 @@ class State:
     def snapshot(self):
         with self.lock:
             return json.loads(json.dumps(self.requests))
+
+    def price_nanos(self, model, usage):
+        """What a completion costs at the mock's own prices, in nano-credits,
+        rounded up (pinmeter's cost rule). None for an unpriced model."""
+        text = self.models_body if self.models_body is not None else self.rates_text
+        try:
+            rates = json.loads(text, parse_float=Decimal)   # the list /v0/llm/models serves
+        except ValueError:
+            return None
+        for r in rates if isinstance(rates, list) else []:
+            if isinstance(r, dict) and r.get("model_id") == model:
+                n = lambda k: int(Decimal(str(r.get(k) or 0)) * 10 ** 9)
+                p, c = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+                cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+                num = ((p - cached) * n("input_usd_per_1m_tokens") +
+                       cached * n("cache_read_usd_per_1m_tokens") + c * n("output_usd_per_1m_tokens"))
+                return -(-num // 10 ** 6)
+        return None
+
+    def move(self, nanos):
+        """Adds nanos (negative: spends) to total and available, with the lock held."""
+        d = Decimal(nanos) / 10 ** 9
+        self.balance["total"] += d
+        self.balance["available"] += d
+
+    def charge(self, model, usage):
+        """A completion was served: with metering on, the balance falls by its
+        price, and the auto top-up triggers when available drops below its
+        threshold."""
+        with self.lock:
+            if not self.metered:
+                return
+            n = self.price_nanos(model, usage)
+            if n is None:
+                return
+            self.move(-n)
+            self.money["served_nanos"] += n
+            t, a = self.topup_config["threshold"], self.topup_config["amount"]
+            if t is not None and a is not None and self.balance["available"] < Decimal(str(t)):
+                self.move(int(a) * 10 ** 9)
+                self.money["auto_topups"] += 1
+
+    def balance_text(self):
+        return "{" + ", ".join('"%s": %s' % (k, format(Decimal(self.balance[k]), "f"))
+                               for k in ("total", "loaned", "available")) + "}"
 
 
 def split_content(content, n):
@@ -211,7 +278,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.st.stats["balance"] += 1
                 ok = self.bearer() == self.st.jwt
                 status = self.st.balance_status
-                bal = dict(self.st.balance)
+                bal = self.st.balance_text()
                 if not ok:
                     self.st.stats["balance_denied"] += 1
             if not ok:
@@ -219,13 +286,20 @@ class Handler(BaseHTTPRequestHandler):
             elif status != 200:
                 self.send_json(status, {"error": {"message": "balance unavailable", "type": "server_error", "code": status}})
             else:
-                self.send_json(200, bal)
+                self.send_bytes(200, bal.encode())
+        elif path == "/v0/credits/topup/config":
+            self.topup_config("GET", b"")
+        elif path == "/__mock/topup/requests":
+            with self.st.lock:
+                out = list(self.st.topup_requests)
+            self.send_json(200, out)
         elif path == "/__mock/requests":
             self.send_json(200, self.st.snapshot())
         elif path == "/__mock/stats":
             with self.st.lock:
                 s = dict(self.st.stats)
-                s["balance_state"] = dict(self.st.balance)
+                s["balance_state"] = {k: str(v) for k, v in self.st.balance.items()}
+                s.update(self.st.money)
                 s["balance_status"] = self.st.balance_status
             self.send_json(200, s)
         else:
@@ -262,10 +336,75 @@ class Handler(BaseHTTPRequestHandler):
                     self.st.balance_status = 200
                 for k in ("total", "loaned", "available"):
                     if k in obj:
-                        self.st.balance[k] = obj[k]
+                        self.st.balance[k] = Decimal(str(obj[k]))
+                if "metered" in obj:
+                    self.st.metered = bool(obj["metered"])
             self.send_json(200, {"ok": True})
+        elif path in ("/__mock/spend", "/__mock/topup"):
+            obj = json.loads(raw or b"{}", parse_float=Decimal)
+            n = int(Decimal(str(obj.get("credits", 0))) * 10 ** 9)
+            with self.st.lock:
+                if path == "/__mock/spend":
+                    self.st.move(-n)
+                    self.st.money["outside_nanos"] += n
+                else:
+                    self.st.move(n)
+                    self.st.money["topups"] += 1
+                bal = self.st.balance_text()
+            self.send_bytes(200, bal.encode())
         else:
             self.send_json(404, {"error": {"message": "not found", "type": "not_found", "code": 404}})
+
+    def do_PUT(self):
+        path = self.path.split("?", 1)[0]
+        raw = self.read_body()
+        if path == "/v0/credits/topup/config":
+            self.topup_config("PUT", raw)
+        else:
+            self.send_json(404, {"error": {"message": "not found", "type": "not_found", "code": 404}})
+
+    def topup_config(self, method, raw):
+        """Pinata's auto top-up settings, with its documented rules; every
+        request is recorded (what pinmeter sent, and what was answered)."""
+        rec = {"method": method, "authorization": self.headers.get("Authorization"),
+               "content_type": self.headers.get("Content-Type"),
+               "body": raw.decode("utf-8", "replace"), "time": time.time()}
+        status, out = 200, None
+        if self.bearer() != self.st.jwt:
+            status, out = 401, {"error": {"message": "invalid jwt", "type": "unauthorized", "code": 401}}
+        elif method == "PUT":
+            err = None
+            try:
+                body = json.loads(raw or b"null", parse_float=Decimal)
+            except ValueError:
+                body, err = None, ("body", "not JSON")
+            if err is None and not isinstance(body, dict):
+                err = ("body", "must be an object")
+            if err is None:
+                extra = [k for k in body if k not in ("threshold", "amount")]
+                t, a = body.get("threshold", "missing"), body.get("amount", "missing")
+                num = lambda v: isinstance(v, (int, Decimal)) and not isinstance(v, bool)
+                if extra:
+                    err = (extra[0], "unknown field")
+                elif t == "missing" or (t is not None and not (num(t) and t >= 5)):
+                    err = ("threshold", "must be at least 5, or null")
+                elif a == "missing" or (a is not None and not (num(a) and a == int(a) and a >= 1)):
+                    err = ("amount", "must be a positive integer, or null")
+            if err:
+                status, out = 400, {"error": {"message": "%s: %s" % err, "type": "invalid_request",
+                                              "code": 400}}
+            else:
+                with self.st.lock:
+                    self.st.topup_config = {
+                        "threshold": None if body["threshold"] is None else float(body["threshold"]),
+                        "amount": None if body["amount"] is None else int(body["amount"])}
+        if out is None:
+            with self.st.lock:
+                out = dict(self.st.topup_config)
+        rec["status"] = status
+        with self.st.lock:
+            self.st.topup_requests.append(rec)
+        self.send_json(status, out)
 
     # ---- faults ---------------------------------------------------------
     def reset_connection(self):
@@ -433,6 +572,7 @@ class Handler(BaseHTTPRequestHandler):
             if "usage" in reply:
                 rec["usage_sent"] = True
                 rec["usage"] = usage
+                self.st.charge(model, usage)
 
         if mock.get("reset_after_headers"):
             headers(len(out))
@@ -587,6 +727,7 @@ class Handler(BaseHTTPRequestHandler):
             send_event(chunk([], {"usage": usage}))
             rec["usage_sent"] = True
             rec["usage"] = usage
+            self.st.charge(model, usage)
         send_event("[DONE]")
         self.write_chunk(b"")  # zero-length chunk ends the body
         rec["completed"] = True

@@ -446,6 +446,18 @@ class Mock:
     def stats(self):
         return json.loads(http_request(self.port, "GET", "/__mock/stats").body)
 
+    def spend(self, credits):
+        """Usage outside pinmeter: the balance falls by credits (a str or Decimal)."""
+        http_request(self.port, "POST", "/__mock/spend", body='{"credits": %s}' % credits)
+
+    def topup(self, credits):
+        """A purchase: the balance rises by credits."""
+        http_request(self.port, "POST", "/__mock/topup", body='{"credits": %s}' % credits)
+
+    def topup_requests(self):
+        """What the top-up settings endpoints received (method, authorization, body, status)."""
+        return json.loads(http_request(self.port, "GET", "/__mock/topup/requests").body)
+
     def stop(self):
         _stop_pid(self.proc)
 

@@ -168,6 +168,35 @@ static void test_payloads(void)
                 "\"instance\":\"i1\",\"team\":null,\"account_below\":20.000000000,"
                 "\"total\":50.000000000,\"loaned\":0.000000000,\"available\":-0.000000001}");
     free(p);
+    alertcore_event_t up = { .event = ALERTCORE_TOPUP, .id = "u", .at_ms = 0, .instance = "i1",
+                             .added = 10500000000LL, .cap = 109000000000LL,
+                             .prev_total = 99500000000LL, .topups = 2, .max_topups = 3 };
+    p = alertcore_payload(&up);
+    T_EQ_STR(p, "{\"event\":\"topup_detected\",\"id\":\"u\",\"at\":\"1970-01-01T00:00:00.000Z\","
+                "\"instance\":\"i1\",\"team\":null,\"credits_added\":10.500000000,"
+                "\"total\":109.000000000,\"previous_total\":99.500000000,\"topups_24h\":2,"
+                "\"max_topups_per_day\":3}");
+    free(p);
+    up.max_topups = -1;
+    p = alertcore_payload(&up);
+    T_CHECK(p && strstr(p, "\"max_topups_per_day\":null}"));
+    free(p);
+    alertcore_event_t lim = { .event = ALERTCORE_TOPUP_LIMIT, .id = "l", .at_ms = 0,
+                              .instance = "i1", .topups = 4, .max_topups = 3,
+                              .until_ms = 86400000 };
+    p = alertcore_payload(&lim);
+    T_EQ_STR(p, "{\"event\":\"topup_limit\",\"id\":\"l\",\"at\":\"1970-01-01T00:00:00.000Z\","
+                "\"instance\":\"i1\",\"team\":null,\"topups_24h\":4,\"max_topups_per_day\":3,"
+                "\"until\":\"1970-01-02T00:00:00.000Z\",\"message\":\"new requests get 402 "
+                "topup_limit until then, or until POST /v0/credits/topup/guard/reset\"}");
+    free(p);
+    alertcore_event_t dr = { .event = ALERTCORE_DRIFT, .id = "d", .at_ms = 0, .instance = "i1",
+                             .drift = -1500000000LL, .limit = 1000000000LL };
+    p = alertcore_payload(&dr);
+    T_EQ_STR(p, "{\"event\":\"drift\",\"id\":\"d\",\"at\":\"1970-01-01T00:00:00.000Z\","
+                "\"instance\":\"i1\",\"team\":null,\"drift\":-1.500000000,"
+                "\"drift_alert\":1.000000000,\"window_s\":3600}");
+    free(p);
     alertcore_event_t t = { .event = ALERTCORE_TEST, .id = "y", .at_ms = 0, .instance = "i\"1" };
     p = alertcore_payload(&t);
     T_EQ_STR(p, "{\"event\":\"alert_test\",\"id\":\"y\",\"at\":\"1970-01-01T00:00:00.000Z\","

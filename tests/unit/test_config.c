@@ -43,6 +43,8 @@ static void test_defaults(void)
     T_EQ_INT(c->max_body, 8388608);
     T_EQ_INT(c->max_connections, 1024);
     T_EQ_INT(c->drain_s, 30);
+    T_EQ_INT(c->max_topups_per_day, -1);
+    T_EQ_INT(c->drift_alert, -1);
     T_EQ_INT(c->metrics_open, 0);
     T_EQ_INT(c->metrics_key_label, 0);
     T_EQ_INT(c->n_teams, 0);
@@ -92,6 +94,7 @@ static void test_values(void)
         " \"unknown_model\": {\"input_usd_per_1m_tokens\": 2, \"output_usd_per_1m_tokens\": 8},"
         " \"credits_per_usd\": 2.5, \"admin_token_env\": \"\", \"max_body_bytes\": 1024,"
         " \"max_connections\": 1, \"drain_s\": 0, \"default_max_tokens\": 1000000000,"
+        " \"account\": {\"max_topups_per_day\": 3, \"drift_alert\": 1.25},"
         " \"teams\": [{\"name\": \"a.b_c-D\", \"cap\": 0, \"period\": \"none\","
         "   \"keys\": [{\"id\": \"k3\", \"sha256\": \"" H3 "\", \"cap\": 1.5, \"rpm\": 60,"
         "   \"max_inflight\": 4, \"max_spend_per_hour\": 1.0}], \"rpm\": 600, \"tpm\": 400000,"
@@ -116,6 +119,8 @@ static void test_values(void)
     T_EQ_INT(c->max_body, 1024);
     T_EQ_INT(c->drain_s, 0);
     T_EQ_INT(c->default_max_tokens, 1000000000LL);
+    T_EQ_INT(c->max_topups_per_day, 3);
+    T_EQ_INT(c->drift_alert, 1250000000LL);
     T_EQ_INT(c->n_teams, 3);
     T_EQ_INT(c->teams[0].cap, 0);
     T_EQ_INT(c->teams[0].period, PERIOD_NONE);
@@ -232,6 +237,13 @@ static void test_errors(void)
         { "{\"account\": {\"sync_s\": 0}}", "account.sync_s: must be an integer from 1" },
         { "{\"account\": {\"jwt_env\": \"\"}}", "account.jwt_env: must not be empty" },
         { "{\"account\": {\"jwt\": \"X\"}}", "account.jwt: unknown key" },
+        { "{\"account\": {\"max_topups_per_day\": -1}}",
+          "account.max_topups_per_day: must be an integer from 0" },
+        { "{\"account\": {\"max_topups_per_day\": 2.5}}",
+          "account.max_topups_per_day: must be an integer" },
+        { "{\"account\": {\"drift_alert\": 0}}",
+          "account.drift_alert: must be a number of credits from more than 0" },
+        { "{\"account\": {\"drift_alert\": \"1\"}}", "account.drift_alert: must be a number" },
         { "{\"max_body_bytes\": 10}", "max_body_bytes: must be an integer from 1024" },
         { "{\"max_connections\": 0}", "max_connections: must be an integer from 1" },
         { "{\"drain_s\": -1}", "drain_s: must be an integer from 0" },
