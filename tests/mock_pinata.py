@@ -11,7 +11,9 @@ Prints "READY <port>" (flushed) once listening. Endpoints:
   GET  /__mock/requests           recorded chat requests (JSON list).
   POST /__mock/reset              clears the record.
   POST /__mock/balance            {"total","loaned","available"} or {"status": N}.
-  GET  /__mock/stats              counters.
+  GET  /__mock/stats              counters; "inflight" / "peak_inflight": chat
+                                  requests being handled now / at most at once
+                                  since the start or the last reset.
 
 A chat request's behaviour is driven by an optional "mock" object in its body:
   usage {prompt_tokens, completion_tokens, cached_tokens}  (default 12/7/0)
@@ -81,7 +83,8 @@ class State:
         self.requests = []
         self.balance = {"total": 100.0, "loaned": 0.0, "available": 100.0}
         self.balance_status = 200
-        self.stats = {"chat": 0, "models": 0, "balance": 0, "balance_denied": 0}
+        self.stats = {"chat": 0, "models": 0, "balance": 0, "balance_denied": 0,
+                      "inflight": 0, "peak_inflight": 0}
         self.seq = 0
 
     def record(self, rec):
@@ -221,11 +224,20 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         raw = self.read_body()
         if path == "/v0/llm/chat/completions":
-            self.chat(raw)
+            st = self.st.stats
+            with self.st.lock:
+                st["inflight"] += 1
+                st["peak_inflight"] = max(st["peak_inflight"], st["inflight"])
+            try:
+                self.chat(raw)
+            finally:
+                with self.st.lock:
+                    st["inflight"] -= 1
         elif path == "/__mock/reset":
             with self.st.lock:
                 self.st.requests.clear()
-                self.st.stats.update({"chat": 0, "models": 0, "balance": 0, "balance_denied": 0})
+                self.st.stats.update({"chat": 0, "models": 0, "balance": 0, "balance_denied": 0,
+                                      "peak_inflight": self.st.stats["inflight"]})
             self.send_json(200, {"ok": True})
         elif path == "/__mock/balance":
             obj = json.loads(raw or b"{}")
