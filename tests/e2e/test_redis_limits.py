@@ -18,7 +18,7 @@ import threading
 import time
 import unittest
 
-from harness import SONNET, Team, body_len, chat_body, cost, reservation
+from harness import SONNET, Team, body_len, chat_body, cost, reservation, to_nanos
 from redis_fixture import Redis, have_redis
 from test_redis_store import FleetBase, instance_id, ledger_sum, lua
 
@@ -260,6 +260,289 @@ class LuaLimitsTest(unittest.TestCase):
         self.assertEqual(self.ev("renew", ["lease", "limlease", "lim"], [10000, "a"]), [1])
         time.sleep(0.3)
         self.assertEqual(self.reserve("b", 10, tlim=lim)[5], 3, "a is still in flight")
+
+
+# ---------------------------------------------------------------- the fleet
+
+class LTeam(Team):
+    """A Team with the team's limits and each key's settings (cap, limits)."""
+
+    def __init__(self, name, cap, limits=None, keys=None, **kw):
+        keys = keys or {"f": {}}
+        super().__init__(name, cap, key_ids=list(keys), **kw)
+        self.limits = dict(limits or {})
+        self.key_conf = keys
+
+    def conf(self):
+        t = super().conf()
+        t.update(self.limits)
+        for k in t["keys"]:
+            k.update(self.key_conf.get(k["id"], {}))
+        return t
+
+
+class LimFleet(FleetBase):
+    """N instances on one Redis sharing team "fleet" with LIMITS and KEYS."""
+    N = 2
+    CAP = 1000.0
+    LIMITS = {}
+    KEYS = {"f": {}}
+    LEASE_S = 5                      # None: the default lease
+
+    @classmethod
+    def setup_proxies(cls):
+        cls.redis = Redis(cls.tmp)
+        cls.team = LTeam("fleet", cls.CAP, limits=cls.LIMITS, keys=cls.KEYS)
+        over = {"budget_store": cls.redis.url, "on_store_down": "closed"}
+        if cls.LEASE_S:
+            over["budget_lease_s"] = cls.LEASE_S
+        cls.fleet = [cls.add_proxy([cls.team], name="inst%d" % i, overrides=over)
+                     for i in range(cls.N)]
+
+    def key(self, kid):
+        return self.team.keys[kid]
+
+    def race(self, calls, timeout=60):
+        """Sends calls [(proxy, body, key)] at once (one thread each, released
+        together); returns [(proxy, response or exception)] in call order."""
+        out = [None] * len(calls)
+        barrier = threading.Barrier(len(calls))
+
+        def one(i, p, body, key):
+            try:
+                barrier.wait(20)
+                out[i] = (p, p.chat(body, key=key, timeout=timeout))
+            except Exception as e:  # noqa: BLE001 - asserted by the callers
+                out[i] = (p, e)
+
+        ts = [threading.Thread(target=one, args=(i,) + c, daemon=True) for i, c in enumerate(calls)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(timeout + 30)
+        bad = [r for _, r in out if not hasattr(r, "status")]
+        self.assertEqual(bad, [], "every request answered")
+        return out
+
+    def lim_field(self, field):
+        v = self.redis.cli("HGET", "pm:{fleet}:lim", field)
+        return int(v) if v else 0
+
+    def key_ledger_sum(self, p, kid, col="charged_nanos"):
+        con = sqlite3.connect(p.ledger, timeout=5)
+        try:
+            return con.execute("SELECT COALESCE(SUM(%s), 0) FROM requests WHERE key_id = ?" % col,
+                               (kid,)).fetchone()[0]
+        finally:
+            con.close()
+
+
+def nanos_to_credits(n):
+    return n / 1e9
+
+
+class KeyCapFleetRaceTest(LimFleet):
+    """A key's cap under a 100-request race across three instances."""
+    N = 3
+    BODY = chat_body(SONNET, content="key race", max_tokens=40,
+                     mock={"delay_ms": 2500, "usage": {"prompt_tokens": 40,
+                                                       "completion_tokens": 30}})
+    RES = reservation(SONNET, body_len(BODY), 40)
+    KCAP = 10 * RES + RES // 2            # room for exactly 10 reservations at once
+    KEYS = {"a": {"cap": nanos_to_credits(KCAP)}, "b": {}}
+
+    def test_100_requests_race_one_key_cap_across_3_instances(self):
+        a = self.key("a")
+        c = cost(SONNET, 40, 30)
+        calls = [(self.fleet[i % 3], self.BODY, a) for i in range(100)]
+        out = self.race(calls)
+        ok = [(p, r) for p, r in out if r.status == 200]
+        refused = [(p, r) for p, r in out if r.status == 402]
+        self.assertEqual(len(ok) + len(refused), 100, [r for _, r in out][:3])
+        e = refused[0][1].json()["error"]
+        cap = to_nanos(e["cap"])
+        self.assertEqual(cap, self.KCAP, "the key's cap as configured")
+        for _, r in refused:
+            e = r.json()["error"]
+            self.assertEqual((e["scope"], e["key"], e["team"]), ("key", "a", "fleet"), e)
+        # All 100 were in flight together (each waits 2.5 s upstream): the
+        # fleet admitted exactly what the key's available allowed.
+        self.assertEqual(len(ok), cap // self.RES, "admitted vs the key's cap")
+        self.assertGreater(len({p.name for p, _ in ok}), 1, "admitted on several instances")
+        self.assertEqual(self.mock.chat_count(), len(ok), "a 402 reached the upstream")
+        self.wait_fleet_idle(timeout=15)
+        reserved = sum(self.key_ledger_sum(p, "a", "reserved_nanos") for p in self.fleet)
+        charged = sum(self.key_ledger_sum(p, "a") for p in self.fleet)
+        self.assertLessEqual(reserved, cap, "the sum of reservations passed the key's cap")
+        self.assertEqual(reserved, len(ok) * self.RES)
+        self.assertEqual(charged, len(ok) * c)
+        keys = self.redis.keys("pm:{fleet}:m*:keys")
+        self.assertEqual(len(keys), 1, keys)
+        deadline = time.time() + 5           # the settles trail the answers
+        while self.redis.cli("HGET", keys[0], "s:a") != str(charged) and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(self.redis.cli("HGET", keys[0], "s:a"), str(charged), "Redis vs ledgers")
+        self.assertEqual(self.redis.cli("HGET", keys[0], "l:a"), "0")
+        for p in self.fleet:
+            self.assertEqual(int(self.redis.cli("HGET", keys[0], "b:a:" + instance_id(p)) or 0),
+                             self.key_ledger_sum(p, "a"), "%s's share of the key" % p.name)
+            j = p.request("GET", "/v0/credits/balance", key=a).json()
+            self.assertEqual([to_nanos(j["key"][f]) for f in ("total", "loaned", "available")],
+                             [cap, 0, cap - charged], j)
+        # the other key of the team is not held to a's cap
+        self.assertEqual(self.fleet[1].chat(self.BODY, key=self.key("b")).status, 200)
+        self.assertNotIn("key", self.fleet[1].request("GET", "/v0/credits/balance",
+                                                      key=self.key("b")).json())
+        self.wait_fleet_idle(timeout=15)
+        self.assert_redis_matches_ledgers()
+        self.check(fleet=True, fresh_ledger=True)
+
+
+class RpmFleetTest(LimFleet):
+    N = 2
+    LIMITS = {"rpm": 30}
+
+    def test_rpm_admits_exactly_the_limit_across_two_instances(self):
+        body = chat_body(SONNET, max_tokens=20, mock={"usage": {"prompt_tokens": 9,
+                                                                "completion_tokens": 4}})
+        key = self.team.key
+        out = self.race([(self.fleet[i % 2], body, key) for i in range(50)])
+        ok = [r for _, r in out if r.status == 200]
+        limited = [r for _, r in out if r.status == 429]
+        self.assertEqual((len(ok), len(limited)), (30, 20), [r.status for _, r in out])
+        self.assertEqual({p.name for p, r in out if r.status == 200}, {"inst0", "inst1"})
+        for r in limited:
+            e = self.assertJSONError(r, 429, "rate_limit_exceeded", "rpm")
+            self.assertEqual(e["scope"], "team")
+            ra = int(r.header("retry-after"))
+            self.assertTrue(1 <= ra <= 60, ra)
+            self.assertEqual(r.header("x-ratelimit-remaining-requests"), "0")
+        self.assertEqual(sorted(int(r.header("x-ratelimit-remaining-requests")) for r in ok),
+                         list(range(30)), "one fleet-wide window counts each request once")
+        self.assertTrue(all(r.header("x-ratelimit-limit-requests") == "30" for r in ok))
+        self.assertEqual(self.mock.chat_count(), 30, "a 429 reached the upstream")
+        self.wait_fleet_idle()
+        self.assertEqual(self.lim_field("T|q|s"), 30)
+        self.assertEqual((self.lim_field("T|i"), self.lim_field("T|l")), (0, 0))
+        self.assert_redis_matches_ledgers()
+        self.check(fleet=True, fresh_ledger=True)
+
+
+class InflightFleetTest(LimFleet):
+    N = 2
+    LIMITS = {"max_inflight": 4}
+
+    def test_max_inflight_holds_across_two_instances_at_the_upstream(self):
+        body = chat_body(SONNET, max_tokens=20, mock={"delay_ms": 400, "usage": {
+            "prompt_tokens": 9, "completion_tokens": 4}})
+        out = self.race([(self.fleet[i % 2], body, self.team.key) for i in range(100)])
+        ok = [r for _, r in out if r.status == 200]
+        limited = [r for _, r in out if r.status == 429]
+        self.assertEqual(len(ok) + len(limited), 100, [r.status for _, r in out])
+        for r in limited:
+            self.assertJSONError(r, 429, "rate_limit_exceeded", "inflight")
+            self.assertEqual(r.header("retry-after"), "1")
+        st = self.mock.stats()
+        self.assertLessEqual(st["peak_inflight"], 4, "more than max_inflight at the upstream")
+        self.assertEqual(st["peak_inflight"], 4, "the limit was used, fleet-wide")
+        self.assertEqual(self.mock.chat_count(), len(ok))
+        self.wait_fleet_idle()
+        self.assertEqual((self.lim_field("T|i"), self.lim_field("T|l")), (0, 0),
+                         "nothing left in flight")
+        self.assertEqual(self.fleet[0].chat(body, key=self.team.key).status, 200)
+        self.wait_fleet_idle()
+        self.assert_redis_matches_ledgers()
+        self.check(fleet=True, fresh_ledger=True)
+
+
+class SpendWindowFleetTest(LimFleet):
+    N = 2
+    BODY = chat_body(SONNET, max_tokens=100, mock={"usage": {"prompt_tokens": 50,
+                                                             "completion_tokens": 60}})
+    C = cost(SONNET, 50, 60)
+    RES = reservation(SONNET, body_len(BODY), 100)
+    LIMIT = 5 * C + RES - 1              # the 6th request does not fit after 5 charges
+    LIMITS = {"max_spend_per_minute": nanos_to_credits(LIMIT)}
+
+    def test_the_runaway_guard_sums_the_fleet_spend_in_its_window(self):
+        key = self.team.key
+        got = []
+        for i in range(8):
+            p = self.fleet[i % 2]
+            got.append(p.chat(self.BODY, key=key))
+            self.wait_fleet_idle()           # each charge in Redis before the next reserve
+        self.assertEqual([r.status for r in got], [200] * 5 + [429] * 3)
+        e = self.assertJSONError(got[5], 429, "spend_rate_exceeded", "max_spend_per_minute")
+        self.assertEqual(to_nanos(e["limit"]), self.LIMIT)
+        self.assertEqual(to_nanos(e["spent_in_window"]), 5 * self.C,
+                         "both instances' charges in the window")
+        ra = int(got[5].header("retry-after"))
+        self.assertTrue(1 <= ra <= 60, ra)
+        self.assertEqual(self.mock.chat_count(), 5)
+        self.assertEqual(self.redis.cli("HGET", "pm:{fleet}:lim", "T|m|s"), str(5 * self.C))
+        self.assert_redis_matches_ledgers()
+        self.check(fleet=True, fresh_ledger=True)
+
+
+class ReloadLimitsFleetTest(LimFleet):
+    N = 2
+    LIMITS = {"rpm": 5}
+
+    def test_reload_applies_new_limits_and_the_window_carries_over(self):
+        body = chat_body(SONNET, max_tokens=20)
+        key = self.team.key
+        got = [self.fleet[i % 2].chat(body, key=key).status for i in range(6)]
+        self.assertEqual(got, [200] * 5 + [429])
+        self.team.limits["rpm"] = 8
+        for p in self.fleet:
+            mark = len(p.logs_text())
+            p.set_teams([self.team])
+            p.send_signal(__import__("signal").SIGHUP)
+            self.assertTrue(p.wait_log("reloaded", since=mark), p.logs_text()[-500:])
+        got = [self.fleet[i % 2].chat(body, key=key).status for i in range(4)]
+        self.assertEqual(got, [200] * 3 + [429], "5 of the 8 were already in the window")
+        self.wait_fleet_idle()
+        self.assert_redis_matches_ledgers()
+
+
+class LeaseKillFleetTest(LimFleet):
+    """The default lease (30 s): a SIGKILLed instance's holds, and its
+    requests in flight, leave the fleet within about 30 s."""
+    N = 2
+    LEASE_S = None
+    LIMITS = {"max_inflight": 3}
+
+    def test_killed_instance_holds_leave_loaned_within_35_s(self):
+        a, b = self.fleet
+        self.assertIn("lease 30000 ms", a.logs_text())
+        key = self.team.key
+        slow = chat_body(SONNET, max_tokens=300, mock={"delay_ms": 18000, "client_may_abort": True})
+        res = reservation(SONNET, body_len(slow), 300)
+        ts = [threading.Thread(target=lambda: self._quiet(b.chat, slow, key), daemon=True)
+              for _ in range(3)]
+        for t in ts:
+            t.start()
+        seen = a.wait_balance(key, lambda x: x["loaned"] == 3 * res, timeout=10)
+        self.assertEqual(seen["loaned"], 3 * res, "a sees b's holds")
+        ok = chat_body(SONNET, max_tokens=20)
+        self.assertJSONError(a.chat(ok, key=key), 429, "rate_limit_exceeded", "inflight")
+        b.kill9()
+        t0 = time.time()
+        after = a.wait_balance(key, lambda x: x["loaned"] == 0, timeout=40)
+        waited = time.time() - t0
+        self.assertEqual(after["loaned"], 0, "b's holds must leave loaned")
+        self.assertLess(waited, 35, "within the default lease")
+        self.assertEqual(a.chat(ok, key=key).status, 200, "b's requests left the in-flight count")
+        self.assertEqual(self.lim_field("T|i"), 0)
+        for t in ts:
+            t.join(30)
+
+    @staticmethod
+    def _quiet(fn, *args):
+        try:
+            fn(*args, timeout=40)
+        except Exception:  # noqa: BLE001 - the instance is killed under it
+            pass
 
 
 if __name__ == "__main__":
