@@ -285,6 +285,7 @@ class LimFleet(FleetBase):
     """N instances on one Redis sharing team "fleet" with LIMITS and KEYS."""
     N = 2
     CAP = 1000.0
+    POLICY = "closed"
     LIMITS = {}
     KEYS = {"f": {}}
     LEASE_S = 5                      # None: the default lease
@@ -293,7 +294,7 @@ class LimFleet(FleetBase):
     def setup_proxies(cls):
         cls.redis = Redis(cls.tmp)
         cls.team = LTeam("fleet", cls.CAP, limits=cls.LIMITS, keys=cls.KEYS)
-        over = {"budget_store": cls.redis.url, "on_store_down": "closed"}
+        over = {"budget_store": cls.redis.url, "on_store_down": cls.POLICY}
         if cls.LEASE_S:
             over["budget_lease_s"] = cls.LEASE_S
         cls.fleet = [cls.add_proxy([cls.team], name="inst%d" % i, overrides=over)
@@ -503,6 +504,87 @@ class ReloadLimitsFleetTest(LimFleet):
         self.assertEqual(got, [200] * 3 + [429], "5 of the 8 were already in the window")
         self.wait_fleet_idle()
         self.assert_redis_matches_ledgers()
+
+
+class LocalOutageLimitsTest(LimFleet):
+    """Redis down with on_store_down "local": rate limits per instance,
+    against each instance's own windows (which hold its traffic from before
+    the outage); a capped key's spend re-added after Redis lost its data."""
+    N = 2
+    POLICY = "local"
+    LIMITS = {"rpm": 6}
+    BODY = chat_body(SONNET, max_tokens=60, mock={"usage": {"prompt_tokens": 50,
+                                                            "completion_tokens": 40}})
+    RES = reservation(SONNET, body_len(BODY), 60)
+    C = cost(SONNET, 50, 40)
+    KCAP = 20 * RES
+    KEYS = {"f": {}, "g": {"cap": nanos_to_credits(KCAP)}}
+
+    def test_outage_limits_apply_per_instance_on_their_own_windows(self):
+        a, b = self.fleet
+        f, g = self.key("f"), self.key("g")
+        self.assertEqual(a.chat(self.BODY, key=f).status, 200)
+        self.assertEqual(a.chat(self.BODY, key=g).status, 200)
+        self.assertEqual(b.chat(self.BODY, key=f).status, 200)
+        self.wait_fleet_idle()
+        time.sleep(2.5)                     # a beat and a key sync: both instances counted
+        self.redis.kill9()
+        # a served 2 of the team's requests this minute, b 1: per instance, rpm 6 leaves 4 and 5
+        for p, room in ((a, 4), (b, 5)):
+            got = [p.chat(self.BODY, key=f).status for _ in range(room + 1)]
+            self.assertEqual(got, [200] * room + [429], p.name)
+        self.assertEqual(self.mock.chat_count(), 3 + 9)
+        self.assertEqual(a.chat(self.BODY, key=g).status, 429, "rpm before the key's share")
+        self.redis.start()                  # empty: no persistence
+        for p in self.fleet:
+            self.wait_store_up(p)
+        self.wait_fleet_idle()
+        total = self.assert_redis_matches_ledgers()
+        self.assertEqual(total, 12 * self.C)
+        keys = self.redis.keys("pm:{fleet}:m*:keys")
+        deadline = time.time() + 5          # the key's share is re-added by the next sync
+        while self.redis.cli("HGET", keys[0], "s:g") != str(self.C) and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(self.redis.cli("HGET", keys[0], "s:g"), str(self.C),
+                         "the key's spend re-added from the ledger after Redis lost it")
+        self.check(fleet=True)
+
+
+class LocalKeyShareTest(LimFleet):
+    """The key's local share during an outage: what it had left over the
+    live instances."""
+    N = 2
+    POLICY = "local"
+    BODY = LocalOutageLimitsTest.BODY
+    RES, C = LocalOutageLimitsTest.RES, LocalOutageLimitsTest.C
+    KCAP = 6 * RES
+    KEYS = {"g": {"cap": nanos_to_credits(KCAP)}}
+
+    def test_key_cap_against_a_local_share(self):
+        a, b = self.fleet
+        g = self.team.key
+        self.assertEqual(a.chat(self.BODY, key=g).status, 200)
+        self.wait_fleet_idle()
+        time.sleep(2.5)
+        self.redis.kill9()
+        share = (self.KCAP - self.C) // 2
+        for p in self.fleet:
+            n = 0
+            while n < 10:
+                r = p.chat(self.BODY, key=g)
+                if r.status != 200:
+                    break
+                n += 1
+            e = self.assertJSONError(r, 402)
+            self.assertEqual((e["scope"], e["key"]), ("key", "g"))
+            self.assertEqual(to_nanos(e["cap"]), share, "the key's local share")
+            self.assertEqual(n, (share - self.RES) // self.C + 1, p.name)
+        self.redis.start()
+        for p in self.fleet:
+            self.wait_store_up(p)
+        self.wait_fleet_idle()
+        self.assertLessEqual(self.assert_redis_matches_ledgers(), self.KCAP)
+        self.check(fleet=True)
 
 
 class LeaseKillFleetTest(LimFleet):
