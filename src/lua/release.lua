@@ -7,14 +7,18 @@
 local loaned_k, holds_k, lease_k, keys_k, lim_k, ll_k =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local rid = ARGV[1]
-local rec = lim_rec(lim_k, rid)
-if rec then
-  local now = now_ms()
-  for _, S in ipairs(lim_subjects(lim_k, rec.fl, rec.kid)) do
-    lim_end(S, rec, now, false, 0, "0")
-    subj_save(S)
+local v = redis.call('HGET', lim_k, 'h:' .. rid)
+if v then
+  local M = LIMITS()
+  local rec = M.parse(v)
+  if rec then
+    local now = now_ms()
+    local L = M.open(lim_k, M.names(rec.fl, rec.kid), now, { rec.at })
+    for _, S in ipairs(L.list) do M.finish(L, S, rec, now, false, 0, "0") end
+    M.save(L)
   end
-  lim_forget(lim_k, ll_k, rid)
+  redis.call('HDEL', lim_k, 'h:' .. rid)
+  redis.call('ZREM', ll_k, rid)
 end
 if drop_hold(holds_k, lease_k, loaned_k, keys_k, rid) then return {1} end
 return {0}

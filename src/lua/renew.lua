@@ -10,8 +10,5 @@ for i = 2, #ARGV do
   n = n + redis.call('ZADD', lease_k, 'XX', 'CH', exp, ARGV[i])
   m = m + redis.call('ZADD', ll_k, 'XX', 'CH', exp, ARGV[i])
 end
-if m > 0 then
-  redis.call('PEXPIRE', lim_k, LIM_TTL_MS)
-  redis.call('PEXPIRE', ll_k, LIM_TTL_MS)
-end
+if m > 0 then redis.call('PEXPIRE', lim_k, LIM_TTL_MS) end
 return n

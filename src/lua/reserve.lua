@@ -44,19 +44,23 @@ if not adopt then
     return {2, spent, loaned, kspent, kloaned}
   end
 end
-local T, K, tv, kv
+local M, L, T, K, tv, kv
 if tlim ~= "" or klim ~= "" then
-  lim_reap(lim_k, ll_k, now)
-  if tlim ~= "" then T = subj_load(lim_k, "T") end
-  if klim ~= "" then K = subj_load(lim_k, "K:" .. kid) end
+  M = LIMITS()
+  M.reap(lim_k, ll_k, now)
+  local names = {}
+  if tlim ~= "" then names[#names + 1] = "T" end
+  if klim ~= "" then names[#names + 1] = "K:" .. kid end
+  L = M.open(lim_k, names, now, {})
+  if tlim ~= "" then T = L.S["T"] end
+  if klim ~= "" then K = L.S["K:" .. kid] end
   if not adopt then
-    if T then tv = lim_check(lim_conf(tlim), T, now, tokens, amount) end
-    if K and (not tv or tv.which == 0) then kv = lim_check(lim_conf(klim), K, now, tokens, amount) end
+    if T then tv = M.check(L, M.conf(tlim), T, now, tokens, amount) end
+    if K and (not tv or tv.which == 0) then kv = M.check(L, M.conf(klim), K, now, tokens, amount) end
     local v, scope = nil, 0
     if tv and tv.which > 0 then v, scope = tv, 1 elseif kv and kv.which > 0 then v, scope = kv, 2 end
     if v then
-      if T then subj_save(T) end
-      if K then subj_save(K) end
+      M.save(L)                          -- the windows moved on
       return {3, spent, loaned, kspent, kloaned, v.which, scope, v.retry, v.sw, v.limit,
               v.lr, v.rr, v.rrm, v.lt, v.rt, v.rtm}
     end
@@ -66,8 +70,8 @@ redis.call('INCRBY', loaned_k, amount)
 local hv = amount .. "@" .. inst
 if kept then
   hv = amount .. ":" .. kid .. "@" .. inst
-  hincr(keys_k, 'l:' .. kid, amount)
   kloaned = dadd(kloaned, amount)
+  redis.call('HSET', keys_k, 'l:' .. kid, kloaned)
   expire_at(expat, keys_k)
 end
 redis.call('HSET', holds_k, rid, hv)
@@ -75,17 +79,17 @@ redis.call('ZADD', lease_k, now + tonumber(lease_ms), rid)
 if redis.call('EXISTS', spent_k) == 0 then redis.call('SET', spent_k, "0") end
 expire_at(expat, spent_k, loaned_k, holds_k, lease_k)
 local out = {1, spent, get0(loaned_k), kspent, kloaned}
-if T or K then
+if L then
   local tk = tokens
   if adopt then tk = -1 end
-  if T then lim_take(T, now, tk, amount); subj_save(T) end
-  if K then lim_take(K, now, tk, amount); subj_save(K) end
-  redis.call('HSET', lim_k, 'h:' .. rid, amount .. " " .. I(tk) .. " " .. I(now) .. " " ..
-             (T and "t" or "") .. (K and "k" or "") .. " " .. (kid ~= "" and kid or "-"))
+  if T then M.take(L, T, now, tk, amount) end
+  if K then M.take(L, K, now, tk, amount) end
+  M.save(L, { 'h:' .. rid, amount .. " " .. I(tk) .. " " .. I(now) .. " " ..
+              (T and "t" or "") .. (K and "k" or "") .. " " .. (kid ~= "" and kid or "-") })
   redis.call('ZADD', ll_k, now + tonumber(lease_ms), rid)
   redis.call('PEXPIRE', lim_k, LIM_TTL_MS)
   redis.call('PEXPIRE', ll_k, LIM_TTL_MS)
-  local h = lim_tighter(tv, kv)
+  local h = M.tighter(tv, kv)
   for _, x in ipairs({ 0, 0, 0, "0", "0", h.lr, h.rr, h.rrm, h.lt, h.rt, h.rtm }) do
     out[#out + 1] = x
   end

@@ -24,13 +24,14 @@ if string.find(track, "c", 1, true) then
   expire_at(expat, keys_k)
 end
 if string.find(track, "t", 1, true) or string.find(track, "k", 1, true) then
+  local M = LIMITS()
   local now = now_ms()
-  local rec = lim_rec(lim_k, rid)
-  for _, S in ipairs(lim_subjects(lim_k, track, kid)) do
-    lim_end(S, rec, now, true, tokens, charge)
-    subj_save(S)
-  end
-  lim_forget(lim_k, ll_k, rid)
+  local rec = M.parse(redis.call('HGET', lim_k, 'h:' .. rid))
+  local L = M.open(lim_k, M.names(track, kid), now, rec and { rec.at } or {})
+  for _, S in ipairs(L.list) do M.finish(L, S, rec, now, true, tokens, charge) end
+  M.save(L)
+  if rec then redis.call('HDEL', lim_k, 'h:' .. rid) end
+  redis.call('ZREM', ll_k, rid)
   redis.call('PEXPIRE', lim_k, LIM_TTL_MS)
 end
 redis.call('SET', done_k, "1", 'EX', ttl)

@@ -79,8 +79,16 @@ class LuaLimitsTest(unittest.TestCase):
         return int(v) if v else None
 
     def limf(self, field):
+        """A field of the lim hash: a subject's figure ("T|i": team T's in
+        flight; q n m o the window sums, l loaned), or the raw value."""
+        if "|" in field:
+            subj, what = field.split("|")
+            v = self.r.cli("HGET", self.k["lim"], subj)
+            if not v:
+                return None
+            return int(dict(zip("HhqnmoiL".replace("L", "l"), v.split()))[what])
         v = self.r.cli("HGET", self.k["lim"], field)
-        return int(v) if v else None
+        return v or None
 
     # ---- key caps ----
 
@@ -150,8 +158,26 @@ class LuaLimitsTest(unittest.TestCase):
         self.assertEqual(r[:8][0], 3)
         self.assertEqual((r[5], r[6]), (1, 1), "rpm, team")
         self.assertTrue(59 <= r[7] <= 60, r)
-        self.assertEqual((self.limf("T|q|s"), self.limf("T|i"), self.limf("T|l")), (3, 3, 30))
+        self.assertEqual((self.limf("T|q"), self.limf("T|i"), self.limf("T|l")), (3, 3, 30))
         self.assertEqual(self.r.cli("HGET", self.k["holds"], "r3"), "", "a 429 holds nothing")
+
+    def test_windows_slide_by_the_second_and_retry_after_is_when_room_comes(self):
+        lim = "2 0 0 0 0"
+        self.reserve("a", 10, tokens=5, tlim=lim)
+        a_s = int(self.limf("h:a").split()[2]) // 1000     # a's second, on Redis's clock
+        while int(time.time()) < a_s + 2:                   # two seconds on: buckets between left
+            time.sleep(0.05)
+        self.assertEqual(self.reserve("b", 10, tokens=5, tlim=lim)[:1], [1])
+        self.settle("a", 3, tokens=1, track="t")            # corrected in a's second
+        self.assertEqual((self.limf("T|q"), self.limf("T|n"), self.limf("T|m"),
+                          self.limf("T|o")), (2, 6, 3, 3))
+        t0 = time.time()
+        r = self.reserve("c", 10, tlim=lim)
+        t1 = time.time()
+        # room when a's second leaves the window: (a_s + 60) s, rounded up
+        lo, hi = (-(-((a_s + 60) * 1000 - int(t * 1000)) // 1000) for t in (t1, t0))
+        self.assertEqual((r[0], r[5]), (3, 1))
+        self.assertTrue(lo - 1 <= r[7] <= hi + 1 and r[7] < 60, (r[7], lo, hi))
 
     def test_tokens_are_corrected_when_the_request_settles(self):
         lim = "0 250 0 0 0"
@@ -186,7 +212,7 @@ class LuaLimitsTest(unittest.TestCase):
         self.reserve("b", 10, tokens=7, tlim=lim)
         self.assertEqual(self.reserve("c", 10, tlim=lim)[0], 3)
         self.assertEqual(self.release("b"), [1])
-        self.assertEqual((self.limf("T|q|s"), self.limf("T|n|s")), (1, 7))
+        self.assertEqual((self.limf("T|q"), self.limf("T|n")), (1, 7))
         self.assertEqual(self.reserve("c", 10, tlim=lim)[0], 1)
 
     def test_spend_window_is_charged_plus_loaned(self):
@@ -208,7 +234,7 @@ class LuaLimitsTest(unittest.TestCase):
         lim = "0 0 0 %d 0" % (P53 + 3)
         self.reserve("a", 0, tlim=lim)
         self.settle("a", P53 + 1, track="t")
-        self.assertEqual(self.r.cli("HGET", self.k["lim"], "T|m|s"), str(P53 + 1))
+        self.assertEqual(self.r.cli("HGET", self.k["lim"], "T").split()[4], str(P53 + 1))
         self.assertEqual(self.reserve("b", 2, tlim=lim)[0], 1, "charged + 2 == limit fits")
         r = self.reserve("c", 1, tlim=lim)
         self.assertEqual((r[0], r[5], r[8]), (3, 4, P53 + 3))
@@ -220,7 +246,7 @@ class LuaLimitsTest(unittest.TestCase):
         self.assertEqual(self.reserve("b", 100, tlim=lim)[0], 1)
         self.assertEqual(self.limf("T|l"), 100, "a reaped: only b loaned")
         self.settle("a", 700, track="t")
-        self.assertEqual((self.limf("T|l"), self.limf("T|i"), self.limf("T|m|s")), (100, 1, 700))
+        self.assertEqual((self.limf("T|l"), self.limf("T|i"), self.limf("T|m")), (100, 1, 700))
         r = self.reserve("c", 300, tlim=lim)
         self.assertEqual((r[0], r[5], r[8]), (3, 4, 800))
 
@@ -238,7 +264,7 @@ class LuaLimitsTest(unittest.TestCase):
                          (3, 1, 1))
         self.assertIsNone(self.limf("K:carol|i"), "a key without limits is not counted")
         self.settle("a", 5, key="alice", tokens=1, track="tk")
-        self.assertEqual((self.limf("T|i"), self.limf("K:alice|i"), self.limf("K:alice|m|s")),
+        self.assertEqual((self.limf("T|i"), self.limf("K:alice|i"), self.limf("K:alice|m")),
                          (2, 0, 5))
 
     def test_headers_are_the_tighter_of_key_and_team(self):
@@ -249,7 +275,7 @@ class LuaLimitsTest(unittest.TestCase):
     def test_adopted_hold_counts_in_flight_not_in_the_windows(self):
         lim = "1 0 1 0 0"
         self.assertEqual(self.reserve("a", 10, tokens=50, tlim=lim, mode="a")[0], 1)
-        self.assertEqual((self.limf("T|i"), self.limf("T|q|s")), (1, None))
+        self.assertEqual((self.limf("T|i"), self.limf("T|q")), (1, 0))
         self.assertEqual(self.reserve("b", 10, tlim=lim)[5], 3, "in flight: the adopted one")
         self.release("a")
         self.assertEqual(self.reserve("b", 10, tlim=lim)[0], 1, "its request was not counted")
@@ -326,8 +352,10 @@ class LimFleet(FleetBase):
         return out
 
     def lim_field(self, field):
-        v = self.redis.cli("HGET", "pm:{fleet}:lim", field)
-        return int(v) if v else 0
+        """A subject's figure in the lim hash ("T|i": the team's in flight)."""
+        subj, what = field.split("|")
+        v = self.redis.cli("HGET", "pm:{fleet}:lim", subj)
+        return int(dict(zip("Hhqnmoil", v.split()))[what]) if v else 0
 
     def key_ledger_sum(self, p, kid, col="charged_nanos"):
         con = sqlite3.connect(p.ledger, timeout=5)
@@ -423,7 +451,7 @@ class RpmFleetTest(LimFleet):
         self.assertTrue(all(r.header("x-ratelimit-limit-requests") == "30" for r in ok))
         self.assertEqual(self.mock.chat_count(), 30, "a 429 reached the upstream")
         self.wait_fleet_idle()
-        self.assertEqual(self.lim_field("T|q|s"), 30)
+        self.assertEqual(self.lim_field("T|q"), 30)
         self.assertEqual((self.lim_field("T|i"), self.lim_field("T|l")), (0, 0))
         self.assert_redis_matches_ledgers()
         self.check(fleet=True, fresh_ledger=True)
@@ -480,7 +508,7 @@ class SpendWindowFleetTest(LimFleet):
         ra = int(got[5].header("retry-after"))
         self.assertTrue(1 <= ra <= 60, ra)
         self.assertEqual(self.mock.chat_count(), 5)
-        self.assertEqual(self.redis.cli("HGET", "pm:{fleet}:lim", "T|m|s"), str(5 * self.C))
+        self.assertEqual(self.lim_field("T|m"), 5 * self.C)
         self.assert_redis_matches_ledgers()
         self.check(fleet=True, fresh_ledger=True)
 
