@@ -374,7 +374,7 @@ class KeyCapFleetRaceTest(LimFleet):
     """A key's cap under a 100-request race across three instances."""
     N = 3
     BODY = chat_body(SONNET, content="key race", max_tokens=40,
-                     mock={"delay_ms": 2500, "usage": {"prompt_tokens": 40,
+                     mock={"delay_ms": 4000, "usage": {"prompt_tokens": 40,
                                                        "completion_tokens": 30}})
     RES = reservation(SONNET, body_len(BODY), 40)
     KCAP = 10 * RES + RES // 2            # room for exactly 10 reservations at once
@@ -394,8 +394,11 @@ class KeyCapFleetRaceTest(LimFleet):
         for _, r in refused:
             e = r.json()["error"]
             self.assertEqual((e["scope"], e["key"], e["team"]), ("key", "a", "fleet"), e)
-        # All 100 were in flight together (each waits 2.5 s upstream): the
-        # fleet admitted exactly what the key's available allowed.
+        # The admitted ones were all in flight together (each waits 4 s
+        # upstream), so none had freed its reservation: the fleet admitted
+        # exactly what the key's available allowed.
+        self.assertEqual(self.mock.stats()["peak_inflight"], len(ok),
+                         "the race did not overlap (a loaded machine?)")
         self.assertEqual(len(ok), cap // self.RES, "admitted vs the key's cap")
         self.assertGreater(len({p.name for p, _ in ok}), 1, "admitted on several instances")
         self.assertEqual(self.mock.chat_count(), len(ok), "a 402 reached the upstream")
