@@ -23,7 +23,8 @@ typedef struct budget_hold {
     int in_fb;
     int team;
     int key;                       /* key slot; -1 none */
-    int limited;                   /* the rate limits took it (in-process store) */
+    int limited;                   /* the rate limits took it (in-process store; the
+                                    * shared store: what it took, src/store_int.h) */
     int64_t taken_ms;              /* when, for the tokens' correction */
     int64_t tokens;                /* tokens it took in the tokens-per-minute windows */
     nanos_t amount;

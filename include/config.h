@@ -84,7 +84,7 @@ typedef struct config {
     int store_db;                  /* default 0 */
     char store_password_env[128];  /* budget_store_password_env; "" = no AUTH */
     int store_down_local;          /* on_store_down: 0 "closed" (default), 1 "local" */
-    int lease_s;                   /* budget_lease_s; 0 = upstream.timeout_s + 30 */
+    int lease_s;                   /* budget_lease_s; 0 = 30 s */
     char instance_id[64];          /* instance_id; "" = the one kept in the ledger */
     /* Budget alerts (issue 13); alerts_on: the "alerts" object is present. */
     int alerts_on;

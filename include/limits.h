@@ -73,6 +73,11 @@ void limits_settle(limits_t *s, int64_t admitted_ms, int64_t now_ms, int64_t tok
 void limits_untake(limits_t *s, int64_t taken_ms, int64_t now_ms, int64_t tokens,
                    nanos_t reserve);
 
+/* The header figures of the tighter of two subjects' verdicts (key and
+ * team): for requests and for tokens apart, the one with fewer remaining;
+ * the rest of a. */
+limits_verdict_t limits_tighter(const limits_verdict_t *a, const limits_verdict_t *b);
+
 /* OpenAI's duration form of ms, rounded up to the second: "1s", "59s",
  * "6m0s", "1h2m3s". Writes at most 24 bytes into out; returns out. */
 char *limits_reset_fmt(int64_t ms, char *out);

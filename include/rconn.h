@@ -43,7 +43,7 @@ rconn_t *rconn_dial(const rconn_site_t *site, int timeout_ms);
 void rconn_close(rconn_t *c);
 
 /* A script's answer, read into integers. */
-#define RCONN_ELEMS 8
+#define RCONN_ELEMS 16
 typedef struct rconn_reply {
     int is_int;                    /* an integer reply, its value in integer */
     long long integer;

@@ -2,8 +2,11 @@
  * when "budget_store" is configured; see budget.h for each call's contract.
  *
  * Layout (one hash tag per team, so every key a script touches is in one
- * Redis Cluster slot): pm:{TEAM}:<k><START>:spent|loaned|holds|lease|by,
- * where k is the period (d, w, m, n) and START its first second; plus
+ * Redis Cluster slot): pm:{TEAM}:<k><START>:spent|loaned|holds|lease|by|keys,
+ * where k is the period (d, w, m, n) and START its first second (keys: each
+ * capped key's spent, loaned and instances' shares); pm:{TEAM}:lim and
+ * pm:{TEAM}:limlease (the rate-limit windows and in-flight counts of the
+ * team and its keys, and their requests' leases); plus
  * pm:{TEAM}:done:<request id> (settled marks, 2 days), pm:{TEAM}:alert:<id>
  * (alert claims, until their period's keys expire) and pm:instances.
  * The scripts are in src/lua, run over rconn (the only user of hiredis).
@@ -33,7 +36,7 @@ int store_reserve_async(store_t *s, const budget_req_t *q, budget_hold_t *hold,
 void store_settle(store_t *s, budget_hold_t *hold, nanos_t charge, int64_t tokens,
                   int64_t now_ms);
 void store_release(store_t *s, budget_hold_t *hold, int64_t now_ms);
-/* Key caps and rate limits: not shared through Redis yet (issue 15). */
+/* Key caps and rate limits, fleet-wide (store.c says how). */
 int store_grow_keys(store_t *s, size_t n);
 void store_key_reset(store_t *s, int key, int team, const char *key_id, nanos_t cap,
                      period_t period, int64_t period_start, nanos_t spent);

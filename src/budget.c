@@ -162,24 +162,6 @@ void budget_key_limits(budget_t *bg, int key, const limits_conf_t *c)
     pthread_mutex_unlock(&bg->mu);
 }
 
-/* The header figures of the tighter of two subjects: for requests and for
- * tokens apart, the one with fewer remaining. */
-static limits_verdict_t tighter(const limits_verdict_t *a, const limits_verdict_t *b)
-{
-    limits_verdict_t o = *a;
-    if (b->limit_requests && (!a->limit_requests || b->remaining_requests < a->remaining_requests)) {
-        o.limit_requests = b->limit_requests;
-        o.remaining_requests = b->remaining_requests;
-        o.reset_requests_ms = b->reset_requests_ms;
-    }
-    if (b->limit_tokens && (!a->limit_tokens || b->remaining_tokens < a->remaining_tokens)) {
-        o.limit_tokens = b->limit_tokens;
-        o.remaining_tokens = b->remaining_tokens;
-        o.reset_tokens_ms = b->reset_tokens_ms;
-    }
-    return o;
-}
-
 /* The in-process reserve, with mu held: the team's cap and the account, the
  * key's cap, then the team's and the key's rate limits; all or nothing. */
 static int reserve_locked(budget_t *bg, const budget_req_t *q, budget_hold_t *h,
@@ -212,7 +194,7 @@ static int reserve_locked(budget_t *bg, const budget_req_t *q, budget_hold_t *h,
     }
     limits_take(&tl->state, q->now_ms, q->tokens, q->amount);
     if (kl) limits_take(&kl->state, q->now_ms, q->tokens, q->amount);
-    why->rate = tighter(&tv, &kv);
+    why->rate = limits_tighter(&tv, &kv);
     book_view_t v;
     book_team_view(bg->book, q->team, now_s, &v);
     h->team_available = v.cap >= 0 ? v.available : -1;

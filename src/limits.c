@@ -159,6 +159,22 @@ void limits_untake(limits_t *s, int64_t taken_ms, int64_t now_ms, int64_t tokens
     if (s->loaned < 0) s->loaned = 0;
 }
 
+limits_verdict_t limits_tighter(const limits_verdict_t *a, const limits_verdict_t *b)
+{
+    limits_verdict_t o = *a;
+    if (b->limit_requests && (!a->limit_requests || b->remaining_requests < a->remaining_requests)) {
+        o.limit_requests = b->limit_requests;
+        o.remaining_requests = b->remaining_requests;
+        o.reset_requests_ms = b->reset_requests_ms;
+    }
+    if (b->limit_tokens && (!a->limit_tokens || b->remaining_tokens < a->remaining_tokens)) {
+        o.limit_tokens = b->limit_tokens;
+        o.remaining_tokens = b->remaining_tokens;
+        o.reset_tokens_ms = b->reset_tokens_ms;
+    }
+    return o;
+}
+
 char *limits_reset_fmt(int64_t ms, char *out)
 {
     int64_t s = (ms + 999) / 1000;

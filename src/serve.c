@@ -394,7 +394,7 @@ static int make_budget(app_t *app, const config_t *cfg, const char *id, char *er
     budget_store_conf_t sc = {
         .host = cfg->store_host, .port = cfg->store_port, .db = cfg->store_db,
         .password = pw, .instance = id,
-        .lease_ms = (cfg->lease_s ? cfg->lease_s : cfg->timeout_s + 30) * 1000,
+        .lease_ms = (cfg->lease_s ? cfg->lease_s : 30) * 1000,
         .down_local = cfg->store_down_local,
     };
     app->budget = budget_redis_new(0, &sc, err, errlen);

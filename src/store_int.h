@@ -1,10 +1,11 @@
-/* store_int.h: private to the store module, whose three files share it:
- * store_state.c (the shared state and its locked helpers: the team table,
- * marking down, the outage shares, the live holds, the settle queue, the key
- * layout), store_worker.c (the worker thread) on top of it, and store.c (the
- * public API of store.h, the reserver, start and free) on top of both. No
- * file calls into one above it. Names shared between the files carry st_;
- * store_ is the public API. */
+/* store_int.h: private to the store module, whose four files share it:
+ * store_state.c (the shared state and its locked helpers: the team and key
+ * tables, marking down, the outage shares and this instance's own rate-limit
+ * windows, the live holds, the settle queue, the key layout), store_worker.c
+ * (the worker thread) and store_reserve.c (reservations and the reserver
+ * thread) on top of it, and store.c (the rest of the public API of store.h,
+ * start and free) on top of them all. No file calls into one above it.
+ * Names shared between the files carry st_; store_ is the public API. */
 #ifndef PINMETER_STORE_INT_H
 #define PINMETER_STORE_INT_H
 #include "store.h"
@@ -14,7 +15,19 @@
 #include <stdatomic.h>
 
 /* The scripts, by their index in the connection's script table. */
-enum { S_RESERVE, S_SETTLE, S_RELEASE, S_RENEW, S_SYNC, S_VIEW, S_BEAT, S_CLAIM, S_N };
+enum { S_RESERVE, S_SETTLE, S_RELEASE, S_RENEW, S_SYNC, S_VIEW, S_BEAT, S_CLAIM, S_KSYNC,
+       S_N };
+
+/* What a hold took besides the team's period figures in Redis (the shared
+ * store's budget_hold_t.limited). */
+enum {
+    ST_T_KCAP = 1,                    /* the key's period figures (the key has a cap) */
+    ST_T_TLIM = 2,                    /* the team's rate-limit windows in Redis */
+    ST_T_KLIM = 4,                    /* the key's */
+    ST_T_LOCAL = 8,                   /* this instance's own windows of team and key */
+    ST_T_KFB = 16,                    /* the key's local share (an outage; keyh) */
+    ST_T_REDIS = ST_T_KCAP | ST_T_TLIM | ST_T_KLIM,
+};
 
 typedef struct rteam {
     char name[64];
@@ -28,7 +41,27 @@ typedef struct rteam {
     nanos_t fig_spent, fig_loaned;
     nanos_t share;                    /* local share for the current outage; -1 none,
                                        * -2 unknown (refuse) */
+    limits_conf_t lim;                /* its rate limits (all 0: not counted in Redis) */
+    limits_t local;                   /* this instance's own traffic: the limits it
+                                       * applies alone while Redis is down */
 } rteam_t;
+
+/* A key slot: a key's cap for its team's period, kept in Redis (the
+ * period's keys hash) only while it has one, and its rate limits. */
+typedef struct rkey {
+    char id[64];
+    int team;                         /* team slot; -1 not set up */
+    nanos_t cap;                      /* -1: none */
+    period_t period;                  /* its team's */
+    int64_t mine_start;               /* this instance's spend of the key in that period */
+    nanos_t mine;
+    int fig_known;                    /* the fleet's figures at the last answer */
+    int64_t fig_start;
+    nanos_t fig_spent, fig_loaned;
+    nanos_t share;                    /* as the team's */
+    limits_conf_t lim;
+    limits_t local;
+} rkey_t;
 
 typedef enum { OP_SETTLE, OP_RELEASE } op_kind_t;
 
@@ -36,6 +69,9 @@ typedef struct op {
     struct op *next;
     op_kind_t kind;
     int team;
+    int key;                          /* key slot, -1 none */
+    int track;                        /* the hold's ST_T_REDIS bits */
+    int64_t tokens;                   /* settle: the tokens really used */
     char rid[48];
     nanos_t charge;
     period_t period;
@@ -48,8 +84,11 @@ struct store {
     pthread_cond_t cv;
     rteam_t *teams;
     size_t n;
+    rkey_t *keys;
+    size_t nk;
     book_t *acct;                     /* account projection; teams uncapped */
     book_t *fb;                       /* local shares during an outage */
+    book_t *kfb;                      /* the keys' local shares (slots as keys) */
     int fb_on;                        /* shares set for the current outage */
     budget_hold_t live;               /* sentinel of holds in flight */
     op_t *qhead, *qtail;
@@ -81,10 +120,21 @@ struct store {
 
 /* ---- store_state.c ---- */
 
-/* The five period keys of a team, in the order the scripts take them. */
-typedef struct pkeys { char spent[160], loaned[160], holds[160], lease[160], by[160]; } pkeys_t;
+/* The keys of a team the scripts take: its period's five and its keys hash
+ * (pm:{TEAM}:<k><START>:keys: each key's s:<id> spent, l:<id> loaned and
+ * b:<id>:<instance> share), and its rate-limit state (pm:{TEAM}:lim and
+ * pm:{TEAM}:limlease, not per period). */
+typedef struct pkeys {
+    char spent[160], loaned[160], holds[160], lease[160], by[160], keys[160];
+    char lim[100], limlease[100];
+} pkeys_t;
 
 void st_pkeys_of(pkeys_t *k, const char *team, period_t p, int64_t start);
+/* A subject's limits as the reserve script takes them: "" for none, else
+ * "rpm tpm max_inflight spend_minute spend_hour". */
+void st_lim_fmt(char *out, size_t n, const limits_conf_t *c);
+/* Whether any limit is set. */
+int st_lim_on(const limits_conf_t *c);
 /* "pm:{TEAM}:done:<rid>": the mark that a request's settle was applied. */
 void st_done_key(char *out, size_t n, const char *team, const char *rid);
 /* The key of the live instances' beats. */
@@ -103,20 +153,35 @@ void st_mark_down(store_t *s, const char *why);
 void st_live_add_locked(store_t *s, budget_hold_t *h);
 void st_live_del_locked(budget_hold_t *h);
 
-/* Admission while Redis is down, against the local shares (set for this
- * outage on first use). Call with mu held and the account hold taken;
- * releases it on refusal. BUDGET_OK (the hold is live), BUDGET_REFUSED with
- * *why, or BUDGET_UNAVAILABLE (on_store_down closed, or no share known). */
-int st_reserve_down_locked(store_t *s, int team, nanos_t amount, int64_t now,
-                           budget_hold_t *h, book_refusal_t *why);
+/* Admission while Redis is down, against the local shares of team and key
+ * (set for this outage on first use) and this instance's own rate-limit
+ * windows. Call with mu held, h filled (team, key, amount, tokens,
+ * taken_ms) and its account hold taken; releases it on refusal. BUDGET_OK
+ * (the hold is live), BUDGET_REFUSED or BUDGET_LIMITED with *why, or
+ * BUDGET_UNAVAILABLE (on_store_down closed, or no share known). */
+int st_reserve_down_locked(store_t *s, budget_hold_t *h, budget_why_t *why);
 
-/* Queues a settle (kind OP_SETTLE, with charge) or a release of h for the
- * worker and wakes it; mu held. Out of memory: logged, not queued. */
-void st_enqueue_locked(store_t *s, op_kind_t kind, const budget_hold_t *h, nanos_t charge);
+/* This instance's own windows (limits_t) of h's team and key: taken for
+ * every admitted hold (ST_T_LOCAL), ended with it; mu held. */
+void st_local_take_locked(store_t *s, budget_hold_t *h);
+void st_local_end_locked(store_t *s, budget_hold_t *h, int settled, nanos_t charge,
+                         int64_t tokens, int64_t now_ms);
+
+/* Queues a settle (kind OP_SETTLE, with charge and the tokens really used)
+ * or a release of h for the worker and wakes it; mu held. Out of memory:
+ * logged, not queued. */
+void st_enqueue_locked(store_t *s, op_kind_t kind, const budget_hold_t *h, nanos_t charge,
+                       int64_t tokens);
 /* Frees the acknowledged ops at the head of the queue; mu held. */
 void st_queue_trim_locked(store_t *s);
 /* Frees every op left (at the end, threads stopped). */
 void st_queue_free(store_t *s);
+
+/* ---- store_reserve.c ---- */
+
+/* The reserver thread (arg: the store): pipelines the asynchronous
+ * reservations waiting (store_reserve_async) until s->rstop. */
+void *st_reserver(void *arg);
 
 /* ---- store_worker.c ---- */
 

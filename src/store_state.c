@@ -1,14 +1,15 @@
 /* store_state: the bottom of the store module (see store_int.h). Owns the
  * key layout in Redis and the state the reserving threads and the worker
- * share under mu: marking the store down, the local shares that admit
- * requests during an outage, the list of holds in flight, and the queue of
- * settles and releases for the worker. Calls no other file of the store and
- * does no Redis I/O. */
+ * share under mu: marking the store down, the local shares and this
+ * instance's own rate-limit windows that admit requests during an outage,
+ * the list of holds in flight, and the queue of settles and releases for the
+ * worker. Calls no other file of the store and does no Redis I/O. */
 #include "store_int.h"
 #include "base.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define GRACE_S      (2 * 86400)      /* period keys outlive their period by this */
 
@@ -46,6 +47,22 @@ void st_pkeys_of(pkeys_t *k, const char *team, period_t p, int64_t start)
     snprintf(k->holds, sizeof k->holds, "%sholds", b);
     snprintf(k->lease, sizeof k->lease, "%slease", b);
     snprintf(k->by, sizeof k->by, "%sby", b);
+    snprintf(k->keys, sizeof k->keys, "%skeys", b);
+    snprintf(k->lim, sizeof k->lim, "pm:{%.63s}:lim", team);
+    snprintf(k->limlease, sizeof k->limlease, "pm:{%.63s}:limlease", team);
+}
+
+int st_lim_on(const limits_conf_t *c)
+{
+    return c->rpm > 0 || c->tpm > 0 || c->max_inflight > 0 || c->spend_minute > 0 ||
+           c->spend_hour > 0;
+}
+
+void st_lim_fmt(char *out, size_t n, const limits_conf_t *c)
+{
+    if (!st_lim_on(c)) { snprintf(out, n, "%s", ""); return; }
+    snprintf(out, n, "%lld %lld %lld %lld %lld", (long long)c->rpm, (long long)c->tpm,
+             (long long)c->max_inflight, (long long)c->spend_minute, (long long)c->spend_hour);
 }
 
 void st_done_key(char *out, size_t n, const char *team, const char *rid)
@@ -78,21 +95,36 @@ void st_mark_down(store_t *s, const char *why)
     pthread_mutex_unlock(&s->mu);
 }
 
-/* Sets each team's local share for this outage. Call with mu held. */
+/* A local share: what was left at Redis's last answer, divided by the live
+ * instances; -1 uncapped, -2 unknown (no figures for this period). */
+static nanos_t share_of(nanos_t cap, int known, int64_t fstart, int64_t start, nanos_t spent,
+                        nanos_t loaned, int inst)
+{
+    if (cap < 0) return -1;
+    if (!known || fstart != start) return -2;
+    nanos_t left = cap - spent - loaned;
+    return left > 0 ? left / inst : 0;
+}
+
+/* Sets each team's and key's local share for this outage. Call with mu held. */
 static void shares_locked(store_t *s, int64_t now)
 {
     int inst = s->instances > 0 ? s->instances : 1;
     for (size_t i = 0; i < s->n; i++) {
         rteam_t *t = &s->teams[i];
         int64_t start = book_period_start(t->period, now);
-        if (t->cap < 0) t->share = -1;
-        else if (!t->fig_known || t->fig_start != start) t->share = -2;
-        else {
-            nanos_t left = t->cap - t->fig_spent - t->fig_loaned;
-            t->share = left > 0 ? left / inst : 0;
-        }
+        t->share = share_of(t->cap, t->fig_known, t->fig_start, start, t->fig_spent,
+                            t->fig_loaned, inst);
         book_team_set(s->fb, (int)i, t->share >= 0 ? t->share : -1, t->period);
         book_team_seed(s->fb, (int)i, start, 0);
+    }
+    for (size_t i = 0; i < s->nk; i++) {
+        rkey_t *k = &s->keys[i];
+        int64_t start = book_period_start(k->period, now);
+        k->share = share_of(k->cap, k->fig_known, k->fig_start, start, k->fig_spent,
+                            k->fig_loaned, inst);
+        book_team_set(s->kfb, (int)i, k->share >= 0 ? k->share : -1, k->period);
+        book_team_seed(s->kfb, (int)i, start, 0);
     }
     s->fb_on = 1;
 }
@@ -115,17 +147,90 @@ void st_live_del_locked(budget_hold_t *h)
     h->next = h->prev = NULL;
 }
 
-int st_reserve_down_locked(store_t *s, int team, nanos_t amount, int64_t now,
-                           budget_hold_t *h, book_refusal_t *why)
+/* ---- this instance's own rate-limit windows ---- */
+
+static limits_t *team_local(store_t *s, const budget_hold_t *h)
 {
+    return h->team >= 0 && (size_t)h->team < s->n ? &s->teams[h->team].local : NULL;
+}
+
+static limits_t *key_local(store_t *s, const budget_hold_t *h)
+{
+    return h->key >= 0 && (size_t)h->key < s->nk ? &s->keys[h->key].local : NULL;
+}
+
+/* The team's then the key's limits against this instance's windows:
+ * BUDGET_OK (why->rate the header figures) or BUDGET_LIMITED. */
+static int local_check_locked(store_t *s, const budget_hold_t *h, budget_why_t *why)
+{
+    limits_t *tl = team_local(s, h), *kl = key_local(s, h);
+    limits_verdict_t tv, kv;
+    memset(&tv, 0, sizeof tv);
+    memset(&kv, 0, sizeof kv);
+    int scope = 0;
+    if (tl && limits_check(&s->teams[h->team].lim, tl, h->taken_ms, h->tokens, h->amount, &tv))
+        scope = BUDGET_SCOPE_TEAM;
+    else if (kl && limits_check(&s->keys[h->key].lim, kl, h->taken_ms, h->tokens, h->amount,
+                                &kv))
+        scope = BUDGET_SCOPE_KEY;
+    if (scope) {
+        why->rate = scope == BUDGET_SCOPE_TEAM ? tv : kv;
+        why->rate_scope = scope;
+        return BUDGET_LIMITED;
+    }
+    why->rate = limits_tighter(&tv, &kv);
+    return BUDGET_OK;
+}
+
+void st_local_take_locked(store_t *s, budget_hold_t *h)
+{
+    limits_t *tl = team_local(s, h), *kl = key_local(s, h);
+    if (tl) limits_take(tl, h->taken_ms, h->tokens, h->amount);
+    if (kl) limits_take(kl, h->taken_ms, h->tokens, h->amount);
+    h->limited |= ST_T_LOCAL;
+}
+
+void st_local_end_locked(store_t *s, budget_hold_t *h, int settled, nanos_t charge,
+                         int64_t tokens, int64_t now_ms)
+{
+    if (!(h->limited & ST_T_LOCAL)) return;
+    limits_t *v[2] = { team_local(s, h), key_local(s, h) };
+    for (int i = 0; i < 2; i++) {
+        if (!v[i]) continue;
+        if (settled)
+            limits_settle(v[i], h->taken_ms, now_ms, h->tokens, tokens, h->amount, charge);
+        else limits_untake(v[i], h->taken_ms, now_ms, h->tokens, h->amount);
+    }
+    h->limited &= ~ST_T_LOCAL;
+}
+
+int st_reserve_down_locked(store_t *s, budget_hold_t *h, budget_why_t *why)
+{
+    int64_t now = h->taken_ms / 1000;
+    int team = h->team, key = h->key >= 0 && (size_t)h->key < s->nk ? h->key : -1;
     if (!s->down_local) goto unavailable;
     if (!s->fb_on) shares_locked(s, now);
-    if (s->teams[team].share == -2) goto unavailable;
-    if (book_reserve(s->fb, team, amount, now, &h->fb, why) != 0) {
+    if (s->teams[team].share == -2 || (key >= 0 && s->keys[key].share == -2))
+        goto unavailable;
+    if (book_reserve(s->fb, team, h->amount, now, &h->fb, &why->money) != 0) {
         book_release(s->acct, &h->acct);
         return BUDGET_REFUSED;
     }
+    if (key >= 0 && book_reserve(s->kfb, key, h->amount, now, &h->keyh, &why->money) != 0) {
+        why->money.scope = BOOK_SCOPE_KEY;
+        book_release(s->fb, &h->fb);
+        book_release(s->acct, &h->acct);
+        return BUDGET_REFUSED;
+    }
+    if (local_check_locked(s, h, why) != BUDGET_OK) {
+        if (key >= 0) book_release(s->kfb, &h->keyh);
+        book_release(s->fb, &h->fb);
+        book_release(s->acct, &h->acct);
+        return BUDGET_LIMITED;
+    }
     h->in_fb = 1;
+    if (key >= 0) h->limited |= ST_T_KFB;
+    st_local_take_locked(s, h);
     book_view_t v;
     book_team_view(s->fb, team, now, &v);
     h->team_available = v.cap >= 0 ? v.available : -1;
@@ -138,7 +243,8 @@ unavailable:
 
 /* ---- settle and release: queued for the worker ---- */
 
-void st_enqueue_locked(store_t *s, op_kind_t kind, const budget_hold_t *h, nanos_t charge)
+void st_enqueue_locked(store_t *s, op_kind_t kind, const budget_hold_t *h, nanos_t charge,
+                       int64_t tokens)
 {
     op_t *o = calloc(1, sizeof *o);
     if (!o) {
@@ -148,6 +254,9 @@ void st_enqueue_locked(store_t *s, op_kind_t kind, const budget_hold_t *h, nanos
     }
     o->kind = kind;
     o->team = h->team;
+    o->key = h->key;
+    o->track = h->limited & ST_T_REDIS;
+    o->tokens = tokens;
     o->charge = charge;
     o->period = h->period;
     o->start = h->period_start;

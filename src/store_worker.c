@@ -1,6 +1,7 @@
 /* store_worker: the store's worker thread (see store_int.h) and its own
  * connection. Writes the queued settles and releases in pipelines, keeps this
- * instance's share of each team's period equal to mine (the sync), adds the
+ * instance's share of each team's period, and of each capped key's, equal to
+ * mine (the sync), adds the
  * holds admitted locally during an outage to Redis (adoption), renews the
  * leases of holds in flight, beats for the instance count, and reconnects
  * while Redis is down. Everything it writes is retried until Redis
@@ -29,8 +30,8 @@ static int64_t wall_s(void)
 /* The arguments of one queued op's script, and its call in the pipeline. */
 typedef struct opargs {
     pkeys_t k;
-    char done[160], charge[24], expat[24], ttl[24];
-    const char *keys[6], *args[5];
+    char done[160], charge[24], expat[24], ttl[24], tokens[24], track[4];
+    const char *keys[9], *args[8];
     rconn_call_t call;
 } opargs_t;
 
@@ -39,7 +40,18 @@ struct opargs *st_batch_new(void)
     return calloc(OP_BATCH, sizeof(opargs_t));
 }
 
-static void op_args(store_t *s, const op_t *o, const char *team, opargs_t *a)
+/* The "track" argument of the settle script: what the hold took. */
+static void track_of(char out[4], int track)
+{
+    int n = 0;
+    if (track & ST_T_KCAP) out[n++] = 'c';
+    if (track & ST_T_TLIM) out[n++] = 't';
+    if (track & ST_T_KLIM) out[n++] = 'k';
+    out[n] = '\0';
+}
+
+/* team and kid: the names of o's team and key ("" none). */
+static void op_args(store_t *s, const op_t *o, const char *team, const char *kid, opargs_t *a)
 {
     rconn_call_t *c = &a->call;
     st_pkeys_of(&a->k, team, o->period, o->start);
@@ -48,34 +60,49 @@ static void op_args(store_t *s, const op_t *o, const char *team, opargs_t *a)
         snprintf(a->charge, sizeof a->charge, "%lld", (long long)o->charge);
         st_expat_of(a->expat, sizeof a->expat, o->period, o->start);
         snprintf(a->ttl, sizeof a->ttl, "%d", DONE_TTL_S);
-        const char *k[] = { a->k.spent, a->k.loaned, a->k.holds, a->k.lease, a->k.by, a->done };
-        const char *v[] = { o->rid, a->charge, s->instance, a->expat, a->ttl };
+        snprintf(a->tokens, sizeof a->tokens, "%lld", (long long)o->tokens);
+        track_of(a->track, o->track);
+        const char *k[] = { a->k.spent, a->k.loaned, a->k.holds, a->k.lease, a->k.by, a->done,
+                            a->k.keys, a->k.lim, a->k.limlease };
+        const char *v[] = { o->rid, a->charge, s->instance, a->expat, a->ttl, kid, a->tokens,
+                            a->track };
         memcpy(a->keys, k, sizeof k);
         memcpy(a->args, v, sizeof v);
         c->script = S_SETTLE;
-        c->nk = 6;
-        c->na = 5;
+        c->nk = 9;
+        c->na = 8;
     } else {
-        const char *k[] = { a->k.loaned, a->k.holds, a->k.lease };
+        const char *k[] = { a->k.loaned, a->k.holds, a->k.lease, a->k.keys, a->k.lim,
+                            a->k.limlease };
         memcpy(a->keys, k, sizeof k);
         a->args[0] = o->rid;
         c->script = S_RELEASE;
-        c->nk = 3;
+        c->nk = 6;
         c->na = 1;
     }
     c->keys = a->keys;
     c->args = a->args;
 }
 
-/* After an acknowledged settle: this instance's share grows by the charge. */
+/* mine of a period that was start when charged: grows by charge. */
+static void mine_add(int64_t *mine_start, nanos_t *mine, int64_t start, nanos_t charge)
+{
+    if (start == *mine_start) *mine += charge;
+    else if (start > *mine_start) { *mine_start = start; *mine = charge; }
+}
+
+/* After an acknowledged settle: this instance's share grows by the charge,
+ * the team's and its key's (kept here whether or not the key's figures are
+ * in Redis: a key that gets a cap is synced from it). */
 static void op_done(store_t *s, const op_t *o)
 {
     pthread_mutex_lock(&s->mu);
     rteam_t *t = &s->teams[o->team];
-    if (o->kind == OP_SETTLE && o->period == t->period) {
-        if (o->start == t->mine_start) t->mine += o->charge;
-        else if (o->start > t->mine_start) { t->mine_start = o->start; t->mine = o->charge; }
-    }
+    if (o->kind == OP_SETTLE && o->period == t->period)
+        mine_add(&t->mine_start, &t->mine, o->start, o->charge);
+    if (o->kind == OP_SETTLE && o->key >= 0 && (size_t)o->key < s->nk &&
+        o->period == s->keys[o->key].period)
+        mine_add(&s->keys[o->key].mine_start, &s->keys[o->key].mine, o->start, o->charge);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -98,18 +125,20 @@ static void op_outcome(store_t *s, op_t *o, int rc)
 static int send_batch(store_t *s)
 {
     op_t *v[OP_BATCH];
-    char names[OP_BATCH][64];
+    char names[OP_BATCH][64], kids[OP_BATCH][64];
     int n = 0;
     pthread_mutex_lock(&s->mu);
     for (op_t *o = s->qhead; o && n < OP_BATCH; o = o->next) {
         if (o->acked) continue;
         snprintf(names[n], sizeof names[n], "%s", s->teams[o->team].name);
+        snprintf(kids[n], sizeof kids[n], "%s",
+                 o->key >= 0 && (size_t)o->key < s->nk ? s->keys[o->key].id : "");
         v[n++] = o;
     }
     pthread_mutex_unlock(&s->mu);
     opargs_t *a = s->batch;
     for (int i = 0; i < n; i++) {
-        op_args(s, v[i], names[i], &a[i]);
+        op_args(s, v[i], names[i], kids[i], &a[i]);
         a[i].call.next = i + 1 < n ? &a[i + 1].call : NULL;
     }
     int rc = rconn_pipeline(s->wc, n ? &a[0].call : NULL, RCONN_BUSY_FAILS);
@@ -122,7 +151,72 @@ static int send_batch(store_t *s)
 
 /* ---- the share, adopted holds, leases, the beat ---- */
 
-/* Makes this instance's share of each team's current period equal to mine. */
+/* One capped key's sync in a pipeline. */
+typedef struct ksync {
+    int slot;
+    int64_t start;
+    pkeys_t k;
+    char kid[64], mine[24], expat[24];
+    const char *keys[1], *args[4];
+    rconn_call_t call;
+} ksync_t;
+
+/* Makes this instance's share of each capped key's current period equal to
+ * its mine, KB keys a pipeline. (A key without a cap has no figures in
+ * Redis; its mine is kept, so when a reload gives it a cap its first sync
+ * brings in what it spent so far.) */
+static int sync_keys(store_t *s, int64_t now)
+{
+    enum { KB = 32 };
+    ksync_t v[KB];
+    for (size_t next = 0;;) {
+        int n = 0;
+        pthread_mutex_lock(&s->mu);
+        for (; next < s->nk && n < KB; next++) {
+            rkey_t *k = &s->keys[next];
+            if (k->cap < 0 || k->team < 0 || (size_t)k->team >= s->n ||
+                !s->teams[k->team].name[0])
+                continue;
+            ksync_t *x = &v[n++];
+            int64_t start = book_period_start(k->period, now);
+            if (k->mine_start < start) { k->mine_start = start; k->mine = 0; }
+            x->slot = (int)next;
+            x->start = start;
+            st_pkeys_of(&x->k, s->teams[k->team].name, k->period, start);
+            snprintf(x->kid, sizeof x->kid, "%s", k->id);
+            snprintf(x->mine, sizeof x->mine, "%lld",
+                     (long long)(k->mine_start == start ? k->mine : 0));
+            st_expat_of(x->expat, sizeof x->expat, k->period, start);
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (n == 0) return RCONN_OK;
+        for (int i = 0; i < n; i++) {
+            ksync_t *x = &v[i];
+            x->keys[0] = x->k.keys;
+            x->args[0] = x->kid;
+            x->args[1] = s->instance;
+            x->args[2] = x->mine;
+            x->args[3] = x->expat;
+            x->call = (rconn_call_t){ .next = i + 1 < n ? &v[i + 1].call : NULL,
+                                      .script = S_KSYNC, .nk = 1, .na = 4,
+                                      .keys = x->keys, .args = x->args };
+        }
+        if (rconn_pipeline(s->wc, &v[0].call, RCONN_BUSY_FAILS) == RCONN_IO) return RCONN_IO;
+        pthread_mutex_lock(&s->mu);
+        for (int i = 0; i < n; i++) {
+            if (v[i].call.rc != RCONN_OK) continue;
+            rkey_t *k = &s->keys[v[i].slot];
+            k->fig_known = 1;
+            k->fig_start = v[i].start;
+            k->fig_spent = v[i].call.reply.elem[2];
+            k->fig_loaned = v[i].call.reply.elem[3];
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
+/* Makes this instance's share of each team's current period equal to mine,
+ * then each capped key's. */
 static int sync_all(store_t *s)
 {
     int64_t now = wall_s();
@@ -170,7 +264,7 @@ static int sync_all(store_t *s)
             base_log("budget store: team %s: this instance's share in Redis was %lld nanos, "
                     "its ledger says %lld; set to the ledger's", name, prev, (long long)mine);
     }
-    return RCONN_OK;
+    return sync_keys(s, now);
 }
 
 /* Adds the holds admitted locally during an outage (still in flight) to
@@ -178,7 +272,8 @@ static int sync_all(store_t *s)
 static int adopt_local(store_t *s)
 {
     for (;;) {
-        char name[64], rid[48], amt[24], lease[24], expat[24];
+        char name[64], rid[48], amt[24], lease[24], expat[24], kid[64], kcap[24];
+        char tlim[112], klim[112];
         period_t p;
         int64_t start;
         pthread_mutex_lock(&s->mu);
@@ -186,9 +281,19 @@ static int adopt_local(store_t *s)
         while (h != &s->live && h->in_fb != 1) h = h->next;
         if (h == &s->live) { pthread_mutex_unlock(&s->mu); return RCONN_OK; }
         h->in_fb = 2;                /* adopted (still settles in fb) */
-        snprintf(name, sizeof name, "%s", s->teams[h->team].name);
+        const rteam_t *t = &s->teams[h->team];
+        const rkey_t *key = h->key >= 0 ? &s->keys[h->key] : NULL;
+        snprintf(name, sizeof name, "%s", t->name);
         snprintf(rid, sizeof rid, "%s", h->rid);
         snprintf(amt, sizeof amt, "%lld", (long long)h->amount);
+        snprintf(kid, sizeof kid, "%s", key ? key->id : "");
+        snprintf(kcap, sizeof kcap, "%lld", (long long)(key && key->cap >= 0 ? key->cap : -1));
+        st_lim_fmt(tlim, sizeof tlim, &t->lim);
+        if (key) st_lim_fmt(klim, sizeof klim, &key->lim);
+        else klim[0] = '\0';
+        /* From now on its settle tells Redis what the adoption took. */
+        h->limited |= (key && key->cap >= 0 ? ST_T_KCAP : 0) | (tlim[0] ? ST_T_TLIM : 0) |
+                      (klim[0] ? ST_T_KLIM : 0);
         p = h->period;
         start = h->period_start;
         pthread_mutex_unlock(&s->mu);
@@ -196,50 +301,70 @@ static int adopt_local(store_t *s)
         st_pkeys_of(&k, name, p, start);
         snprintf(lease, sizeof lease, "%d", s->lease_ms);
         st_expat_of(expat, sizeof expat, p, start);
-        const char *keys[] = { k.spent, k.loaned, k.holds, k.lease };
-        const char *args[] = { rid, amt, "-1", lease, expat, s->instance };
-        if (rconn_run(s->wc, S_RESERVE, 4, keys, 6, args, NULL) == RCONN_IO) return RCONN_IO;
+        const char *keys[] = { k.spent, k.loaned, k.holds, k.lease, k.keys, k.lim, k.limlease };
+        const char *args[] = { rid, amt, "-1", lease, expat, s->instance, kid, kcap, "0",
+                               tlim, klim, "a" };
+        if (rconn_run(s->wc, S_RESERVE, 7, keys, 12, args, NULL) == RCONN_IO) return RCONN_IO;
     }
 }
 
-/* Renews the leases of every hold in flight, one script per team period. */
+/* One live hold to renew. */
+typedef struct renewal {
+    char team[64];
+    period_t p;
+    int64_t start;
+    char rid[48];
+} renewal_t;
+
+static int renewal_cmp(const void *a, const void *b)
+{
+    const renewal_t *x = a, *y = b;
+    int c = strcmp(x->team, y->team);
+    if (c) return c;
+    if (x->p != y->p) return x->p < y->p ? -1 : 1;
+    return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/* Renews the leases of every hold in flight (its period hold and its
+ * rate-limit record), up to MAXR a script, one script per team period and
+ * batch. */
 static int renew_all(store_t *s)
 {
     enum { MAXR = 64 };
+    size_t n = 0;
+    pthread_mutex_lock(&s->mu);
+    for (budget_hold_t *h = s->live.next; h != &s->live; h = h->next) n++;
+    renewal_t *v = n ? malloc(n * sizeof *v) : NULL;
+    if (!v) {                            /* none, or no memory: the next round */
+        pthread_mutex_unlock(&s->mu);
+        return RCONN_OK;
+    }
+    size_t i = 0;
+    for (budget_hold_t *h = s->live.next; h != &s->live; h = h->next, i++) {
+        snprintf(v[i].team, sizeof v[i].team, "%s", s->teams[h->team].name);
+        v[i].p = h->period;
+        v[i].start = h->period_start;
+        snprintf(v[i].rid, sizeof v[i].rid, "%s", h->rid);
+    }
+    pthread_mutex_unlock(&s->mu);
+    qsort(v, n, sizeof *v, renewal_cmp);
     const char *args[MAXR + 1];
-    char rids[MAXR][48], name[64], lease[24];
+    char lease[24];
     snprintf(lease, sizeof lease, "%d", s->lease_ms);
     args[0] = lease;
-    for (size_t team = 0;; team++) {
-        pthread_mutex_lock(&s->mu);
-        if (team >= s->n) { pthread_mutex_unlock(&s->mu); return RCONN_OK; }
-        snprintf(name, sizeof name, "%s", s->teams[team].name);
-        pthread_mutex_unlock(&s->mu);
-        int64_t done_upto = -1;          /* period starts are renewed in order */
-        for (;;) {
-            int n = 0;
-            period_t p = PERIOD_NONE;
-            int64_t start = -1;
-            pthread_mutex_lock(&s->mu);
-            for (budget_hold_t *h = s->live.next; h != &s->live && n < MAXR; h = h->next) {
-                if (h->team != (int)team || h->period_start <= done_upto) continue;
-                if (start < 0) { start = h->period_start; p = h->period; }
-                if (h->period_start != start || h->period != p) continue;
-                snprintf(rids[n], sizeof rids[n], "%s", h->rid);
-                args[1 + n] = rids[n];
-                n++;
-            }
-            pthread_mutex_unlock(&s->mu);
-            if (n == 0) break;
-            pkeys_t k;
-            st_pkeys_of(&k, name, p, start);
-            const char *keys[] = { k.lease };
-            if (rconn_run(s->wc, S_RENEW, 1, keys, 1 + n, args, NULL) == RCONN_IO)
-                return RCONN_IO;
-            if (n < MAXR) done_upto = start;   /* else the same period again, later holds */
-            else break;                        /* huge batches: the rest next round */
-        }
+    int rc = RCONN_OK;
+    for (i = 0; i < n && rc != RCONN_IO;) {
+        size_t j = i;
+        int m = 0;
+        while (j < n && m < MAXR && renewal_cmp(&v[i], &v[j]) == 0) args[1 + m++] = v[j++].rid;
+        pkeys_t k;
+        st_pkeys_of(&k, v[i].team, v[i].p, v[i].start);
+        const char *keys[] = { k.lease, k.limlease, k.lim };
+        rc = rconn_run(s->wc, S_RENEW, 3, keys, 1 + m, args, NULL);
+        i = j;
     }
+    free(v);
+    return rc == RCONN_IO ? RCONN_IO : RCONN_OK;
 }
 
 static int beat(store_t *s)

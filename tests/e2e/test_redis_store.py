@@ -47,7 +47,8 @@ class LuaScriptsTest(unittest.TestCase):
     def setUp(self):
         self.r.cli("FLUSHALL")
         b = "pm:{t}:m0:"
-        self.k = {n: b + n for n in ("spent", "loaned", "holds", "lease", "by")}
+        self.k = {n: b + n for n in ("spent", "loaned", "holds", "lease", "by", "keys")}
+        self.k.update(lim="pm:{t}:lim", limlease="pm:{t}:limlease")
 
     def ev(self, name, keys, args):
         out = self.r.cli("EVAL", lua(name), len(keys), *keys, *args)
@@ -55,29 +56,32 @@ class LuaScriptsTest(unittest.TestCase):
 
     def reserve(self, rid, amount, cap, lease_ms=60000, expat="0"):
         k = self.k
-        return self.ev("reserve", [k["spent"], k["loaned"], k["holds"], k["lease"]],
-                       [rid, amount, cap, lease_ms, expat, "i1"])
+        return self.ev("reserve", [k["spent"], k["loaned"], k["holds"], k["lease"], k["keys"],
+                                   k["lim"], k["limlease"]],
+                       [rid, amount, cap, lease_ms, expat, "i1", "", -1, 0, "", "", ""])
 
     def settle(self, rid, charge, inst="i1"):
         k = self.k
         return self.ev("settle", [k["spent"], k["loaned"], k["holds"], k["lease"], k["by"],
-                                  "pm:{t}:done:" + rid], [rid, charge, inst, "0", 3600])
+                                  "pm:{t}:done:" + rid, k["keys"], k["lim"], k["limlease"]],
+                       [rid, charge, inst, "0", 3600, "", 0, ""])
 
     def view(self):
         k = self.k
-        return self.ev("view", [k["spent"], k["loaned"], k["holds"], k["lease"], k["by"]], [])
+        return self.ev("view", [k["spent"], k["loaned"], k["holds"], k["lease"], k["by"],
+                                k["keys"]], [])
 
     def get(self, name):
         return self.r.cli("GET", self.k[name])
 
     def test_reserve_admits_up_to_the_cap_exactly(self):
-        self.assertEqual(self.reserve("a", 600, 1000), ["1", "0", "600"])
-        self.assertEqual(self.reserve("b", 400, 1000), ["1", "0", "1000"])
-        self.assertEqual(self.reserve("c", 1, 1000), ["0", "0", "1000"], "one nano over the cap")
+        self.assertEqual(self.reserve("a", 600, 1000), ["1", "0", "600", "0", "0"])
+        self.assertEqual(self.reserve("b", 400, 1000), ["1", "0", "1000", "0", "0"])
+        self.assertEqual(self.reserve("c", 1, 1000), ["0", "0", "1000", "0", "0"], "one nano over the cap")
         self.assertEqual(self.get("loaned"), "1000")
         self.assertEqual(self.r.cli("HGET", self.k["holds"], "c"), "")
         self.assertEqual(self.r.cli("HGET", self.k["holds"], "a"), "600@i1", "held by i1")
-        self.assertEqual(self.reserve("d", 5, -1), ["1", "0", "1005"], "no cap admits")
+        self.assertEqual(self.reserve("d", 5, -1), ["1", "0", "1005", "0", "0"], "no cap admits")
 
     def test_reserve_is_exact_beyond_2_pow_53(self):
         # Lua numbers are doubles: 2^53+3 and 2^53+4 are the same double.
@@ -99,7 +103,7 @@ class LuaScriptsTest(unittest.TestCase):
         self.reserve("a", 300, 1000, lease_ms=50)
         self.reserve("b", 200, 1000, lease_ms=60000)
         time.sleep(0.15)
-        self.assertEqual(self.view(), ["0", "200", "0"])
+        self.assertEqual(self.view(), ["0", "200", "0", "0", "0"])
         self.assertEqual(self.r.cli("HKEYS", self.k["holds"]), "b")
         self.assertEqual(self.r.cli("ZRANGE", self.k["lease"], 0, -1), "b")
 
@@ -116,7 +120,7 @@ class LuaScriptsTest(unittest.TestCase):
     def test_settle_after_the_lease_expired_still_charges_once(self):
         self.reserve("a", 500, 1000, lease_ms=50)
         time.sleep(0.15)
-        self.assertEqual(self.view(), ["0", "0", "0"], "reaped")
+        self.assertEqual(self.view(), ["0", "0", "0", "0", "0"], "reaped")
         self.assertEqual(self.settle("a", 300), ["1"])
         self.assertEqual((self.get("spent"), self.get("loaned")), ("300", "0"))
         self.assertEqual(self.settle("a", 300), ["0"])
@@ -126,7 +130,7 @@ class LuaScriptsTest(unittest.TestCase):
         k = self.k
         self.reserve("a", 500, 1000)
         self.reserve("b", 100, 1000)
-        args = [k["loaned"], k["holds"], k["lease"]]
+        args = [k["loaned"], k["holds"], k["lease"], k["keys"], k["lim"], k["limlease"]]
         self.assertEqual(self.ev("release", args, ["a"]), ["1"])
         self.assertEqual(self.get("loaned"), "100")
         self.assertEqual(self.ev("release", args, ["a"]), ["0"])
@@ -138,9 +142,10 @@ class LuaScriptsTest(unittest.TestCase):
         self.reserve("b", 200, 1000, lease_ms=50)
         time.sleep(0.15)
         self.view()                                     # reaps b
-        self.assertEqual(self.ev("renew", [self.k["lease"]], [10000, "a", "b"]), ["1"])
+        self.assertEqual(self.ev("renew", [self.k["lease"], self.k["limlease"], self.k["lim"]],
+                                 [10000, "a", "b"]), ["1"])
         time.sleep(0.3)                                 # a's first lease is over
-        self.assertEqual(self.view(), ["0", "100", "0"], "a renewed, b not revived")
+        self.assertEqual(self.view(), ["0", "100", "0", "0", "0"], "a renewed, b not revived")
 
     def test_sync_sets_this_instance_share_exactly_once(self):
         k = self.k
