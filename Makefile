@@ -5,11 +5,10 @@
 CC      ?= cc
 PKGS    := libmicrohttpd libcurl libcjson sqlite3 openssl hiredis
 CFLAGS  ?= -O2 -g
-# -MD, not -MMD: include/limits.h is also what the system's <limits.h> reaches
-# (gcc's syslimits.h does #include_next <limits.h>, which finds it through
-# -Iinclude), so the project's headers after it count as system headers and
-# -MMD would leave them out of the .d files: a changed header, stale objects.
-override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -MD -MP $(EXTRA_CFLAGS)
+# -MMD: no header in include/ may share a name with a system header (a
+# project limits.h was reached by the system's <limits.h> through -Iinclude,
+# its includes counted as system headers and the .d files missed them).
+override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -MMD -MP $(EXTRA_CFLAGS)
 override LDLIBS += -lmicrohttpd -lcurl -lcjson -lsqlite3 -lhiredis -lssl -lcrypto -lpthread -lm
 BUILD   ?= build
 
@@ -85,7 +84,10 @@ demo: deps
 	@python3 scripts/demo.py --bin $(BUILD)/pinmeter
 
 unit: $(UNIT_BIN)
-	@fail=0; for t in $(UNIT_BIN); do $$t || fail=1; done; exit $$fail
+	@fail=0; for h in include/*.h; do b=$${h#include/}; \
+	  if [ -e /usr/include/$$b ] || [ -e /usr/include/x86_64-linux-gnu/$$b ]; then \
+	    echo "$$h shadows the system's <$$b>: rename it"; fail=1; fi; done; \
+	  for t in $(UNIT_BIN); do $$t || fail=1; done; exit $$fail
 
 e2e: $(BUILD)/pinmeter build-test/pinmeter
 	python3 tests/e2e/run.py --bin $(BUILD)/pinmeter

@@ -1,13 +1,13 @@
 /* budget: the budget store behind which reservations are made — each
  * team's cap, each key's cap (per the team's period), and the rate limits
- * of teams and keys (limits.h) — checked and taken in one step. Either the
+ * of teams and keys (ratelim.h) — checked and taken in one step. Either the
  * in-process book behind a mutex, or the shared store on Redis (store.h) so
  * they hold across several pinmeter instances. Thread-safe: every call may
  * come from any thread. */
 #ifndef PINMETER_BUDGET_H
 #define PINMETER_BUDGET_H
 #include "book.h"
-#include "limits.h"
+#include "ratelim.h"
 
 typedef struct budget budget_t;  /* opaque */
 
@@ -58,7 +58,7 @@ typedef struct budget_req {
  * one. */
 typedef struct budget_why {
     book_refusal_t money;          /* BUDGET_REFUSED: scope team, account or key */
-    limits_verdict_t rate;         /* BUDGET_LIMITED: the limit that refused; BUDGET_OK:
+    ratelim_verdict_t rate;         /* BUDGET_LIMITED: the limit that refused; BUDGET_OK:
                                     * the header figures of the tighter of key and team */
     int rate_scope;                /* BUDGET_LIMITED: BUDGET_SCOPE_TEAM or _KEY */
 } budget_why_t;
@@ -106,8 +106,8 @@ void budget_key_reset(budget_t *bg, int key, int team, const char *key_id, nanos
 void budget_key_set(budget_t *bg, int key, nanos_t cap, period_t period);
 /* Sets the rate limits of a team or key slot (copied; all zero = none).
  * Windows and counts carry over. */
-void budget_team_limits(budget_t *bg, int team, const limits_conf_t *c);
-void budget_key_limits(budget_t *bg, int key, const limits_conf_t *c);
+void budget_team_limits(budget_t *bg, int team, const ratelim_conf_t *c);
+void budget_key_limits(budget_t *bg, int key, const ratelim_conf_t *c);
 
 /* BUDGET_OK with *hold filled (and why->rate the header figures);
  * BUDGET_REFUSED or BUDGET_LIMITED with *why filled; BUDGET_UNAVAILABLE when

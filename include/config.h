@@ -5,7 +5,7 @@
 #define PINMETER_CONFIG_H
 #include <stddef.h>
 #include <stdint.h>
-#include "limits.h"
+#include "ratelim.h"
 #include "money.h"
 #include "rates.h"
 
@@ -25,7 +25,7 @@ typedef struct key_conf {
     char id[64];
     unsigned char sha256[32];      /* SHA-256 of the key text */
     nanos_t cap;                   /* credits per the team's period; -1 = no cap */
-    limits_conf_t lim;             /* rpm, tpm, max_inflight, max_spend_per_*; 0 = none */
+    ratelim_conf_t lim;             /* rpm, tpm, max_inflight, max_spend_per_*; 0 = none */
 } key_conf_t;
 
 typedef struct team_conf {
@@ -38,7 +38,7 @@ typedef struct team_conf {
     size_t n_keys;
     int has_alert_thresholds;      /* alert_thresholds given: replaces alerts.thresholds */
     alert_thresholds_t alert_thresholds;
-    limits_conf_t lim;             /* rpm, tpm, max_inflight, max_spend_per_*; 0 = none */
+    ratelim_conf_t lim;             /* rpm, tpm, max_inflight, max_spend_per_*; 0 = none */
     int clamp;                     /* on_insufficient: 0 "reject" (default), 1 "clamp" */
     int64_t clamp_min_tokens;      /* the fewest completion tokens a clamp leaves (256) */
 } team_conf_t;

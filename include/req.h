@@ -75,7 +75,7 @@ struct req {
     int64_t clamped;               /* the completion limit a clamp set; 0 none */
     int rate_known;                /* rate holds the rate-limit header figures */
     int64_t retry_after_ms;        /* a 429's exact wait (retry-after-ms) */
-    limits_verdict_t rate_hdr;
+    ratelim_verdict_t rate_hdr;
     admit_req_t adm;
     rate_t rate;
     int priced;                    /* the model is in the rate table (rate is its price) */

@@ -41,8 +41,8 @@ int store_grow_keys(store_t *s, size_t n);
 void store_key_reset(store_t *s, int key, int team, const char *key_id, nanos_t cap,
                      period_t period, int64_t period_start, nanos_t spent);
 void store_key_set(store_t *s, int key, nanos_t cap, period_t period);
-void store_team_limits(store_t *s, int team, const limits_conf_t *c);
-void store_key_limits(store_t *s, int key, const limits_conf_t *c);
+void store_team_limits(store_t *s, int team, const ratelim_conf_t *c);
+void store_key_limits(store_t *s, int key, const ratelim_conf_t *c);
 int store_key_view(store_t *s, int key, int64_t now, book_view_t *out);
 int store_team_view(store_t *s, int team, int64_t now, book_view_t *out);
 int store_alert_claim(store_t *s, int team, const char *id, int64_t now);

@@ -10,7 +10,7 @@
 #include <string.h>
 
 /* A slot's rate limits: its settings and its windows. */
-typedef struct lim { limits_conf_t conf; limits_t state; } lim_t;
+typedef struct lim { ratelim_conf_t conf; ratelim_t state; } lim_t;
 
 struct budget {
     pthread_mutex_t mu;
@@ -29,7 +29,7 @@ static int lim_grow(lim_t **v, size_t *have, size_t n)
     if (!nv) return -1;
     for (size_t i = *have; i < n; i++) {
         memset(&nv[i].conf, 0, sizeof nv[i].conf);
-        limits_init(&nv[i].state);
+        ratelim_init(&nv[i].state);
     }
     *v = nv;
     *have = n;
@@ -146,7 +146,7 @@ void budget_key_set(budget_t *bg, int key, nanos_t cap, period_t period)
     LOCKED(book_team_set(bg->keys, key, cap, period));
 }
 
-void budget_team_limits(budget_t *bg, int team, const limits_conf_t *c)
+void budget_team_limits(budget_t *bg, int team, const ratelim_conf_t *c)
 {
     if (bg->store) { store_team_limits(bg->store, team, c); return; }
     pthread_mutex_lock(&bg->mu);
@@ -154,7 +154,7 @@ void budget_team_limits(budget_t *bg, int team, const limits_conf_t *c)
     pthread_mutex_unlock(&bg->mu);
 }
 
-void budget_key_limits(budget_t *bg, int key, const limits_conf_t *c)
+void budget_key_limits(budget_t *bg, int key, const ratelim_conf_t *c)
 {
     if (bg->store) { store_key_limits(bg->store, key, c); return; }
     pthread_mutex_lock(&bg->mu);
@@ -178,12 +178,12 @@ static int reserve_locked(budget_t *bg, const budget_req_t *q, budget_hold_t *h,
         return BUDGET_REFUSED;
     }
     lim_t *tl = &bg->tlim[q->team], *kl = key >= 0 ? &bg->klim[key] : NULL;
-    limits_verdict_t tv, kv;
+    ratelim_verdict_t tv, kv;
     memset(&kv, 0, sizeof kv);
     int scope = 0;
-    if (limits_check(&tl->conf, &tl->state, q->now_ms, q->tokens, q->amount, &tv))
+    if (ratelim_check(&tl->conf, &tl->state, q->now_ms, q->tokens, q->amount, &tv))
         scope = BUDGET_SCOPE_TEAM;
-    else if (kl && limits_check(&kl->conf, &kl->state, q->now_ms, q->tokens, q->amount, &kv))
+    else if (kl && ratelim_check(&kl->conf, &kl->state, q->now_ms, q->tokens, q->amount, &kv))
         scope = BUDGET_SCOPE_KEY;
     if (scope) {
         why->rate = scope == BUDGET_SCOPE_TEAM ? tv : kv;
@@ -192,9 +192,9 @@ static int reserve_locked(budget_t *bg, const budget_req_t *q, budget_hold_t *h,
         if (key >= 0) book_release(bg->keys, &h->keyh);
         return BUDGET_LIMITED;
     }
-    limits_take(&tl->state, q->now_ms, q->tokens, q->amount);
-    if (kl) limits_take(&kl->state, q->now_ms, q->tokens, q->amount);
-    why->rate = limits_tighter(&tv, &kv);
+    ratelim_take(&tl->state, q->now_ms, q->tokens, q->amount);
+    if (kl) ratelim_take(&kl->state, q->now_ms, q->tokens, q->amount);
+    why->rate = ratelim_tighter(&tv, &kv);
     book_view_t v;
     book_team_view(bg->book, q->team, now_s, &v);
     h->team_available = v.cap >= 0 ? v.available : -1;
@@ -240,10 +240,10 @@ void budget_settle(budget_t *bg, budget_hold_t *hold, nanos_t charge, int64_t to
     book_settle(bg->book, &hold->acct, charge, now_ms / 1000);
     if (hold->key >= 0) book_settle(bg->keys, &hold->keyh, charge, now_ms / 1000);
     if (hold->limited) {
-        limits_settle(&bg->tlim[hold->team].state, hold->taken_ms, now_ms, hold->tokens, tokens,
+        ratelim_settle(&bg->tlim[hold->team].state, hold->taken_ms, now_ms, hold->tokens, tokens,
                       hold->amount, charge);
         if (hold->key >= 0)
-            limits_settle(&bg->klim[hold->key].state, hold->taken_ms, now_ms, hold->tokens,
+            ratelim_settle(&bg->klim[hold->key].state, hold->taken_ms, now_ms, hold->tokens,
                           tokens, hold->amount, charge);
     }
     pthread_mutex_unlock(&bg->mu);
@@ -256,10 +256,10 @@ void budget_release(budget_t *bg, budget_hold_t *hold, int64_t now_ms)
     book_release(bg->book, &hold->acct);
     if (hold->key >= 0) book_release(bg->keys, &hold->keyh);
     if (hold->limited) {
-        limits_untake(&bg->tlim[hold->team].state, hold->taken_ms, now_ms, hold->tokens,
+        ratelim_untake(&bg->tlim[hold->team].state, hold->taken_ms, now_ms, hold->tokens,
                       hold->amount);
         if (hold->key >= 0)
-            limits_untake(&bg->klim[hold->key].state, hold->taken_ms, now_ms, hold->tokens,
+            ratelim_untake(&bg->klim[hold->key].state, hold->taken_ms, now_ms, hold->tokens,
                           hold->amount);
     }
     pthread_mutex_unlock(&bg->mu);

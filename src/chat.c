@@ -52,22 +52,22 @@ static char *refusal_body(const req_t *r, const book_refusal_t *why)
 }
 
 static const char *const LIMIT_CODE[] = {
-    [LIMITS_RPM] = "rpm", [LIMITS_TPM] = "tpm", [LIMITS_INFLIGHT] = "inflight",
-    [LIMITS_SPEND_MINUTE] = "max_spend_per_minute", [LIMITS_SPEND_HOUR] = "max_spend_per_hour",
+    [RATELIM_RPM] = "rpm", [RATELIM_TPM] = "tpm", [RATELIM_INFLIGHT] = "inflight",
+    [RATELIM_SPEND_MINUTE] = "max_spend_per_minute", [RATELIM_SPEND_HOUR] = "max_spend_per_hour",
 };
 static const char *const LIMIT_WHAT[] = {
-    [LIMITS_RPM] = "requests per minute", [LIMITS_TPM] = "tokens per minute",
-    [LIMITS_INFLIGHT] = "requests in flight at once",
-    [LIMITS_SPEND_MINUTE] = "credits spent per minute (the runaway guard)",
-    [LIMITS_SPEND_HOUR] = "credits spent per hour (the runaway guard)",
+    [RATELIM_RPM] = "requests per minute", [RATELIM_TPM] = "tokens per minute",
+    [RATELIM_INFLIGHT] = "requests in flight at once",
+    [RATELIM_SPEND_MINUTE] = "credits spent per minute (the runaway guard)",
+    [RATELIM_SPEND_HOUR] = "credits spent per hour (the runaway guard)",
 };
 
-static int is_spend(limits_which_t w) { return w == LIMITS_SPEND_MINUTE || w == LIMITS_SPEND_HOUR; }
+static int is_spend(ratelim_which_t w) { return w == RATELIM_SPEND_MINUTE || w == RATELIM_SPEND_HOUR; }
 
 /* The 429 body for a rate limit or the runaway guard (malloc'd JSON). */
 static char *limited_body(const req_t *r, const budget_why_t *why)
 {
-    const limits_verdict_t *v = &why->rate;
+    const ratelim_verdict_t *v = &why->rate;
     int key = why->rate_scope == BUDGET_SCOPE_KEY;
     char msg[600], who[200];
     if (key) snprintf(who, sizeof who, "key %s of team %s", r->rec.key_id, r->rec.team);

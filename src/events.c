@@ -36,15 +36,15 @@ void events_refused(app_t *app, const req_t *r, const char *reason, const book_r
 void events_limited(app_t *app, const req_t *r, const budget_why_t *why)
 {
     static const char *const reason[] = {
-        [LIMITS_RPM] = EVENTS_RPM, [LIMITS_TPM] = EVENTS_TPM, [LIMITS_INFLIGHT] = EVENTS_INFLIGHT,
-        [LIMITS_SPEND_MINUTE] = EVENTS_SPEND_RATE, [LIMITS_SPEND_HOUR] = EVENTS_SPEND_RATE,
+        [RATELIM_RPM] = EVENTS_RPM, [RATELIM_TPM] = EVENTS_TPM, [RATELIM_INFLIGHT] = EVENTS_INFLIGHT,
+        [RATELIM_SPEND_MINUTE] = EVENTS_SPEND_RATE, [RATELIM_SPEND_HOUR] = EVENTS_SPEND_RATE,
     };
     unsigned w = (unsigned)why->rate.which;
-    metrics_rejected(app->metrics, team_of(r), w <= LIMITS_SPEND_HOUR && w ? reason[w] : "");
-    if (app->alertq && r && (w == LIMITS_SPEND_MINUTE || w == LIMITS_SPEND_HOUR)) {
+    metrics_rejected(app->metrics, team_of(r), w <= RATELIM_SPEND_HOUR && w ? reason[w] : "");
+    if (app->alertq && r && (w == RATELIM_SPEND_MINUTE || w == RATELIM_SPEND_HOUR)) {
         int key = why->rate_scope == BUDGET_SCOPE_KEY;
         alertq_runaway(app->alertq, r->team, r->rec.team, key ? r->key_slot : -1,
-                       key ? r->rec.key_id : NULL, w == LIMITS_SPEND_HOUR,
+                       key ? r->rec.key_id : NULL, w == RATELIM_SPEND_HOUR,
                        why->rate.spent_in_window, why->rate.limit, base_wall_ms());
     }
 }

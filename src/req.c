@@ -151,7 +151,7 @@ void req_add_credits(cJSON *obj, const char *name, nanos_t v)
 
 /* OpenAI's rate-limit headers, for the tighter of the key's and the team's
  * limits (remaining counts this request as taken when it was admitted). */
-static void rate_headers(struct MHD_Response *resp, const limits_verdict_t *v)
+static void rate_headers(struct MHD_Response *resp, const ratelim_verdict_t *v)
 {
     char n[32], t[24];
     if (v->limit_requests) {
@@ -160,7 +160,7 @@ static void rate_headers(struct MHD_Response *resp, const limits_verdict_t *v)
         snprintf(n, sizeof n, "%lld", (long long)v->remaining_requests);
         MHD_add_response_header(resp, "x-ratelimit-remaining-requests", n);
         MHD_add_response_header(resp, "x-ratelimit-reset-requests",
-                                limits_reset_fmt(v->reset_requests_ms, t));
+                                ratelim_reset_fmt(v->reset_requests_ms, t));
     }
     if (v->limit_tokens) {
         snprintf(n, sizeof n, "%lld", (long long)v->limit_tokens);
@@ -168,7 +168,7 @@ static void rate_headers(struct MHD_Response *resp, const limits_verdict_t *v)
         snprintf(n, sizeof n, "%lld", (long long)v->remaining_tokens);
         MHD_add_response_header(resp, "x-ratelimit-remaining-tokens", n);
         MHD_add_response_header(resp, "x-ratelimit-reset-tokens",
-                                limits_reset_fmt(v->reset_tokens_ms, t));
+                                ratelim_reset_fmt(v->reset_tokens_ms, t));
     }
 }
 

@@ -104,7 +104,7 @@ int store_grow(store_t *s, size_t n)
     for (size_t i = s->n; i < n; i++) {
         t[i].cap = -1;
         t[i].share = -1;
-        limits_init(&t[i].local);
+        ratelim_init(&t[i].local);
     }
     s->n = n;
     rc = 0;
@@ -392,7 +392,7 @@ int store_grow_keys(store_t *s, size_t n)
         k[i].team = -1;
         k[i].cap = -1;
         k[i].share = -1;
-        limits_init(&k[i].local);
+        ratelim_init(&k[i].local);
     }
     s->nk = n;
     rc = 0;
@@ -428,14 +428,14 @@ void store_key_reset(store_t *s, int key, int team, const char *key_id, nanos_t 
     pthread_mutex_unlock(&s->mu);
 }
 
-void store_team_limits(store_t *s, int team, const limits_conf_t *c)
+void store_team_limits(store_t *s, int team, const ratelim_conf_t *c)
 {
     pthread_mutex_lock(&s->mu);
     if (team >= 0 && (size_t)team < s->n) s->teams[team].lim = *c;
     pthread_mutex_unlock(&s->mu);
 }
 
-void store_key_limits(store_t *s, int key, const limits_conf_t *c)
+void store_key_limits(store_t *s, int key, const ratelim_conf_t *c)
 {
     pthread_mutex_lock(&s->mu);
     if (key >= 0 && (size_t)key < s->nk) s->keys[key].lim = *c;

@@ -41,8 +41,8 @@ typedef struct rteam {
     nanos_t fig_spent, fig_loaned;
     nanos_t share;                    /* local share for the current outage; -1 none,
                                        * -2 unknown (refuse) */
-    limits_conf_t lim;                /* its rate limits (all 0: not counted in Redis) */
-    limits_t local;                   /* this instance's own traffic: the limits it
+    ratelim_conf_t lim;                /* its rate limits (all 0: not counted in Redis) */
+    ratelim_t local;                   /* this instance's own traffic: the limits it
                                        * applies alone while Redis is down */
 } rteam_t;
 
@@ -59,8 +59,8 @@ typedef struct rkey {
     int64_t fig_start;
     nanos_t fig_spent, fig_loaned;
     nanos_t share;                    /* as the team's */
-    limits_conf_t lim;
-    limits_t local;
+    ratelim_conf_t lim;
+    ratelim_t local;
 } rkey_t;
 
 typedef enum { OP_SETTLE, OP_RELEASE } op_kind_t;
@@ -132,9 +132,9 @@ typedef struct pkeys {
 void st_pkeys_of(pkeys_t *k, const char *team, period_t p, int64_t start);
 /* A subject's limits as the reserve script takes them: "" for none, else
  * "rpm tpm max_inflight spend_minute spend_hour". */
-void st_lim_fmt(char *out, size_t n, const limits_conf_t *c);
+void st_lim_fmt(char *out, size_t n, const ratelim_conf_t *c);
 /* Whether any limit is set. */
-int st_lim_on(const limits_conf_t *c);
+int st_lim_on(const ratelim_conf_t *c);
 /* "pm:{TEAM}:done:<rid>": the mark that a request's settle was applied. */
 void st_done_key(char *out, size_t n, const char *team, const char *rid);
 /* The key of the live instances' beats. */
@@ -161,7 +161,7 @@ void st_live_del_locked(budget_hold_t *h);
  * BUDGET_UNAVAILABLE (on_store_down closed, or no share known). */
 int st_reserve_down_locked(store_t *s, budget_hold_t *h, budget_why_t *why);
 
-/* This instance's own windows (limits_t) of h's team and key: taken for
+/* This instance's own windows (ratelim_t) of h's team and key: taken for
  * every admitted hold (ST_T_LOCAL), ended with it; mu held. */
 void st_local_take_locked(store_t *s, budget_hold_t *h);
 void st_local_end_locked(store_t *s, budget_hold_t *h, int settled, nanos_t charge,

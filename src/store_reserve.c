@@ -126,10 +126,10 @@ static int pend_send(rconn_t *c, pend_t *list)
 
 /* The rate-limit figures of a reply from element i on (which, scope,
  * retry, spent in window, limit, then the six header figures). */
-static void rate_of(const long long *e, limits_verdict_t *v, int *scope)
+static void rate_of(const long long *e, ratelim_verdict_t *v, int *scope)
 {
-    v->which = e[0] >= LIMITS_RPM && e[0] <= LIMITS_SPEND_HOUR ? (limits_which_t)e[0]
-                                                                : LIMITS_OK;
+    v->which = e[0] >= RATELIM_RPM && e[0] <= RATELIM_SPEND_HOUR ? (ratelim_which_t)e[0]
+                                                                : RATELIM_OK;
     *scope = e[1] == 2 ? BUDGET_SCOPE_KEY : BUDGET_SCOPE_TEAM;
     v->retry_after_s = e[2] >= 1 ? (int)e[2] : 1;
     v->spent_in_window = e[3];
@@ -176,7 +176,7 @@ static void pend_apply_locked(store_t *s, pend_t *p)
         h->limited = p->track;
         int scope;
         rate_of(e + 5, &p->why.rate, &scope);
-        p->why.rate.which = LIMITS_OK;
+        p->why.rate.which = RATELIM_OK;
         p->why.rate.retry_after_s = 0;
         st_local_take_locked(s, h);
         st_live_add_locked(s, h);
@@ -186,7 +186,7 @@ static void pend_apply_locked(store_t *s, pend_t *p)
     book_release(s->acct, &h->acct);
     if (code == 3) {
         rate_of(e + 5, &p->why.rate, &p->why.rate_scope);
-        if (p->why.rate.which != LIMITS_OK) {
+        if (p->why.rate.which != RATELIM_OK) {
             p->rc = BUDGET_LIMITED;
             return;
         }

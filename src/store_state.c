@@ -52,13 +52,13 @@ void st_pkeys_of(pkeys_t *k, const char *team, period_t p, int64_t start)
     snprintf(k->limlease, sizeof k->limlease, "pm:{%.63s}:limlease", team);
 }
 
-int st_lim_on(const limits_conf_t *c)
+int st_lim_on(const ratelim_conf_t *c)
 {
     return c->rpm > 0 || c->tpm > 0 || c->max_inflight > 0 || c->spend_minute > 0 ||
            c->spend_hour > 0;
 }
 
-void st_lim_fmt(char *out, size_t n, const limits_conf_t *c)
+void st_lim_fmt(char *out, size_t n, const ratelim_conf_t *c)
 {
     if (!st_lim_on(c)) { snprintf(out, n, "%s", ""); return; }
     snprintf(out, n, "%lld %lld %lld %lld %lld", (long long)c->rpm, (long long)c->tpm,
@@ -149,12 +149,12 @@ void st_live_del_locked(budget_hold_t *h)
 
 /* ---- this instance's own rate-limit windows ---- */
 
-static limits_t *team_local(store_t *s, const budget_hold_t *h)
+static ratelim_t *team_local(store_t *s, const budget_hold_t *h)
 {
     return h->team >= 0 && (size_t)h->team < s->n ? &s->teams[h->team].local : NULL;
 }
 
-static limits_t *key_local(store_t *s, const budget_hold_t *h)
+static ratelim_t *key_local(store_t *s, const budget_hold_t *h)
 {
     return h->key >= 0 && (size_t)h->key < s->nk ? &s->keys[h->key].local : NULL;
 }
@@ -163,14 +163,14 @@ static limits_t *key_local(store_t *s, const budget_hold_t *h)
  * BUDGET_OK (why->rate the header figures) or BUDGET_LIMITED. */
 static int local_check_locked(store_t *s, const budget_hold_t *h, budget_why_t *why)
 {
-    limits_t *tl = team_local(s, h), *kl = key_local(s, h);
-    limits_verdict_t tv, kv;
+    ratelim_t *tl = team_local(s, h), *kl = key_local(s, h);
+    ratelim_verdict_t tv, kv;
     memset(&tv, 0, sizeof tv);
     memset(&kv, 0, sizeof kv);
     int scope = 0;
-    if (tl && limits_check(&s->teams[h->team].lim, tl, h->taken_ms, h->tokens, h->amount, &tv))
+    if (tl && ratelim_check(&s->teams[h->team].lim, tl, h->taken_ms, h->tokens, h->amount, &tv))
         scope = BUDGET_SCOPE_TEAM;
-    else if (kl && limits_check(&s->keys[h->key].lim, kl, h->taken_ms, h->tokens, h->amount,
+    else if (kl && ratelim_check(&s->keys[h->key].lim, kl, h->taken_ms, h->tokens, h->amount,
                                 &kv))
         scope = BUDGET_SCOPE_KEY;
     if (scope) {
@@ -178,15 +178,15 @@ static int local_check_locked(store_t *s, const budget_hold_t *h, budget_why_t *
         why->rate_scope = scope;
         return BUDGET_LIMITED;
     }
-    why->rate = limits_tighter(&tv, &kv);
+    why->rate = ratelim_tighter(&tv, &kv);
     return BUDGET_OK;
 }
 
 void st_local_take_locked(store_t *s, budget_hold_t *h)
 {
-    limits_t *tl = team_local(s, h), *kl = key_local(s, h);
-    if (tl) limits_take(tl, h->taken_ms, h->tokens, h->amount);
-    if (kl) limits_take(kl, h->taken_ms, h->tokens, h->amount);
+    ratelim_t *tl = team_local(s, h), *kl = key_local(s, h);
+    if (tl) ratelim_take(tl, h->taken_ms, h->tokens, h->amount);
+    if (kl) ratelim_take(kl, h->taken_ms, h->tokens, h->amount);
     h->limited |= ST_T_LOCAL;
 }
 
@@ -194,12 +194,12 @@ void st_local_end_locked(store_t *s, budget_hold_t *h, int settled, nanos_t char
                          int64_t tokens, int64_t now_ms)
 {
     if (!(h->limited & ST_T_LOCAL)) return;
-    limits_t *v[2] = { team_local(s, h), key_local(s, h) };
+    ratelim_t *v[2] = { team_local(s, h), key_local(s, h) };
     for (int i = 0; i < 2; i++) {
         if (!v[i]) continue;
         if (settled)
-            limits_settle(v[i], h->taken_ms, now_ms, h->tokens, tokens, h->amount, charge);
-        else limits_untake(v[i], h->taken_ms, now_ms, h->tokens, h->amount);
+            ratelim_settle(v[i], h->taken_ms, now_ms, h->tokens, tokens, h->amount, charge);
+        else ratelim_untake(v[i], h->taken_ms, now_ms, h->tokens, h->amount);
     }
     h->limited &= ~ST_T_LOCAL;
 }

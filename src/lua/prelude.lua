@@ -108,10 +108,10 @@ end
 local function get0(k)
   return redis.call('GET', k) or "0"
 end
--- ---- Rate limits: limits.c's sliding windows, in Redis ----
+-- ---- Rate limits: ratelim.c's sliding windows, in Redis ----
 -- A team's limit state is one hash, pm:{TEAM}:lim (not per period: windows
 -- slide across period ends), for its subjects: the team "T" and each key
--- "K:<id>". A subject has limits.c's four windows: q requests, n tokens and
+-- "K:<id>". A subject has ratelim.c's four windows: q requests, n tokens and
 -- m spend per minute (60 one-second buckets, sharing the newest bucket's
 -- index, time / 1 s), and o spend per hour (60 one-minute buckets). Field
 -- <subj> holds "<newest second> <newest minute> <sum q> <sum n> <sum m>
@@ -308,7 +308,7 @@ local function LIMITS()
              sm = sm or "0", sh = sh or "0" }
   end
 
-  -- limits_check: whether a request of tokens and reservation reserve fits
+  -- ratelim_check: whether a request of tokens and reservation reserve fits
   -- every limit of c; the verdict with the header figures (remaining counts
   -- this request as taken when it fits).
   function M.check(L, c, S, now, tokens, reserve)
@@ -356,7 +356,7 @@ local function LIMITS()
     return o
   end
 
-  -- limits_take (tokens -1: in flight only, not in the windows).
+  -- ratelim_take (tokens -1: in flight only, not in the windows).
   function M.take(L, S, now, tokens, reserve)
     if tokens >= 0 then add1(L, S, now, 1, tokens, "0") end
     S.i = S.i + 1

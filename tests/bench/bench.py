@@ -53,6 +53,8 @@ import sys
 import threading
 import time
 
+import bench_tls
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BENCH_DIR = os.path.join(ROOT, "tests", "bench")
 OUT = os.path.join(ROOT, "build-bench")
@@ -73,7 +75,7 @@ RATES = [
      "output_usd_per_1m_tokens": 15.0, "cache_read_usd_per_1m_tokens": 0.3},
 ]
 ALL_SCENARIOS = ["c1", "c64", "ledger", "stream64", "stream1k", "stream10k", "startup", "usage",
-                 "instr", "redis", "metrics", "scrape"]
+                 "instr", "redis", "metrics", "scrape", "tls64", "tlsstream64", "h2", "workers2"]
 CHAT_BODY = json.dumps({"model": MODEL, "messages": [
     {"role": "system", "content": "You are a terse assistant."},
     {"role": "user", "content": "Say hello in five words."}],
@@ -106,6 +108,7 @@ for s in ONLY:
 CPUS = sorted(os.sched_getaffinity(0))
 LOAD_CPU = CPUS[0]
 PROXY_CPU = CPUS[1] if len(CPUS) > 1 else CPUS[0]
+ALL_CPUS = ",".join(str(c) for c in CPUS)     # "no pinning": any CPU this run may use
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 NOTES = []          # things noticed, printed under the table
@@ -126,7 +129,8 @@ def log(msg):
 # ---- processes ---------------------------------------------------------------
 
 def start(argv, cpu, out_path, env=None, stdout=None):
-    """Starts argv pinned to cpu; stderr (and stdout unless given) to out_path."""
+    """Starts argv pinned to cpu (a CPU number or a taskset list: ALL_CPUS
+    leaves it unpinned); stderr (and stdout unless given) to out_path."""
     f = open(out_path, "ab")
     p = subprocess.Popen(["taskset", "-c", str(cpu)] + argv, stdin=subprocess.DEVNULL,
                          stdout=stdout if stdout is not None else f, stderr=f,
@@ -296,9 +300,11 @@ class Direct:
 class Nginx:
     name = "nginx"
 
-    def __init__(self, mock, master_process=True):
+    def __init__(self, mock, master_process=True, workers=1, cpu=None):
         self.mock = mock
         self.master_process = master_process
+        self.workers = workers          # worker_processes
+        self.cpu = PROXY_CPU if cpu is None else cpu
         self.proc = None
 
     @staticmethod
@@ -313,6 +319,10 @@ class Nginx:
             "@WORKER_CONNECTIONS@": str(max(1024, min(hard, 2 * max_conns + 1300))),
             "@MASTER_PROCESS@": "on" if self.master_process else "off",
             "@UPSTREAM_PORT@": str(self.mock.port),
+            "@WORKERS@": str(self.workers),
+            # an upstream over TLS (bench_tls.TlsFront): verified, sessions reused
+            "@SCHEME@": getattr(self.mock, "scheme", "http"),
+            "@PROXY_SSL@": getattr(self.mock, "nginx_ssl", ""),
             "@PORT@": str(self.port),
             "@DIR@": d,
         }
@@ -337,7 +347,7 @@ class Nginx:
         os.makedirs(self.dir)
         self.port = free_port()
         conf = self.write_conf(self.dir, max_conns)
-        self.proc = start(self.argv(conf), PROXY_CPU, os.path.join(self.dir, "stderr.log"))
+        self.proc = start(self.argv(conf), self.cpu, os.path.join(self.dir, "stderr.log"))
         if wait_http(self.port, "/healthz", 10, self.proc) is None:
             note(f"nginx did not start: {self.tail()}")
             stop(self.proc)
@@ -379,8 +389,9 @@ BORING_RE = re.compile(r"budget store: Redis at \S+ db \d+, instance \S+, lease 
 class Pinmeter:
     name = "pinmeter"
 
-    def __init__(self, mock):
+    def __init__(self, mock, cpu=None):
         self.mock = mock
+        self.cpu = PROXY_CPU if cpu is None else cpu
         self.proc = None
         self.extra = {}               # config keys added to (or replacing) the defaults
 
@@ -389,7 +400,8 @@ class Pinmeter:
             json.dump(RATES, f)
         cfg = {
             "listen": f"127.0.0.1:{listen_port}",
-            "upstream": {"base_url": f"http://127.0.0.1:{self.mock.port}",
+            "upstream": {"base_url": f"{getattr(self.mock, 'scheme', 'http')}://127.0.0.1:"
+                                     f"{self.mock.port}",
                          "llm_key_env": "PINMETER_BENCH_UPSTREAM_KEY", "timeout_s": 300},
             "ledger": ledger or os.path.join(d, "ledger.db"),
             "rates_file": os.path.join(d, "rates.json"),
@@ -406,6 +418,8 @@ class Pinmeter:
             "teams": [{"name": "bench", "cap": 1000000000, "period": "month",
                        "keys": [{"id": "bench", "sha256": hashlib.sha256(KEY.encode()).hexdigest()}]}],
         }
+        if getattr(self.mock, "ca_file", None):
+            cfg["upstream"]["ca_file"] = self.mock.ca_file
         cfg.update(self.extra)
         path = os.path.join(d, "pinmeter.json")
         with open(path, "w") as f:
@@ -429,7 +443,7 @@ class Pinmeter:
         self.log_path = os.path.join(self.dir, "pinmeter.log")
         argv = (wrapper or []) + [PINMETER, "serve", "-c", conf]
         self.t_exec = time.monotonic()
-        self.proc = start(argv, PROXY_CPU, self.log_path, env=self.env())
+        self.proc = start(argv, self.cpu, self.log_path, env=self.env())
         self.ready_s = wait_http(self.port, "/healthz", ready_timeout, self.proc)
         if self.ready_s is None:
             note(f"pinmeter did not become ready: {self.tail()}")
@@ -478,11 +492,12 @@ class Pinmeter:
 
 # ---- load generators ------------------------------------------------------------
 
-def wrk(port, conns, seconds):
+def wrk(port, conns, seconds, cpu=None, threads=1):
     env = os.environ.copy()
     env["BENCH_KEY"] = KEY
     env["BENCH_MODEL"] = MODEL
-    argv = ["taskset", "-c", str(LOAD_CPU), "wrk", "-t1", f"-c{conns}", f"-d{seconds}s",
+    argv = ["taskset", "-c", str(LOAD_CPU if cpu is None else cpu), "wrk", f"-t{threads}",
+            f"-c{conns}", f"-d{seconds}s",
             "--latency", "-s", POST_LUA, f"http://127.0.0.1:{port}/"]
     r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, env=env)
     m = re.search(r"^WRK (.*)$", r.stdout, re.M)
@@ -2065,6 +2080,7 @@ def main():
             scen_metrics(mock)
         if "scrape" in ONLY:
             scen_scrape(mock)
+        bench_tls.run(sys.modules[__name__], mock, ONLY)
     except KeyboardInterrupt:
         note("interrupted")
     finally:

@@ -379,7 +379,7 @@ class FleetKillTest(FleetBase):
         # charged at their reservation, and Redis gets exactly that share.
         b.start()
         rows = [r for r in b.ledger_rows() if r["state"] == "interrupted"]
-        self.assertEqual(len(rows), 3)
+        self.assertEqual(len(rows), 3, b.ledger_rows())
         self.assertTrue(all(r["charged_nanos"] == res for r in rows))
         self.wait_fleet_idle()
         self.assert_redis_matches_ledgers()

@@ -1,18 +1,18 @@
-/* limits: sliding-window rate limits and the runaway guard (see limits.h).
- * A window holds LIMITS_BUCKETS buckets of width_s seconds each; its sum is
- * what fell in the last LIMITS_BUCKETS × width_s seconds, the current bucket
+/* ratelim: sliding-window rate limits and the runaway guard (see ratelim.h).
+ * A window holds RATELIM_BUCKETS buckets of width_s seconds each; its sum is
+ * what fell in the last RATELIM_BUCKETS × width_s seconds, the current bucket
  * included. */
-#include "limits.h"
+#include "ratelim.h"
 #include <stdio.h>
 #include <string.h>
 
-static void win_init(limits_win_t *w, int width_s)
+static void win_init(ratelim_win_t *w, int width_s)
 {
     memset(w, 0, sizeof *w);
     w->width_s = width_s;
 }
 
-void limits_init(limits_t *s)
+void ratelim_init(ratelim_t *s)
 {
     memset(s, 0, sizeof *s);
     win_init(&s->req, 1);
@@ -21,22 +21,22 @@ void limits_init(limits_t *s)
     win_init(&s->spend_hour, 60);
 }
 
-static int64_t bucket_of(const limits_win_t *w, int64_t now_ms)
+static int64_t bucket_of(const ratelim_win_t *w, int64_t now_ms)
 {
     return now_ms / 1000 / w->width_s;
 }
 
 /* Moves the window on to now: buckets that left it are emptied. */
-static void advance(limits_win_t *w, int64_t now_ms)
+static void advance(ratelim_win_t *w, int64_t now_ms)
 {
     int64_t idx = bucket_of(w, now_ms);
     if (idx <= w->head) return;
-    if (idx - w->head >= LIMITS_BUCKETS) {
+    if (idx - w->head >= RATELIM_BUCKETS) {
         memset(w->b, 0, sizeof w->b);
         w->sum = 0;
     } else {
         for (int64_t i = w->head + 1; i <= idx; i++) {
-            int64_t *slot = &w->b[i % LIMITS_BUCKETS];
+            int64_t *slot = &w->b[i % RATELIM_BUCKETS];
             w->sum -= *slot;
             *slot = 0;
         }
@@ -45,27 +45,27 @@ static void advance(limits_win_t *w, int64_t now_ms)
 }
 
 /* Adds v at time at_ms (at or before now_ms), if that is still in the window. */
-static void win_add(limits_win_t *w, int64_t now_ms, int64_t at_ms, int64_t v)
+static void win_add(ratelim_win_t *w, int64_t now_ms, int64_t at_ms, int64_t v)
 {
     advance(w, now_ms);
     int64_t idx = bucket_of(w, at_ms);
-    if (idx > w->head || idx <= w->head - LIMITS_BUCKETS) return;   /* not in the window */
-    w->b[idx % LIMITS_BUCKETS] += v;
+    if (idx > w->head || idx <= w->head - RATELIM_BUCKETS) return;   /* not in the window */
+    w->b[idx % RATELIM_BUCKETS] += v;
     w->sum += v;
 }
 
 /* Milliseconds from now until the window's sum is at most target (the
  * oldest buckets leaving first); 0 when it already is. */
-static int64_t ms_until(const limits_win_t *w, int64_t now_ms, int64_t target)
+static int64_t ms_until(const ratelim_win_t *w, int64_t now_ms, int64_t target)
 {
     if (w->sum <= target) return 0;
     int64_t sum = w->sum, width_ms = (int64_t)w->width_s * 1000;
-    for (int64_t k = 1; k <= LIMITS_BUCKETS; k++) {
-        /* bucket head - LIMITS_BUCKETS + k leaves when bucket head + k begins */
-        sum -= w->b[(w->head - LIMITS_BUCKETS + k + LIMITS_BUCKETS) % LIMITS_BUCKETS];
+    for (int64_t k = 1; k <= RATELIM_BUCKETS; k++) {
+        /* bucket head - RATELIM_BUCKETS + k leaves when bucket head + k begins */
+        sum -= w->b[(w->head - RATELIM_BUCKETS + k + RATELIM_BUCKETS) % RATELIM_BUCKETS];
         if (sum <= target) return (w->head + k) * width_ms - now_ms;
     }
-    return (w->head + LIMITS_BUCKETS) * width_ms - now_ms;
+    return (w->head + RATELIM_BUCKETS) * width_ms - now_ms;
 }
 
 static int secs_up(int64_t ms)
@@ -75,14 +75,14 @@ static int secs_up(int64_t ms)
 }
 
 /* Sets the refusal's wait: ms exactly (at least 1), and in whole seconds. */
-static void wait_for(limits_verdict_t *v, int64_t ms)
+static void wait_for(ratelim_verdict_t *v, int64_t ms)
 {
     v->retry_after_ms = ms < 1 ? 1 : ms;
     v->retry_after_s = secs_up(ms);
 }
 
-limits_which_t limits_check(const limits_conf_t *c, limits_t *s, int64_t now_ms,
-                            int64_t tokens, nanos_t reserve, limits_verdict_t *out)
+ratelim_which_t ratelim_check(const ratelim_conf_t *c, ratelim_t *s, int64_t now_ms,
+                            int64_t tokens, nanos_t reserve, ratelim_verdict_t *out)
 {
     memset(out, 0, sizeof *out);
     advance(&s->req, now_ms);
@@ -90,23 +90,23 @@ limits_which_t limits_check(const limits_conf_t *c, limits_t *s, int64_t now_ms,
     advance(&s->spend_min, now_ms);
     advance(&s->spend_hour, now_ms);
     if (c->max_inflight > 0 && s->inflight + 1 > c->max_inflight) {
-        out->which = LIMITS_INFLIGHT;
+        out->which = RATELIM_INFLIGHT;
         wait_for(out, 1000);             /* a request in flight ends when it ends */
     } else if (c->rpm > 0 && s->req.sum + 1 > c->rpm) {
-        out->which = LIMITS_RPM;
+        out->which = RATELIM_RPM;
         wait_for(out, ms_until(&s->req, now_ms, c->rpm - 1));
     } else if (c->tpm > 0 && s->tok.sum + tokens > c->tpm) {
-        out->which = LIMITS_TPM;
+        out->which = RATELIM_TPM;
         /* a request larger than the whole limit never fits: the window's length */
         wait_for(out, tokens > c->tpm ? 60000 : ms_until(&s->tok, now_ms, c->tpm - tokens));
     } else if (c->spend_minute > 0 && s->spend_min.sum + s->loaned + reserve > c->spend_minute) {
-        out->which = LIMITS_SPEND_MINUTE;
+        out->which = RATELIM_SPEND_MINUTE;
         out->spent_in_window = s->spend_min.sum + s->loaned;
         out->limit = c->spend_minute;
         int64_t room = c->spend_minute - s->loaned - reserve;
         wait_for(out, room < 0 ? 60000 : ms_until(&s->spend_min, now_ms, room));
     } else if (c->spend_hour > 0 && s->spend_hour.sum + s->loaned + reserve > c->spend_hour) {
-        out->which = LIMITS_SPEND_HOUR;
+        out->which = RATELIM_SPEND_HOUR;
         out->spent_in_window = s->spend_hour.sum + s->loaned;
         out->limit = c->spend_hour;
         int64_t room = c->spend_hour - s->loaned - reserve;
@@ -130,7 +130,7 @@ limits_which_t limits_check(const limits_conf_t *c, limits_t *s, int64_t now_ms,
     return out->which;
 }
 
-void limits_take(limits_t *s, int64_t now_ms, int64_t tokens, nanos_t reserve)
+void ratelim_take(ratelim_t *s, int64_t now_ms, int64_t tokens, nanos_t reserve)
 {
     win_add(&s->req, now_ms, now_ms, 1);
     win_add(&s->tok, now_ms, now_ms, tokens);
@@ -138,7 +138,7 @@ void limits_take(limits_t *s, int64_t now_ms, int64_t tokens, nanos_t reserve)
     s->loaned += reserve;
 }
 
-void limits_settle(limits_t *s, int64_t admitted_ms, int64_t now_ms, int64_t tokens_taken,
+void ratelim_settle(ratelim_t *s, int64_t admitted_ms, int64_t now_ms, int64_t tokens_taken,
                    int64_t tokens_actual, nanos_t reserve, nanos_t charge)
 {
     win_add(&s->tok, now_ms, admitted_ms, tokens_actual - tokens_taken);
@@ -149,7 +149,7 @@ void limits_settle(limits_t *s, int64_t admitted_ms, int64_t now_ms, int64_t tok
     win_add(&s->spend_hour, now_ms, now_ms, charge);
 }
 
-void limits_untake(limits_t *s, int64_t taken_ms, int64_t now_ms, int64_t tokens,
+void ratelim_untake(ratelim_t *s, int64_t taken_ms, int64_t now_ms, int64_t tokens,
                    nanos_t reserve)
 {
     win_add(&s->req, now_ms, taken_ms, -1);
@@ -159,9 +159,9 @@ void limits_untake(limits_t *s, int64_t taken_ms, int64_t now_ms, int64_t tokens
     if (s->loaned < 0) s->loaned = 0;
 }
 
-limits_verdict_t limits_tighter(const limits_verdict_t *a, const limits_verdict_t *b)
+ratelim_verdict_t ratelim_tighter(const ratelim_verdict_t *a, const ratelim_verdict_t *b)
 {
-    limits_verdict_t o = *a;
+    ratelim_verdict_t o = *a;
     if (b->limit_requests && (!a->limit_requests || b->remaining_requests < a->remaining_requests)) {
         o.limit_requests = b->limit_requests;
         o.remaining_requests = b->remaining_requests;
@@ -175,7 +175,7 @@ limits_verdict_t limits_tighter(const limits_verdict_t *a, const limits_verdict_
     return o;
 }
 
-char *limits_reset_fmt(int64_t ms, char *out)
+char *ratelim_reset_fmt(int64_t ms, char *out)
 {
     int64_t s = (ms + 999) / 1000;
     if (s < 0) s = 0;
