@@ -31,8 +31,8 @@ $(FUZZ_OUT)/fuzz_sse: tests/fuzz/fuzz_sse.c src/sse.c $(FUZZ_DEPS)
 $(FUZZ_OUT)/fuzz_usage: tests/fuzz/fuzz_usage.c tests/fuzz/usage_ref.c src/usage.c src/jscan.c \
                         src/rates.c tests/fuzz/usage_ref.h $(FUZZ_DEPS)
 	$(FUZZ_LINK)
-$(FUZZ_OUT)/fuzz_admit: tests/fuzz/fuzz_admit.c tests/fuzz/admit_ref.c src/admit.c src/jscan.c \
-                        tests/fuzz/admit_ref.h $(FUZZ_DEPS)
+$(FUZZ_OUT)/fuzz_admit: tests/fuzz/fuzz_admit.c tests/fuzz/admit_ref.c src/admit.c src/admit_scan.c src/jscan.c \
+                        src/admit_int.h tests/fuzz/admit_ref.h $(FUZZ_DEPS)
 	$(FUZZ_LINK)
 $(FUZZ_OUT)/fuzz_config: tests/fuzz/fuzz_config.c src/config.c src/config_team.c src/config_alerts.c \
                          src/cfgrow.c src/rates.c src/money.c src/config_int.h $(FUZZ_DEPS)
