@@ -89,8 +89,11 @@ unit: $(UNIT_BIN)
 	    echo "$$h shadows the system's <$$b>: rename it"; fail=1; fi; done; \
 	  for t in $(UNIT_BIN); do $$t || fail=1; done; exit $$fail
 
+# The e2e files run in E2E_JOBS processes at once: the tests mostly wait
+# (upstream delays, leases, rate windows), so three fit on two cores.
+E2E_JOBS ?= 3
 e2e: $(BUILD)/pinmeter build-test/pinmeter
-	python3 tests/e2e/run.py --bin $(BUILD)/pinmeter
+	python3 tests/e2e/run.py --bin $(BUILD)/pinmeter -j $(E2E_JOBS)
 
 # What make test needs beyond the build (installed when missing, as make run
 # does): clang for the fuzz regressions, redis-server for the shared-budget
@@ -129,7 +132,7 @@ valgrind: $(BUILD)/pinmeter
 	  python3 tests/e2e/run.py --bin $(BUILD)/pinmeter $(VALGRIND_TESTS)
 
 asan:
-	$(MAKE) BUILD=build-asan CC=clang CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" test
+	$(MAKE) BUILD=build-asan CC=clang CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" E2E_JOBS=2 test
 
 # The whole end-to-end suite with pinmeter under ThreadSanitizer (the event
 # loop, the ledger writer and the Redis store's threads share requests). Every
@@ -138,7 +141,7 @@ asan:
 tsan:
 	@rm -rf build-tsan/reports && mkdir -p build-tsan/reports
 	TSAN_OPTIONS="log_path=$(CURDIR)/build-tsan/reports/tsan second_deadlock_stack=1" \
-	  $(MAKE) BUILD=build-tsan CC=clang CFLAGS="-O1 -g -fsanitize=thread -fno-omit-frame-pointer" e2e
+	  $(MAKE) BUILD=build-tsan CC=clang CFLAGS="-O1 -g -fsanitize=thread -fno-omit-frame-pointer" E2E_JOBS=2 e2e
 	@if ls build-tsan/reports/tsan.* >/dev/null 2>&1; then \
 	  echo "tsan: ThreadSanitizer reported (build-tsan/reports):"; head -60 build-tsan/reports/tsan.*; exit 1; \
 	else echo "tsan: no reports"; fi

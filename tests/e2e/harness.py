@@ -114,7 +114,28 @@ def passthrough_key_id(key):
     return "pt-" + sha256_hex(key)[:12]
 
 
+_PORT_BASE = int(os.environ.get("PINMETER_E2E_PORT_BASE", "0"))
+_PORT_SPAN = 2500
+_port_next = [0]
+
+
 def free_port():
+    """A loopback port free now. Under run.py -j, each job takes its ports in
+    turn from a range of its own below the ephemeral range
+    (PINMETER_E2E_PORT_BASE), so parallel jobs and outgoing connections never
+    pick one another's ports."""
+    if _PORT_BASE:
+        for _ in range(_PORT_SPAN):
+            p = _PORT_BASE + _port_next[0] % _PORT_SPAN
+            _port_next[0] += 1
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", p))
+                return p
+            except OSError:
+                continue
+            finally:
+                s.close()
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     p = s.getsockname()[1]

@@ -346,6 +346,10 @@ class FleetKillTest(FleetBase):
                                                               "completion_tokens": 7}})
         for p in self.fleet:
             self.assertEqual(p.chat(ok, key=self.team.key).status, 200)
+        # b's answered request settled in its ledger before the kill (the
+        # writer gathers for 10 ms; one killed inside that is 'interrupted')
+        rows = b.wait_rows(lambda rs: [r["state"] for r in rs] == ["settled"])
+        self.assertEqual([r["state"] for r in rows], ["settled"])
         slow = chat_body(SONNET, max_tokens=300, mock={"delay_ms": 6000})
         res = reservation(SONNET, body_len(slow), 300)
         errs = []
