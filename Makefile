@@ -98,10 +98,12 @@ e2e: $(BUILD)/pinmeter build-test/pinmeter
 # What make test needs beyond the build (installed when missing, as make run
 # does): clang for the fuzz regressions, redis-server for the shared-budget
 # tests, sqlite3, prometheus (its server and promtool) for the metrics test,
-# chromium for the dashboard's browser test; the openai SDK for the client
-# test and puppeteer-core (which drives Debian's chromium; it downloads no
-# browser) when npm is there.
-TEST_PKGS := clang redis-server redis-tools sqlite3 prometheus chromium
+# chromium for the dashboard's browser test, nginx (any of Debian's nginx
+# packages; nginx-light when none is there) and openssl for the TLS/HTTP/2
+# upstream test; the openai SDK for the client test and puppeteer-core (which
+# drives Debian's chromium; it downloads no browser) when npm is there.
+TEST_PKGS := clang redis-server redis-tools sqlite3 prometheus chromium openssl \
+             $(if $(shell command -v nginx),,nginx-light)
 test-deps: deps
 	@./scripts/deps.sh $(TEST_PKGS)
 	@if command -v npm >/dev/null && [ ! -d tests/client/node_modules/openai ]; then \

@@ -51,6 +51,8 @@ typedef struct config {
     char llm_key_env[128];         /* default PINATA_LLM_KEY */
     char ca_file[1024];            /* upstream.ca_file: PEM CAs to trust upstream; "" = the system's */
     int timeout_s;                 /* default 600 */
+    int h2_connections;            /* upstream.h2_connections: at most this many to a
+                                    * multiplexing (HTTP/2) upstream; 0 = no limit; 10 */
     char ledger[1024];             /* default var/pinmeter.db */
     char rates_file[1024];         /* default conf/rates.json */
     int rates_sync_s;              /* serve: refresh rates_file from Pinata every this

@@ -46,6 +46,8 @@ int loop_post(loop_t *l, loop_queue_t q, void *item);
 /* Adds a transfer to the multi handle (loop thread), with the loop's
  * socket-close hook set on it. 0 or -1. */
 int loop_add(loop_t *l, CURL *easy);
+/* At most n connections to a host at once (0: no limit); loop thread. */
+void loop_host_connections(loop_t *l, long n);
 /* Removes it (harmless when it was not added). */
 void loop_remove(loop_t *l, CURL *easy);
 /* The stream on fd has started relaying (loop thread): its socket moves to

@@ -93,6 +93,7 @@ struct req {
     struct curl_slist *hdrs;
     size_t up_slot;                /* index in the transfers' active list */
     int up_no_reuse;               /* its upstream connection closes at the end */
+    int up_counted;                /* in upstream's idle-connection count (HTTP/1.x) */
     int up_fd;                     /* its upstream socket + 1, 0 none */
     int aborted;                   /* the client left a stream: cut upstream */
     long status;

@@ -17,6 +17,7 @@ typedef enum {
     VERDICT_NET_OK = 0,            /* a complete reply */
     VERDICT_NET_TIMEOUT,           /* no complete reply within upstream.timeout_s */
     VERDICT_NET_UNREACHABLE,       /* connection refused, name not resolved */
+    VERDICT_NET_TLS,               /* TLS handshake or certificate verification failed */
     VERDICT_NET_TOO_LARGE,         /* the reply could not be taken in (over the cap) */
     VERDICT_NET_FAILED,            /* reset, closed early, cut, not started */
 } verdict_net_t;

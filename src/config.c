@@ -241,6 +241,7 @@ static const cfgrow_row_t upstream_rows[] = {
     CSTR("llm_key_env", llm_key_env, CFGROW_ENV),
     CNUM("timeout_s", CFGROW_INT, timeout_s, 1, 86400),
     CSTR("ca_file", ca_file, CFGROW_EMPTY_OK),
+    CNUM("h2_connections", CFGROW_INT, h2_connections, 0, 1000),
     { .key = NULL },
 };
 
@@ -291,6 +292,7 @@ static void set_defaults(config_t *c)
     strcpy(c->upstream_base, "https://agents.pinata.cloud");
     strcpy(c->llm_key_env, "PINATA_LLM_KEY");
     c->timeout_s = 600;
+    c->h2_connections = 10;
     strcpy(c->ledger, "var/pinmeter.db");
     strcpy(c->rates_file, "conf/rates.json");
     c->credits_per_usd = 1.0;

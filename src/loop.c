@@ -178,6 +178,11 @@ static int close_cb(void *userp, curl_socket_t fd)
     return close(fd);
 }
 
+void loop_host_connections(loop_t *l, long n)
+{
+    curl_multi_setopt(l->multi, CURLMOPT_MAX_HOST_CONNECTIONS, n);
+}
+
 int loop_add(loop_t *l, CURL *e)
 {
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_cb);
@@ -472,6 +477,9 @@ loop_t *loop_new(void)
         epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->repfd, &rev) != 0)
         goto fail;
     curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, CURL_CACHE_LIMIT);
+    /* HTTP/2: as many streams a connection as the server's SETTINGS allow
+     * (curl's own default stops at 100) */
+    curl_multi_setopt(l->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, 1000L);
     curl_multi_setopt(l->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
     curl_multi_setopt(l->multi, CURLMOPT_SOCKETDATA, l);
     curl_multi_setopt(l->multi, CURLMOPT_TIMERFUNCTION, timer_cb);

@@ -28,6 +28,7 @@
  * the job. */
 #define MAX_CACHED_CONNS 1024
 #define URL_CACHE 8                   /* distinct upstream URLs kept parsed */
+#define TLS_LOG_MS 10000              /* TLS failures: a log line at most this often */
 
 struct upstream {
     app_t *app;
@@ -55,6 +56,21 @@ struct upstream {
      * with thousands of streams open that walk was most of the cost of
      * starting one. An estimate either way costs only a search or a connect. */
     long idle_conns;
+    /* Whether the upstream multiplexes (HTTP/2 offered by ALPN over TLS), as
+     * the last answer's status line said: a multiplexed connection
+     * carries many transfers at once, so the count above means nothing and
+     * CURLOPT_FRESH_CONNECT would open a connection a transfer. Until an
+     * https upstream has answered once it may be either: transfers then
+     * leave curl to choose, and CURLOPT_PIPEWAIT has a burst wait for the
+     * first connection's ALPN instead of opening one each. */
+    enum { MUX_UNKNOWN, MUX_NO, MUX_YES } mux;
+    /* The connection limit set on the loop's multi handle: curl (7.88) opens
+     * a connection for every transfer started while its multiplexed ones are
+     * full or still connecting, so a burst of 1,000 streams became ~900
+     * connections of one stream each; upstream.h2_connections bounds them and
+     * the rest wait for a free stream. None for an HTTP/1.x upstream. */
+    long host_conns;
+    int64_t tls_logged_ms;            /* when a TLS failure was last logged */
     struct curl_slist *chat_hdrs;     /* headers of every metered chat request */
 };
 
@@ -159,7 +175,9 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
 {
     req_t *r = ud;
     size_t len = size * nitems;
-    if (len >= 5 && strncmp(buf, "HTTP/", 5) == 0) {
+    if (len >= 6 && strncmp(buf, "HTTP/", 5) == 0) {
+        /* "HTTP/2 200", "HTTP/3 200": the upstream multiplexes */
+        r->w->up->mux = buf[5] >= '2' ? MUX_YES : MUX_NO;
         const char *sp = memchr(buf, ' ', len);
         r->status = sp ? strtol(sp + 1, NULL, 10) : 0;
         r->content_type[0] = '\0';
@@ -190,6 +208,13 @@ static verdict_net_t net_of(CURLcode res)
     case CURLE_OPERATION_TIMEDOUT: return VERDICT_NET_TIMEOUT;
     case CURLE_COULDNT_CONNECT:
     case CURLE_COULDNT_RESOLVE_HOST: return VERDICT_NET_UNREACHABLE;
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH: return VERDICT_NET_TLS;
     /* the write callback refused bytes: over the body cap (or out of memory,
      * or a stream's parser failed, which stream_error tells) */
     case CURLE_WRITE_ERROR: return VERDICT_NET_TOO_LARGE;
@@ -353,13 +378,20 @@ static void finish(upstream_t *u, req_t *r, CURLcode res)
         pthread_mutex_lock(&r->mu);
         int clean = res == CURLE_OK && !r->paused && !r->aborted;
         pthread_mutex_unlock(&r->mu);
-        if (clean && !r->up_no_reuse && u->idle_conns < MAX_CACHED_CONNS) u->idle_conns++;
+        if (clean && r->up_counted && !r->up_no_reuse && u->idle_conns < MAX_CACHED_CONNS)
+            u->idle_conns++;
         easy_put(u, r->easy, r->easy_gen, clean);
         r->easy = NULL;
         u->active.v[r->up_slot] = u->active.v[--u->active.n];
         u->active.v[r->up_slot]->up_slot = r->up_slot;
     }
     if (r->sse && res == CURLE_OK) sse_finish(r->sse);   /* a final event held for a '\n' */
+    if (net_of(res) == VERDICT_NET_TLS && base_mono_ms() - u->tls_logged_ms >= TLS_LOG_MS) {
+        u->tls_logged_ms = base_mono_ms();      /* at most one line per TLS_LOG_MS */
+        base_logl(BASE_WARN, "upstream %s: TLS failed: %s (upstream.ca_file: %s)",
+                  r->snap->cfg->upstream_base, curl_easy_strerror(res),
+                  r->snap->cfg->ca_file[0] ? r->snap->cfg->ca_file : "none, the system's CAs");
+    }
     verdict_t v;
     if (r->chat) settle_chat(u, r, net_of(res), &v);
     else verdict_forward(net_of(res), r->status, &v);
@@ -427,9 +459,16 @@ static int start_transfer(upstream_t *u, req_t *r)
     curl_easy_setopt(e, CURLOPT_PRIVATE, r);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)cfg->timeout_s * 1000L);
     /* a kept handle keeps what it was last set to: set both either way */
-    r->up_no_reuse = u->active.n >= MAX_CACHED_CONNS;
-    long fresh = 1;
-    if (!r->up_no_reuse && u->idle_conns > 0) {
+    r->up_counted = u->mux == MUX_NO ||
+                    (u->mux == MUX_UNKNOWN && strncmp(url, "https:", 6) != 0);
+    long host_conns = r->up_counted ? 0 : cfg->h2_connections;
+    if (host_conns != u->host_conns) {
+        loop_host_connections(u->loop, host_conns);
+        u->host_conns = host_conns;
+    }
+    r->up_no_reuse = r->up_counted && u->active.n >= MAX_CACHED_CONNS;
+    long fresh = r->up_counted;
+    if (r->up_counted && !r->up_no_reuse && u->idle_conns > 0) {
         u->idle_conns--;
         fresh = 0;
     }

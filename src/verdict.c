@@ -37,6 +37,11 @@ static void net_error(verdict_net_t net, verdict_t *o)
         o->err_msg = "the upstream is unreachable";
         o->err_type = "upstream_unreachable";
         break;
+    case VERDICT_NET_TLS:
+        o->err_msg = "the upstream's TLS handshake failed: its certificate is not trusted "
+                     "(see upstream.ca_file) or TLS could not be agreed";
+        o->err_type = "upstream_unreachable";
+        break;
     case VERDICT_NET_TOO_LARGE:
         o->err_msg = "the upstream's reply is larger than pinmeter accepts";
         break;
@@ -114,7 +119,8 @@ void verdict_forward(verdict_net_t net, long status, verdict_t *o)
     if (net != VERDICT_NET_OK) {
         o->status = net == VERDICT_NET_TIMEOUT ? 504 : 502;
         o->err_type = net == VERDICT_NET_TIMEOUT ? "upstream_timeout" : "upstream_unreachable";
-        o->err_msg = "the upstream could not be reached";
+        o->err_msg = net == VERDICT_NET_TLS ? "the upstream's TLS handshake failed (see "
+                     "upstream.ca_file)" : "the upstream could not be reached";
     }
     o->ledger_status = o->status;
 }

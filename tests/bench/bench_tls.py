@@ -64,7 +64,8 @@ class TlsFront:
                  "@NOFILE@": str(hard),
                  "@WORKER_CONNECTIONS@": str(max(1024, min(hard, 3 * max_conns + 1300))),
                  "@MOCK_PORT@": str(mock.port), "@TLS_PORT@": str(self.port),
-                 "@PLAIN_PORT@": str(self.plain_port), "@DIR@": self.dir}
+                 "@PLAIN_PORT@": str(self.plain_port), "@DIR@": self.dir,
+                 "@ACCESS_LOG@": "access_log off;", "@CERT@": self.ca_file, "@KEY@": key}
         with open(FRONT_TEMPLATE) as f:
             text = f.read()
         for k, v in subst.items():

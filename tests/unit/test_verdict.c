@@ -1,6 +1,7 @@
 /* verdict: one test per row of the README's failure table that a finished
  * transfer can land in, with exact charges. Rate used throughout: input 3,
  * output 15, cache read 0.3 credits per 1M tokens (3e9 / 15e9 / 3e8 nanos). */
+#include <string.h>
 #include "t.h"
 #include "verdict.h"
 
@@ -86,6 +87,16 @@ static void test_unreachable(void)
     verdict_t v;
     verdict_chat(&f, &v);
     expect_failed(&v, 502, "upstream_unreachable");
+}
+
+/* the TLS handshake fails (an untrusted certificate): 502 saying so, nothing */
+static void test_tls_failed(void)
+{
+    verdict_facts_t f = no_reply(VERDICT_NET_TLS);
+    verdict_t v;
+    verdict_chat(&f, &v);
+    expect_failed(&v, 502, "upstream_unreachable");
+    T_CHECK(strstr(v.err_msg, "upstream.ca_file") != NULL);
 }
 
 /* upstream resets or closes before a complete non-stream reply */
@@ -362,8 +373,9 @@ static void test_forward(void)
     verdict_forward(VERDICT_NET_TIMEOUT, 0, &v);
     T_EQ_INT(v.status, 504);
     T_EQ_STR(v.err_type, "upstream_timeout");
-    verdict_net_t others[] = { VERDICT_NET_UNREACHABLE, VERDICT_NET_FAILED, VERDICT_NET_TOO_LARGE };
-    for (int i = 0; i < 3; i++) {
+    verdict_net_t others[] = { VERDICT_NET_UNREACHABLE, VERDICT_NET_FAILED, VERDICT_NET_TOO_LARGE,
+                               VERDICT_NET_TLS };
+    for (int i = 0; i < 4; i++) {
         verdict_forward(others[i], 0, &v);
         T_EQ_INT(v.status, 502);
         T_EQ_STR(v.err_type, "upstream_unreachable");
@@ -376,6 +388,7 @@ int main(void)
     T_RUN(test_settled_reply);
     T_RUN(test_header_id_wins);
     T_RUN(test_unreachable);
+    T_RUN(test_tls_failed);
     T_RUN(test_reset_before_reply);
     T_RUN(test_reply_too_large);
     T_RUN(test_timeout);
