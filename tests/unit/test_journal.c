@@ -60,12 +60,19 @@ static void test_lines_replay_exactly(void)
     char db[256];
     journal_t *j = fresh(db, sizeof db);
     if (!j) { T_CHECK(0); return; }
-    journal_begin_t a = begin("r-1", 123456789), b = begin("r-2", 42);
+    journal_begin_t a = begin("r-1", 123456789), b = begin("r-2", 42),
+                    c = begin("r-3", 0);
+    c.price_input = c.price_output = c.price_cache_read = -1;
+    c.started_ms = INT64_MAX;
     T_EQ_INT(journal_append(j, &a), 0);
     T_EQ_INT(journal_append(j, &b), 0);
+    T_EQ_INT(journal_append(j, &c), 0);
     seen_t s = {0};
     T_EQ_INT(journal_replay(j, collect, &s), 0);
-    T_EQ_INT(s.n, 2);
+    T_EQ_INT(s.n, 3);
+    T_EQ_STR(s.id[2], "r-3");
+    T_EQ_INT(s.reserved[2], 0);
+    for (int k = 0; k < 3; k++) T_EQ_INT(s.price[2][k], -1);
     T_EQ_STR(s.id[0], "r-1");
     T_EQ_INT(s.reserved[0], 123456789);
     T_EQ_STR(s.id[1], "r-2");
