@@ -190,4 +190,9 @@ enum MHD_Result req_queue_prepared(req_t *r, struct MHD_Connection *c, resp_kind
  * 0, or -1 on OOM. */
 int req_out_append_locked(req_t *r, const char *p, size_t len);
 
+/* A finished request's log line (level by its status): id, team, key,
+ * model, status, state, charge and time; in JSON (log_format json) every
+ * field of the request log. */
+void req_log(const req_t *r, base_level_t level);
+
 #endif

@@ -353,3 +353,30 @@ enum MHD_Result req_queue_prepared(req_t *r, struct MHD_Connection *c, resp_kind
     }
     return req_queue_body(c, r->resp_status, body, r->resp_len, r->resp_type, r, r->retry_after);
 }
+
+void req_log(const req_t *r, base_level_t level)
+{
+    const ledger_rec_t *c = &r->rec;
+    char ch[MONEY_FMT_MAX], rs[MONEY_FMT_MAX], st[BASE_TIME_MAX], en[BASE_TIME_MAX];
+    char status[16], pt[24], ct[24], kt[24], lat[24], msg[1024];
+    money_fmt(c->charged, ch);
+    snprintf(msg, sizeof msg, "%s team=%s key=%s model=%s stream=%d status=%d state=%s "
+             "charged=%s ms=%lld", c->id, c->team, c->key_id, c->model, c->stream, c->status,
+             ledger_state_name(c->state), ch, (long long)c->latency_ms);
+    snprintf(status, sizeof status, "%d", c->status);
+    snprintf(pt, sizeof pt, "%lld", (long long)c->prompt);
+    snprintf(ct, sizeof ct, "%lld", (long long)c->completion);
+    snprintf(kt, sizeof kt, "%lld", (long long)c->cached);
+    snprintf(lat, sizeof lat, "%lld", (long long)c->latency_ms);
+    const base_field_t f[] = {
+        { "id", c->id, 0 }, { "started_at", base_time_fmt(c->started_ms, st), 0 },
+        { "ended_at", base_time_fmt(c->ended_ms, en), 0 }, { "team", c->team, 0 },
+        { "key", c->key_id, 0 }, { "model", c->model, 0 }, { "stream", c->stream ? "true" : "false", 1 },
+        { "status", status, 1 }, { "prompt_tokens", pt, 1 }, { "completion_tokens", ct, 1 },
+        { "cached_tokens", kt, 1 }, { "reserved", money_fmt(c->reserved, rs), 1 },
+        { "charged", ch, 1 }, { "state", ledger_state_name(c->state), 0 },
+        { "upstream_id", c->upstream_id[0] ? c->upstream_id : NULL, 0 },
+        { "latency_ms", lat, 1 },
+    };
+    base_log_fields(level, msg, f, (int)(sizeof f / sizeof f[0]));
+}

@@ -222,35 +222,6 @@ static verdict_net_t net_of(CURLcode res)
     }
 }
 
-/* A finished request's log line; in JSON it carries the request log's
- * fields. */
-static void log_request(const req_t *r, base_level_t level)
-{
-    const ledger_rec_t *c = &r->rec;
-    char ch[MONEY_FMT_MAX], rs[MONEY_FMT_MAX], st[BASE_TIME_MAX], en[BASE_TIME_MAX];
-    char status[16], pt[24], ct[24], kt[24], lat[24], msg[1024];
-    money_fmt(c->charged, ch);
-    snprintf(msg, sizeof msg, "%s team=%s key=%s model=%s stream=%d status=%d state=%s "
-             "charged=%s ms=%lld", c->id, c->team, c->key_id, c->model, c->stream, c->status,
-             ledger_state_name(c->state), ch, (long long)c->latency_ms);
-    snprintf(status, sizeof status, "%d", c->status);
-    snprintf(pt, sizeof pt, "%lld", (long long)c->prompt);
-    snprintf(ct, sizeof ct, "%lld", (long long)c->completion);
-    snprintf(kt, sizeof kt, "%lld", (long long)c->cached);
-    snprintf(lat, sizeof lat, "%lld", (long long)c->latency_ms);
-    const base_field_t f[] = {
-        { "id", c->id, 0 }, { "started_at", base_time_fmt(c->started_ms, st), 0 },
-        { "ended_at", base_time_fmt(c->ended_ms, en), 0 }, { "team", c->team, 0 },
-        { "key", c->key_id, 0 }, { "model", c->model, 0 }, { "stream", c->stream ? "true" : "false", 1 },
-        { "status", status, 1 }, { "prompt_tokens", pt, 1 }, { "completion_tokens", ct, 1 },
-        { "cached_tokens", kt, 1 }, { "reserved", money_fmt(c->reserved, rs), 1 },
-        { "charged", ch, 1 }, { "state", ledger_state_name(c->state), 0 },
-        { "upstream_id", c->upstream_id[0] ? c->upstream_id : NULL, 0 },
-        { "latency_ms", lat, 1 },
-    };
-    base_log_fields(level, msg, f, (int)(sizeof f / sizeof f[0]));
-}
-
 /* The verdict on a metered chat completion, applied: ledger row, budget,
  * the log line. */
 static void settle_chat(upstream_t *u, req_t *r, verdict_net_t net, verdict_t *v)
@@ -290,7 +261,7 @@ static void settle_chat(upstream_t *u, req_t *r, verdict_net_t net, verdict_t *v
     if (v->account_exhausted) budget_account_exhausted(app->budget);
     events_settled(app, r, v);
     if (r->snap->cfg->log_requests || v->state != LEDGER_SETTLED || r->rec.status >= 500)
-        log_request(r, r->rec.status >= 500 ? BASE_WARN : BASE_INFO);
+        req_log(r, r->rec.status >= 500 ? BASE_WARN : BASE_INFO);
 }
 
 /* A handle for a new transfer: a reset one from the pool, or a new one. */
