@@ -67,8 +67,9 @@ struct upstream {
     /* The connection limit set on the loop's multi handle: curl (7.88) opens
      * a connection for every transfer started while its multiplexed ones are
      * full or still connecting, so a burst of 1,000 streams became ~900
-     * connections of one stream each; upstream.h2_connections bounds them and
-     * the rest wait for a free stream. None for an HTTP/1.x upstream. */
+     * connections of one stream each; upstream.h2_connections bounds them
+     * (for the instance: each worker takes its share, at least one) and the
+     * rest wait for a free stream. None for an HTTP/1.x upstream. */
     long host_conns;
     int64_t tls_logged_ms;            /* when a TLS failure was last logged */
     struct curl_slist *chat_hdrs;     /* headers of every metered chat request */
@@ -432,7 +433,10 @@ static int start_transfer(upstream_t *u, req_t *r)
     /* a kept handle keeps what it was last set to: set both either way */
     r->up_counted = u->mux == MUX_NO ||
                     (u->mux == MUX_UNKNOWN && strncmp(url, "https:", 6) != 0);
-    long host_conns = r->up_counted ? 0 : cfg->h2_connections;
+    /* the instance's limit, shared among its workers (a multi handle each) */
+    int nw = app->n_workers > 0 ? app->n_workers : 1;
+    long host_conns = r->up_counted || !cfg->h2_connections ? 0
+                    : cfg->h2_connections / nw > 0 ? cfg->h2_connections / nw : 1;
     if (host_conns != u->host_conns) {
         loop_host_connections(u->loop, host_conns);
         u->host_conns = host_conns;
