@@ -358,7 +358,8 @@ static void finish(upstream_t *u, req_t *r, CURLcode res)
         u->active.v[r->up_slot]->up_slot = r->up_slot;
     }
     if (r->sse && res == CURLE_OK) sse_finish(r->sse);   /* a final event held for a '\n' */
-    if (net_of(res) == VERDICT_NET_TLS && base_mono_ms() - u->tls_logged_ms >= TLS_LOG_MS) {
+    if (net_of(res) == VERDICT_NET_TLS &&
+        (!u->tls_logged_ms || base_mono_ms() - u->tls_logged_ms >= TLS_LOG_MS)) {
         u->tls_logged_ms = base_mono_ms();      /* at most one line per TLS_LOG_MS */
         base_logl(BASE_WARN, "upstream %s: TLS failed: %s (upstream.ca_file: %s)",
                   r->snap->cfg->upstream_base, curl_easy_strerror(res),

@@ -35,6 +35,9 @@ from types import SimpleNamespace
 
 B = None
 SCENARIOS = ("tls64", "tlsstream64", "h2", "workers2")
+# tls64 and workers2 run 5 s (c=64 gives tens of thousands of requests in that),
+# h2 3 s: they keep the whole of `make bench` near 20 minutes
+SHORT_S = 5
 FRONT_TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                               "nginx-tls-front.conf.in")
 
@@ -145,11 +148,12 @@ def tls_targets(front, direct=True):
 
 
 def scen_tls64(front):
-    B.log(f"== TLS upstream, non-streaming, concurrency 64 ({B.ROUNDS} rounds x {B.SECONDS} s)")
+    secs = min(B.SECONDS, SHORT_S)
+    B.log(f"== TLS upstream, non-streaming, concurrency 64 ({B.ROUNDS} rounds x {secs} s)")
 
     def one(t):
         B.wrk(t.port, 64, 1)                           # warm-up: connections, TLS sessions
-        res = B.measure(t, lambda: B.wrk(t.port, 64, B.SECONDS))
+        res = B.measure(t, lambda: B.wrk(t.port, 64, secs))
         if res["requests"] > 0 and "cpu_s" in res:
             res["cpu_us_per_req"] = res["cpu_s"] * 1e6 / res["requests"]
         return res
@@ -181,7 +185,7 @@ def scen_tlsstream64(front):
 
 
 def scen_h2(front):
-    n, secs = 1000, min(B.SECONDS, 5)     # the peak comes in the first second
+    n, secs = 1000, min(B.SECONDS, 3)     # the peak comes in the first second
     B.log(f"== TLS upstream offering h2, {n:,} concurrent streams x 50 chunks 2 ms apart "
           f"({B.ROUNDS} rounds x {secs} s): upstream connections")
 
@@ -210,8 +214,9 @@ def scen_h2(front):
 
 
 def scen_workers2():
+    secs = min(B.SECONDS, SHORT_S)
     B.log(f"== every core: c=64 non-streaming, nothing pinned, pinmeter workers 2 vs nginx 2 "
-          f"workers ({B.ROUNDS} rounds x {B.SECONDS} s)")
+          f"workers ({B.ROUNDS} rounds x {secs} s)")
     cpus = B.ALL_CPUS
     mdir = os.path.join(B.RUN, "mock-workers2")
     os.makedirs(mdir, exist_ok=True)
@@ -232,7 +237,7 @@ def scen_workers2():
 
         def one(t):
             B.wrk(t.port, 64, 1, cpu=cpus, threads=2)
-            res = B.measure(t, lambda: B.wrk(t.port, 64, B.SECONDS, cpu=cpus, threads=2))
+            res = B.measure(t, lambda: B.wrk(t.port, 64, secs, cpu=cpus, threads=2))
             if res["requests"] > 0 and "cpu_s" in res:
                 res["cpu_us_per_req"] = res["cpu_s"] * 1e6 / res["requests"]
             return res
