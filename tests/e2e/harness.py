@@ -736,6 +736,21 @@ class Proxy:
     def wait_idle(self, key, timeout=5.0):
         return self.wait_balance(key, lambda b: b["loaned"] == 0, timeout)
 
+    def wait_ledger_drained(self, timeout=5.0):
+        """Waits until the ledger writer's backlog (/healthz) is 0: every
+        settled request's row is committed (the writer gathers for 10 ms, so
+        a balance back to idle, fleet-wide from Redis, can come first)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                h = json.loads(http_request(self.port, "GET", "/healthz", timeout=2).body)
+                if h.get("ledger_backlog", 0) == 0:
+                    return True
+            except (OSError, ValueError):
+                return False
+            time.sleep(0.01)
+        return False
+
     # ledger
     def ledger_rows(self, where="1=1", args=()):
         if not os.path.exists(self.ledger):

@@ -157,14 +157,7 @@ def check_invariants(test, proxies, mock, *, allow_interrupted=False, lenient_id
         if p.alive():
             # Settling is immediate in the budget; the ledger row follows
             # through the writer's queue: wait for it to drain (/healthz).
-            while time.time() < deadline:
-                try:
-                    h = json.loads(http_request(p.port, "GET", "/healthz", timeout=2).body)
-                    if h.get("ledger_backlog", 0) == 0:
-                        break
-                except (OSError, ValueError):
-                    break
-                time.sleep(0.01)
+            p.wait_ledger_drained(max(0.1, deadline - time.time()))
         rows = p.wait_rows(lambda rs: all(r["state"] != "inflight" for r in rs),
                            timeout=max(0.1, deadline - time.time()))
         inflight = [r for r in rows if r["state"] == "inflight"]

@@ -248,10 +248,14 @@ class FleetBase(FaultTest):
         return self.redis.get_int(keys[0])
 
     def wait_fleet_idle(self, timeout=10):
+        """Nothing loaned fleet-wide, and every instance's rows committed."""
         for p in self.fleet:
             if p.alive():
                 b = p.wait_idle(self.team.key, timeout=timeout)
                 self.assertEqual(b["loaned"], 0, p.name)
+        for p in self.fleet:
+            if p.alive():
+                self.assertTrue(p.wait_ledger_drained(timeout), p.name + "'s ledger backlog")
 
     def assert_redis_matches_ledgers(self):
         """Redis spent == the sum over every instance's ledger, and each
