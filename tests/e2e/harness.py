@@ -734,7 +734,11 @@ class Proxy:
             time.sleep(0.05)
 
     def wait_idle(self, key, timeout=5.0):
-        return self.wait_balance(key, lambda b: b["loaned"] == 0, timeout)
+        """The balance once nothing is loaned and the ledger has every row."""
+        b = self.wait_balance(key, lambda b: b["loaned"] == 0, timeout)
+        if b["loaned"] == 0:
+            self.wait_ledger_drained(timeout)
+        return b
 
     def wait_ledger_drained(self, timeout=5.0):
         """Waits until the ledger writer's backlog (/healthz) is 0: every
