@@ -170,7 +170,10 @@ def alerts_conf(rx, **kw):
 ENV = {SECRET_ENV: SECRET, "PINMETER_ADMIN_TOKEN": ADMIN_TOKEN}
 
 
-class AlertTestBase(E2ETest):
+class WithReceiver:
+    """Mixin before an E2ETest base: cls.rx, an alert receiver started before
+    the class's proxies and stopped after them."""
+
     @classmethod
     def setUpClass(cls):
         cls.rx = Receiver()
@@ -187,6 +190,8 @@ class AlertTestBase(E2ETest):
         finally:
             cls.rx.stop()
 
+
+class AlertTestBase(WithReceiver, E2ETest):
     def tearDown(self):
         super().tearDown()
         for p in self.proxies:

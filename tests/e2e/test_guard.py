@@ -74,23 +74,7 @@ class GuardBase(E2ETest):
         return e
 
 
-class GuardTest(GuardBase):
-    @classmethod
-    def setUpClass(cls):
-        cls.rx = test_alerts.Receiver()
-        try:
-            super().setUpClass()
-        except BaseException:
-            cls.rx.stop()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            cls.rx.stop()
-
+class GuardTest(test_alerts.WithReceiver, GuardBase):
     @classmethod
     def setup_proxies(cls):
         # metered: the mock's total falls by what it serves, so a rise is the top-up alone

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from harness import (E2ETest, Team, SONNET, chat_body, body_len, cost, reservation, rate_nanos,
                      fmt_credits, ceil_div, NANO)
-from test_alerts import Receiver, SECRET_ENV, SECRET
+from test_alerts import WithReceiver, SECRET_ENV, SECRET
 
 
 def burst(pm, body, key, n):
@@ -213,23 +213,7 @@ class ClampTest(E2ETest):
         self.assertEqual(self.mock.chat_count(), 0)
 
 
-class RunawayTest(E2ETest):
-    @classmethod
-    def setUpClass(cls):
-        cls.rx = Receiver()
-        try:
-            super().setUpClass()
-        except BaseException:
-            cls.rx.stop()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            cls.rx.stop()
-
+class RunawayTest(WithReceiver, E2ETest):
     @classmethod
     def setup_proxies(cls):
         cls.team = Team("ru", 100.0, key_ids=["agent"], extra={"max_spend_per_minute": 0.05})

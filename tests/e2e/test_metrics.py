@@ -24,6 +24,7 @@ from decimal import Decimal
 import harness
 from harness import (E2ETest, Team, SONNET, HAIKU, GPT4O, ADMIN_TOKEN, JWT, NANO, chat_body,
                      body_len, reservation, free_port, http_request, _stop_pid, to_nanos)
+from test_alerts import WithReceiver
 
 PROMETHEUS = "/usr/bin/prometheus"
 PROMTOOL = "/usr/bin/promtool"
@@ -467,19 +468,9 @@ class PassthroughMetricsTest(MetricsBase):
         self.assertNotIn(client_key, text)
 
 
-class AlertMetricsTest(MetricsBase):
+class AlertMetricsTest(WithReceiver, MetricsBase):
     """pinmeter_alerts_total counts delivery attempts by their result: the
     receiver answers 500 to the first attempt of one event, 200 to the rest."""
-
-    @classmethod
-    def setUpClass(cls):
-        from test_alerts import Receiver
-        cls.rx = Receiver()
-        try:
-            super().setUpClass()
-        except BaseException:
-            cls.rx.stop()
-            raise
 
     @classmethod
     def setup_proxies(cls):

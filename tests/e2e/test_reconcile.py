@@ -35,23 +35,7 @@ def iso_ms(t):
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + ".%03dZ" % (ms % 1000)
 
 
-class ReconcileTest(GuardBase):
-    @classmethod
-    def setUpClass(cls):
-        cls.rx = test_alerts.Receiver()
-        try:
-            super().setUpClass()
-        except BaseException:
-            cls.rx.stop()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            cls.rx.stop()
-
+class ReconcileTest(test_alerts.WithReceiver, GuardBase):
     @classmethod
     def setup_proxies(cls):
         cls.mock.set_balance(total=100, loaned=0, available=100, metered=True)
