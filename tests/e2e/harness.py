@@ -143,6 +143,23 @@ def free_port():
     return p
 
 
+def at_once(fn, n, join_s=60):
+    """fn() called from n threads started together; their results, in no
+    particular order (each thread joined for at most join_s)."""
+    out, lock = [], threading.Lock()
+
+    def one():
+        r = fn()
+        with lock:
+            out.append(r)
+    ts = [threading.Thread(target=one, daemon=True) for _ in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(join_s)
+    return out
+
+
 def closed_port():
     """A loopback port nothing listens on (bound then released)."""
     return free_port()

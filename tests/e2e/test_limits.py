@@ -2,29 +2,17 @@
 Retry-After, key caps under a race, clamping instead of refusing, the runaway
 guard and its alert, and OpenAI's rate-limit headers."""
 import json
-import threading
 import time
 from decimal import Decimal
 
-from harness import (E2ETest, Team, SONNET, chat_body, body_len, cost, reservation, rate_nanos,
+from harness import (E2ETest, at_once, Team, SONNET, chat_body, body_len, cost, reservation, rate_nanos,
                      fmt_credits, ceil_div, NANO)
 from test_alerts import WithReceiver, SECRET_ENV, SECRET
 
 
 def burst(pm, body, key, n):
     """n requests at once; their responses, in no particular order."""
-    out, lock = [], threading.Lock()
-
-    def one():
-        r = pm.chat(body, key=key, timeout=30)
-        with lock:
-            out.append(r)
-    ts = [threading.Thread(target=one, daemon=True) for _ in range(n)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(60)
-    return out
+    return at_once(lambda: pm.chat(body, key=key, timeout=30), n)
 
 
 class InflightTest(E2ETest):

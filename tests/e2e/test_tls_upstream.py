@@ -13,12 +13,11 @@ import os
 import shutil
 import ssl
 import subprocess
-import threading
 import time
 import unittest
 
 import harness
-from harness import Team, SONNET, chat_body, cost, free_port, _stop_pid
+from harness import Team, SONNET, at_once, chat_body, cost, free_port, _stop_pid
 from invariants import FaultTest
 
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench",
@@ -96,21 +95,6 @@ class TlsFront:
         self.err.close()
 
 
-def burst(fn, n):
-    out, lock = [], threading.Lock()
-
-    def one():
-        r = fn()
-        with lock:
-            out.append(r)
-    ts = [threading.Thread(target=one, daemon=True) for _ in range(n)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(60)
-    return out
-
-
 def stream_once(pm, key, body):
     s = pm.stream(body, key=key, timeout=30)
     try:
@@ -166,7 +150,7 @@ class TlsUpstreamTest(FaultTest):
         n = 200
         body = chat_body(SONNET, stream=True, max_tokens=50,
                          mock={"usage": USAGE, "chunks": 4, "chunk_delay_ms": 250})
-        rs = burst(lambda: stream_once(self.pm, self.team.key, body), n)
+        rs = at_once(lambda: stream_once(self.pm, self.team.key, body), n)
         self.assertEqual(sorted(st for st, _, _ in rs), [200] * n)
         self.assertTrue(all(ev and ev[-1] == "[DONE]" for _, _, ev in rs))
         self.assertGreaterEqual(self.mock.stats()["chat_max_active"], n // 2,
@@ -185,7 +169,7 @@ class TlsUpstreamTest(FaultTest):
     def test_h2_connections_bounds_the_connections(self):
         before = len(self.front.log())
         body = chat_body(SONNET, max_tokens=50, mock={"usage": USAGE, "delay_ms": 300})
-        rs = burst(lambda: self.pm2.chat(body, key=self.team2.key, timeout=30), 40)
+        rs = at_once(lambda: self.pm2.chat(body, key=self.team2.key, timeout=30), 40)
         self.assertEqual(sorted(r.status for r in rs), [200] * 40)
         seen = self.front.log()[before:]
         self.assertEqual(len(seen), 40)
